@@ -1,0 +1,492 @@
+//! End-to-end load run: a bare upstream, driven directly, through keygate on an `auth = "none"`
+//! route (the pass-through baseline), and through keygate with a cached API key. Prints req/s,
+//! p50 and p99 for each, and the ratios that say what authentication costs.
+//!
+//! Run: `cargo bench --bench e2e`. Needs `wrk` (`apt-get install -y wrk`); without it the run
+//! prints how to install it and exits successfully.
+//!
+//! Environment: `KEYGATE_BENCH_SECONDS` (per target, default 5), `KEYGATE_BENCH_CONNECTIONS`
+//! (default 32), `KEYGATE_BENCH_ROUNDS` (default 1; with more, the targets run in rotated order
+//! each round and the table shows each column's median, which steadies a noisy machine).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const PEPPER: &str = "bench-pepper-0123456789abcdef";
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+fn main() -> ExitCode {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, and then
+    // only the setup is checked (upstream, keygate, admin API, a keyed request), with no load.
+    let load_run = std::env::args().any(|a| a == "--bench");
+    if load_run && !wrk_available() {
+        println!(
+            "e2e bench skipped: `wrk` is not on PATH. Install it with: apt-get install -y wrk"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let seconds = env_u64("KEYGATE_BENCH_SECONDS", 5).max(1);
+    let connections = env_u64("KEYGATE_BENCH_CONNECTIONS", 32).max(1);
+    let rounds = env_u64("KEYGATE_BENCH_ROUNDS", 1).max(1);
+
+    let upstream = start_upstream();
+    let kg = Keygate::start(upstream);
+
+    let admin = format!("http://{}", kg.admin);
+    let created = admin_post(
+        &format!("{admin}/admin/v1/accounts"),
+        &json!({ "name": "bench" }),
+    );
+    let account = match created {
+        AdminReply::NotFound => {
+            println!(
+                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/accounts \
+                 (not implemented in this build)"
+            );
+            return ExitCode::SUCCESS;
+        }
+        AdminReply::Ok(v) => v["id"].as_str().expect("account id").to_string(),
+    };
+    let key = match admin_post(
+        &format!("{admin}/admin/v1/keys"),
+        &json!({ "account_id": account, "name": "bench key" }),
+    ) {
+        AdminReply::NotFound => {
+            println!(
+                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/keys \
+                 (not implemented in this build)"
+            );
+            return ExitCode::SUCCESS;
+        }
+        AdminReply::Ok(v) => v["key"].as_str().expect("plaintext key").to_string(),
+    };
+    let auth = format!("Authorization: Bearer {key}");
+
+    // Check each target answers as expected; the keyed request also loads the key into the cache.
+    let direct_url = format!("http://{upstream}/x");
+    let open_url = format!("http://{}/open/x", kg.public);
+    let v1_url = format!("http://{}/v1/x", kg.public);
+    expect_status(&direct_url, None, 200);
+    expect_status(&open_url, None, 200);
+    expect_status(&v1_url, None, 401);
+    expect_status(&v1_url, Some(&key), 200);
+    if !load_run {
+        println!("e2e: setup checked (no load in test mode; `cargo bench --bench e2e` runs it)");
+        return ExitCode::SUCCESS;
+    }
+
+    println!(
+        "e2e: wrk -t1 -c{connections} -d{seconds}s per target, {rounds} round(s); keygate \
+         threads=1, work_stealing=false; upstream {upstream}"
+    );
+    let auth = auth.as_str();
+    let targets: [(&'static str, &str, Option<&str>); 3] = [
+        ("direct upstream", &direct_url, None),
+        ("keygate /open (auth=none)", &open_url, None),
+        ("keygate /v1 (cached key)", &v1_url, Some(auth)),
+    ];
+    // Round r starts at target r mod 3, so no target always runs first or last.
+    let mut runs: [Vec<WrkResult>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for i in 0..targets.len() {
+            let t = (i + round as usize) % targets.len();
+            let (name, url, header) = targets[t];
+            let r = run_wrk(name, url, header, seconds, connections);
+            if rounds > 1 {
+                println!(
+                    "  round {}: {:<28} {:>10.0} req/s  p50 {:>9}  p99 {:>9}",
+                    round + 1,
+                    name,
+                    r.rps,
+                    fmt_us(r.p50_us),
+                    fmt_us(r.p99_us)
+                );
+            }
+            runs[t].push(r);
+        }
+    }
+    let [direct, open, keyed] = runs.map(|r| median(&r));
+
+    println!();
+    if rounds > 1 {
+        println!("median of {rounds} rounds per column");
+    }
+    println!(
+        "{:<28} {:>12} {:>11} {:>11} {:>10}",
+        "target", "req/s", "p50", "p99", "non-2xx"
+    );
+    for r in [&direct, &open, &keyed] {
+        println!(
+            "{:<28} {:>12.0} {:>11} {:>11} {:>10}",
+            r.name,
+            r.rps,
+            fmt_us(r.p50_us),
+            fmt_us(r.p99_us),
+            r.non_2xx
+        );
+    }
+    println!();
+    println!(
+        "authenticated / pass-through: throughput {:.3}, p50 {:.3}, p99 {:.3}",
+        keyed.rps / open.rps,
+        keyed.p50_us / open.p50_us,
+        keyed.p99_us / open.p99_us
+    );
+    println!(
+        "pass-through / direct:        throughput {:.3}, p50 {:.3}, p99 {:.3}",
+        open.rps / direct.rps,
+        open.p50_us / direct.p50_us,
+        open.p99_us / direct.p99_us
+    );
+    let errors: u64 = [&direct, &open, &keyed].iter().map(|r| r.non_2xx).sum();
+    if errors > 0 {
+        println!("warning: {errors} non-2xx responses: the numbers above are not comparable");
+    }
+    drop(kg);
+    ExitCode::SUCCESS
+}
+
+/// Each column's median over the rounds (independently), and the total of non-2xx answers.
+fn median(runs: &[WrkResult]) -> WrkResult {
+    let mid = |f: fn(&WrkResult) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    WrkResult {
+        name: runs[0].name,
+        rps: mid(|r| r.rps),
+        p50_us: mid(|r| r.p50_us),
+        p99_us: mid(|r| r.p99_us),
+        non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+fn wrk_available() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+// ---------------------------------------------------------------- bare upstream
+
+/// A minimal HTTP/1.1 server (axum, keep-alive) answering 200 "ok" to everything, on its own
+/// current-thread runtime. It lives until the process exits.
+fn start_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("upstream addr");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("upstream runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app = axum::Router::new().fallback(|| async { "ok" });
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    addr
+}
+
+// ---------------------------------------------------------------- keygate process
+
+/// The real binary on free ports; stopped with SIGINT when dropped (also on panic).
+struct Keygate {
+    public: SocketAddr,
+    admin: SocketAddr,
+    ops: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Keygate {
+    /// Starts keygate, retrying on fresh ports when one was taken between picking and binding
+    /// (other processes on the machine may grab free ports too).
+    fn start(upstream: SocketAddr) -> Keygate {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(upstream) {
+                Ok(kg) => return kg,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => attempt += 1,
+                Err(log) => panic!("keygate did not start:\n{log}"),
+            }
+        }
+    }
+
+    /// `Err` carries keygate's log when it exited before becoming ready.
+    fn try_start(upstream: SocketAddr) -> Result<Keygate, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
+        let (public, admin, ops) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        let config = format!(
+            r#"
+[server]
+threads = 1
+work_stealing = false
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+data_dir = "{data}"
+
+[listeners]
+public = "{public}"
+admin = "{admin}"
+ops = "{ops}"
+
+[secrets]
+pepper = {{ env = "KEYGATE_BENCH_PEPPER" }}
+admin_token = {{ env = "KEYGATE_BENCH_ADMIN_TOKEN" }}
+
+[upstreams.api]
+address = "{upstream}"
+
+[[routes]]
+name = "open"
+path = "/open/{{*rest}}"
+upstream = "api"
+auth = "none"
+
+[[routes]]
+name = "v1"
+path = "/v1/{{*rest}}"
+upstream = "api"
+auth = "api_key"
+"#,
+            data = dir.path().join("data").display(),
+        );
+        let config_path = dir.path().join("keygate.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.path().join("keygate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("KEYGATE_BENCH_PEPPER", PEPPER)
+            .env("KEYGATE_BENCH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("start keygate");
+        let mut kg = Keygate {
+            public,
+            admin,
+            ops,
+            log,
+            child: Some(child),
+            _dir: dir,
+        };
+        kg.wait_ready()?;
+        Ok(kg)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let healthz = format!("http://{}/healthz", self.ops);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!("keygate exited early ({status}):\n{}", self.log()));
+            }
+            if std::net::TcpStream::connect(self.public).is_ok()
+                && http_get(&healthz, None).map(|(s, _)| s) == Some(200)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                panic!("keygate did not become ready:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Keygate {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+// ---------------------------------------------------------------- HTTP helpers
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// GET with an optional Bearer key; `None` when the connection failed.
+fn http_get(url: &str, key: Option<&str>) -> Option<(u16, String)> {
+    let mut req = agent().get(url);
+    if let Some(k) = key {
+        req = req.header("authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req.call().ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.body_mut().read_to_string().unwrap_or_default()))
+}
+
+fn expect_status(url: &str, key: Option<&str>, want: u16) {
+    match http_get(url, key) {
+        Some((status, _)) if status == want => {}
+        other => panic!("warm-up GET {url} did not answer {want}: {other:?}"),
+    }
+}
+
+enum AdminReply {
+    Ok(Value),
+    NotFound,
+}
+
+fn admin_post(url: &str, body: &Value) -> AdminReply {
+    let mut resp = agent()
+        .post(url)
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap_or_default();
+    match status {
+        404 => AdminReply::NotFound,
+        200 | 201 => AdminReply::Ok(
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("POST {url}: body is not JSON ({e}): {text}")),
+        ),
+        _ => panic!("POST {url} answered {status}: {text}"),
+    }
+}
+
+// ---------------------------------------------------------------- wrk
+
+struct WrkResult {
+    name: &'static str,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    non_2xx: u64,
+}
+
+fn run_wrk(
+    name: &'static str,
+    url: &str,
+    header: Option<&str>,
+    seconds: u64,
+    connections: u64,
+) -> WrkResult {
+    let mut cmd = Command::new("wrk");
+    cmd.arg("-t1")
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency");
+    if let Some(h) = header {
+        cmd.arg("-H").arg(h);
+    }
+    cmd.arg(url);
+    let out = cmd.output().expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        panic!(
+            "wrk failed for {name} ({}):\n{text}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_wrk(name, &text).unwrap_or_else(|| panic!("cannot parse wrk output for {name}:\n{text}"))
+}
+
+/// Reads `Requests/sec:`, the `50%` and `99%` lines of `--latency`, and `Non-2xx or 3xx
+/// responses:` from wrk's report.
+fn parse_wrk(name: &'static str, text: &str) -> Option<WrkResult> {
+    let mut rps = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut non_2xx = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse::<f64>().ok();
+        } else if let Some(v) = line.strip_prefix("50%") {
+            p50 = parse_duration_us(v.trim());
+        } else if let Some(v) = line.strip_prefix("99%") {
+            p99 = parse_duration_us(v.trim());
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = v.trim().parse().unwrap_or(0);
+        }
+    }
+    Some(WrkResult {
+        name,
+        rps: rps?,
+        p50_us: p50?,
+        p99_us: p99?,
+        non_2xx,
+    })
+}
+
+/// wrk prints `123.45us`, `1.23ms`, `1.02s` or `2.00m`.
+fn parse_duration_us(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match unit.trim() {
+        "us" => 1.0,
+        "ms" => 1_000.0,
+        "s" => 1_000_000.0,
+        "m" => 60_000_000.0,
+        _ => return None,
+    };
+    Some(n * factor)
+}
+
+fn fmt_us(us: f64) -> String {
+    if us >= 1_000.0 {
+        format!("{:.2}ms", us / 1_000.0)
+    } else {
+        format!("{us:.0}us")
+    }
+}

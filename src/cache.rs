@@ -1,0 +1,362 @@
+//! The validation cache: key hash -> the key and its account, so the common request touches no
+//! store and no network.
+//!
+//! - moka, bounded, with a per-entry TTL: found keys live `ttl`, unknown hashes `negative_ttl`
+//!   (a short negative TTL stops a flood of one bad key from reaching the store).
+//! - Single-flight: N concurrent misses for one hash make one store read (`try_get_with`).
+//!   Store errors are not cached.
+//! - Invalidation from outside: admin writes call [`KeyCache::invalidate`] right after the store
+//!   commit, so the very next request re-reads.
+//!
+//! - Stale-if-error: an entry older than `ttl` is refreshed by one request while the others keep
+//!   using it; if the store fails, the entry keeps working until `ttl + max_stale`. Unknown keys
+//!   get the store error (503): never fail open.
+//! - Replicas: [`KeyCache::invalidate`] also publishes on the [`Bus`], and the bus listener applies
+//!   other replicas' events with [`KeyCache::invalidate_local`].
+//!
+//! Known window: a load that read the store just before a write commits can insert the old
+//! record just after the write's invalidation. Two guards narrow it: the loader re-reads when
+//! an invalidation happened while it was reading, and every invalidation is repeated once
+//! [`REPEAT_INVALIDATION_AFTER`] later, which bounds the window to that delay instead of the TTL.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+
+use crate::identity::{AuthMethod, IdentityValues};
+use crate::invalidation::Bus;
+use crate::keys::KeyHash;
+use crate::metrics::{CacheResult, Metrics};
+use crate::store::{Credential, Store, StoreError};
+
+pub const REPEAT_INVALIDATION_AFTER: Duration = Duration::from_millis(250);
+
+/// A cached credential with its identity header values prepared once at load time.
+#[derive(Debug)]
+pub struct CachedCredential {
+    pub credential: Credential,
+    pub identity: IdentityValues,
+    /// Debounce slot for last-used updates (see [`crate::usage`]).
+    pub last_used_sent: AtomicI64,
+    loaded_at: Instant,
+    /// Set while one request refreshes this entry after its TTL.
+    refreshing: AtomicBool,
+    /// The invalidation generation when its store read began.
+    load_generation: u64,
+    /// How the caller proved who they are.
+    pub method: AuthMethod,
+}
+
+impl CachedCredential {
+    /// A credential taken from a verified access token rather than the store: never cached,
+    /// lives for one request.
+    pub fn from_token(credential: Credential) -> Self {
+        Self {
+            identity: IdentityValues::from_credential(&credential),
+            last_used_sent: AtomicI64::new(0),
+            loaded_at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+            load_generation: 0,
+            method: AuthMethod::Jwt,
+            credential,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Arc<CachedCredential>),
+    Unknown,
+}
+
+/// What changed, so the cache can drop exactly the affected entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    Key(KeyHash),
+    Account(String),
+    All,
+    /// JWTs whose subject (a key, user or account id) is this, issued at or before this Unix
+    /// second, are refused: how an access token dies with its key without a store read.
+    TokenCutoff(String, i64),
+}
+
+struct TtlPolicy {
+    /// TTL plus max_stale: how long a found entry may be kept at all.
+    positive: Duration,
+    negative: Duration,
+}
+
+impl Expiry<KeyHash, Lookup> for TtlPolicy {
+    fn expire_after_create(&self, _: &KeyHash, value: &Lookup, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Lookup::Found(_) => self.positive,
+            Lookup::Unknown => self.negative,
+        })
+    }
+}
+
+pub struct KeyCache {
+    entries: Cache<KeyHash, Lookup>,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// Bumped on every invalidation; a loader that sees it move re-reads.
+    generation: AtomicU64,
+    /// Entries whose load began before this generation must be re-read before use (set when
+    /// events may have been lost). Unlike dropping them, this keeps them as the stale-if-error
+    /// fallback if the store is still failing.
+    revalidate_before: AtomicU64,
+    ttl: Duration,
+    max_stale: Duration,
+    bus: OnceLock<Arc<dyn Bus>>,
+    /// Token cut-offs by subject (see [`Invalidation::TokenCutoff`]); sharded, no global lock.
+    cutoffs: dashmap::DashMap<String, i64>,
+}
+
+impl KeyCache {
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        ttl: Duration,
+        negative_ttl: Duration,
+        max_stale: Duration,
+        max_entries: u64,
+    ) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(max_entries)
+            .expire_after(TtlPolicy {
+                positive: ttl + max_stale,
+                negative: negative_ttl,
+            })
+            .support_invalidation_closures()
+            .build();
+        Self {
+            entries,
+            store,
+            metrics,
+            generation: AtomicU64::new(0),
+            revalidate_before: AtomicU64::new(0),
+            ttl,
+            max_stale,
+            bus: OnceLock::new(),
+            cutoffs: dashmap::DashMap::new(),
+        }
+    }
+
+    /// Connects the cache to the replicas' invalidation bus (once, at startup).
+    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// One cache lookup on a hit; on a miss, one shared store read for all concurrent callers.
+    pub async fn get_or_load(&self, hash: &KeyHash) -> Result<Lookup, Arc<StoreError>> {
+        if let Some(found) = self.entries.get(hash).await {
+            match &found {
+                Lookup::Found(c)
+                    if c.loaded_at.elapsed() > self.ttl
+                        || c.load_generation < self.revalidate_before.load(Ordering::Acquire) =>
+                {
+                    return self.refresh(hash, c.clone()).await;
+                }
+                Lookup::Found(_) => self.metrics.cache(CacheResult::Hit),
+                Lookup::Unknown => self.metrics.cache(CacheResult::NegativeHit),
+            }
+            return Ok(found);
+        }
+        self.metrics.cache(CacheResult::Miss);
+        let result = self.entries.try_get_with(*hash, self.load(*hash)).await;
+        if result.is_err() {
+            self.metrics.store_error();
+        }
+        result
+    }
+
+    /// An entry past its TTL: one caller re-reads the store; the rest, and the reader itself
+    /// when the store fails, use the old entry until `ttl + max_stale`.
+    async fn refresh(
+        &self,
+        hash: &KeyHash,
+        stale: Arc<CachedCredential>,
+    ) -> Result<Lookup, Arc<StoreError>> {
+        let within_stale = stale.loaded_at.elapsed() <= self.ttl + self.max_stale;
+        if stale.refreshing.swap(true, Ordering::AcqRel) {
+            // Someone else is refreshing it right now.
+            if within_stale {
+                self.metrics.cache(CacheResult::Hit);
+                return Ok(Lookup::Found(stale));
+            }
+        }
+        self.metrics.cache(CacheResult::Miss);
+        match self.load(*hash).await {
+            Ok(fresh) => {
+                self.entries.insert(*hash, fresh.clone()).await;
+                Ok(fresh)
+            }
+            Err(e) => {
+                stale.refreshing.store(false, Ordering::Release);
+                self.metrics.store_error();
+                if within_stale {
+                    self.metrics.stale_served();
+                    Ok(Lookup::Found(stale))
+                } else {
+                    Err(Arc::new(e))
+                }
+            }
+        }
+    }
+
+    /// Trust nothing cached: every entry is re-read before its next use (after a lost
+    /// invalidation subscription). Entries stay as the stale-if-error fallback.
+    pub fn revalidate_all(&self) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.revalidate_before.store(generation, Ordering::Release);
+    }
+
+    async fn load(&self, hash: KeyHash) -> Result<Lookup, StoreError> {
+        // Bounded: after a few re-reads the last answer is as fresh as any.
+        for _ in 0..3 {
+            let before = self.generation.load(Ordering::Acquire);
+            let found = match self.store.find_credential(&hash).await {
+                Ok(found) => found,
+                // One immediate retry: a pooled connection that died with its server fails the
+                // first call after the server is back, and reconnects for the next.
+                Err(_) => self.store.find_credential(&hash).await?,
+            };
+            if self.generation.load(Ordering::Acquire) == before {
+                return Ok(to_lookup(found, before));
+            }
+        }
+        let before = self.generation.load(Ordering::Acquire);
+        Ok(to_lookup(self.store.find_credential(&hash).await?, before))
+    }
+
+    /// Drops the affected entries here, tells the other replicas, and drops them here once more
+    /// shortly after (see the module docs).
+    pub async fn invalidate(self: &Arc<Self>, event: Invalidation) {
+        self.invalidate_now(&event).await;
+        if let Some(bus) = self.bus.get() {
+            if let Err(e) = bus.publish(&event).await {
+                // The write is committed; replicas will catch up on TTL or on resubscribe.
+                self.metrics.store_error();
+                tracing::warn!(error = %e, "could not publish invalidation");
+            }
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REPEAT_INVALIDATION_AFTER).await;
+            this.invalidate_loaded_before(&event, generation);
+        });
+    }
+
+    /// The repeat: drops only matching entries whose load began before the invalidation, so a
+    /// fresh entry (which stale-if-error may need during an outage) survives it.
+    fn invalidate_loaded_before(&self, event: &Invalidation, generation: u64) {
+        let event = event.clone();
+        let dropped = self.entries.invalidate_entries_if(move |hash, v| match v {
+            Lookup::Unknown => matches!(&event, Invalidation::Key(h) if h == hash),
+            Lookup::Found(c) => {
+                c.load_generation < generation
+                    && match &event {
+                        Invalidation::Key(h) => h == hash,
+                        Invalidation::Account(id) => c.credential.account.id == *id,
+                        Invalidation::All => true,
+                        Invalidation::TokenCutoff(..) => false,
+                    }
+            }
+        });
+        if dropped.is_err() {
+            self.entries.invalidate_all();
+        }
+    }
+
+    /// Revokes every token of `subject` issued up to now, here, in the store (for replicas that
+    /// start later) and on every other replica.
+    pub async fn cut_tokens(self: &Arc<Self>, subject: &str) -> Result<(), StoreError> {
+        let at = crate::store::now();
+        // Applied here and published even if persisting fails: live replicas must stop the
+        // tokens now; only a replica started later depends on the stored cut-off.
+        let stored = self.store.set_token_cutoff(subject, at).await;
+        self.invalidate(Invalidation::TokenCutoff(subject.to_string(), at))
+            .await;
+        if stored.is_err() {
+            self.metrics.store_error();
+        }
+        stored
+    }
+
+    /// Whether a token of `subject` issued at `issued_at` has been revoked.
+    pub fn token_cut(&self, subject: &str, issued_at: i64) -> bool {
+        self.cutoffs
+            .get(subject)
+            .is_some_and(|cut| *cut >= issued_at)
+    }
+
+    /// Loads cut-offs recorded since `since` (at startup, and when events may have been lost).
+    pub async fn reload_cutoffs(&self, since: i64) -> Result<usize, StoreError> {
+        let all = self.store.token_cutoffs(since).await?;
+        let n = all.len();
+        for (subject, at) in all {
+            self.record_cutoff(subject, at);
+        }
+        Ok(n)
+    }
+
+    fn record_cutoff(&self, subject: String, at: i64) {
+        let mut slot = self.cutoffs.entry(subject).or_insert(at);
+        if *slot < at {
+            *slot = at;
+        }
+    }
+
+    /// Applies an event heard from another replica (no re-publishing).
+    pub async fn invalidate_local(&self, event: &Invalidation) {
+        self.invalidate_now(event).await;
+    }
+
+    async fn invalidate_now(&self, event: &Invalidation) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match event {
+            Invalidation::Key(hash) => self.entries.invalidate(hash).await,
+            Invalidation::Account(id) => {
+                let id = id.clone();
+                let dropped = self.entries.invalidate_entries_if(move |_, v| match v {
+                    Lookup::Found(c) => c.credential.account.id == id,
+                    Lookup::Unknown => false,
+                });
+                if dropped.is_err() {
+                    // Only fails when closures are unsupported; fall back to dropping everything.
+                    self.entries.invalidate_all();
+                }
+            }
+            Invalidation::All => self.entries.invalidate_all(),
+            Invalidation::TokenCutoff(subject, at) => self.record_cutoff(subject.clone(), *at),
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+}
+
+fn to_lookup(found: Option<Credential>, load_generation: u64) -> Lookup {
+    match found {
+        Some(credential) => Lookup::Found(Arc::new(CachedCredential {
+            identity: IdentityValues::from_credential(&credential),
+            last_used_sent: AtomicI64::new(credential.key.last_used_at.unwrap_or(0)),
+            loaded_at: Instant::now(),
+            refreshing: AtomicBool::new(false),
+            load_generation,
+            method: AuthMethod::ApiKey,
+            credential,
+        })),
+        None => Lookup::Unknown,
+    }
+}
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+mod tests;

@@ -1,0 +1,649 @@
+//! Unit tests for [`crate::cache`] over a real SQLite store wrapped to count (and slow down)
+//! `find_credential` calls.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::keys::{KeyFormat, KeyHasher};
+use crate::secret::Secret;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{
+    Account, AccountStatus, AuditEntry, ChargeOutcome, KeyPatch, KeyRecord, KeyStatus, LedgerEntry,
+    NewAccount, NewAudit, NewKey, Page, Permission, StoreResult,
+};
+
+/// Delegates to SQLite; counts credential reads, can slow them down, and can fail them.
+struct Counting {
+    inner: SqliteStore,
+    reads: AtomicUsize,
+    /// Reads that got their answer from SQLite (before `delay_after`).
+    answered: AtomicUsize,
+    delay: Duration,
+    /// Sleeps after reading, so a write can commit between the read and the cache insert.
+    delay_after: Duration,
+    fail: AtomicBool,
+}
+
+impl Counting {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Store for Counting {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+        self.inner.create_account(new).await
+    }
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        self.inner.get_account(id).await
+    }
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
+        self.inner.list_accounts(page).await
+    }
+    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
+        self.inner.set_account_status(id, status).await
+    }
+    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
+        self.inner.set_account_plan(id, plan).await
+    }
+    async fn charge_credits(
+        &self,
+        account_id: &str,
+        amount: i64,
+        key_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<ChargeOutcome> {
+        self.inner
+            .charge_credits(account_id, amount, key_id, reason)
+            .await
+    }
+    async fn adjust_credits(
+        &self,
+        account_id: &str,
+        delta: i64,
+        key_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<i64> {
+        self.inner
+            .adjust_credits(account_id, delta, key_id, reason)
+            .await
+    }
+    async fn set_credits(&self, account_id: &str, balance: i64, reason: &str) -> StoreResult<i64> {
+        self.inner.set_credits(account_id, balance, reason).await
+    }
+    async fn list_ledger(&self, account_id: &str, page: &Page) -> StoreResult<Vec<LedgerEntry>> {
+        self.inner.list_ledger(account_id, page).await
+    }
+    async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
+        self.inner.create_key(new).await
+    }
+    async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        self.inner.get_key(id).await
+    }
+    async fn list_keys(
+        &self,
+        account_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        self.inner.list_keys(account_id, page).await
+    }
+    async fn update_key(&self, id: &str, patch: KeyPatch) -> StoreResult<KeyRecord> {
+        self.inner.update_key(id, patch).await
+    }
+    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("test: store down".into()));
+        }
+        let found = self.inner.find_credential(hash).await;
+        self.answered.fetch_add(1, Ordering::SeqCst);
+        if !self.delay_after.is_zero() {
+            tokio::time::sleep(self.delay_after).await;
+        }
+        found
+    }
+    async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
+        self.inner.record_last_used(batch).await
+    }
+    async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
+        self.inner.append_audit(entry).await
+    }
+    async fn list_audit(&self, target: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.inner.list_audit(target, limit).await
+    }
+    async fn rotate_key(
+        &self,
+        id: &str,
+        new: NewKey,
+        old_expires_at: Option<i64>,
+    ) -> StoreResult<(KeyRecord, KeyRecord)> {
+        self.inner.rotate_key(id, new, old_expires_at).await
+    }
+    async fn create_user(&self, new: crate::store::NewUser) -> StoreResult<crate::store::User> {
+        self.inner.create_user(new).await
+    }
+    async fn get_user(&self, id: &str) -> StoreResult<Option<crate::store::User>> {
+        self.inner.get_user(id).await
+    }
+    async fn find_user_by_email(
+        &self,
+        email: &str,
+    ) -> StoreResult<Option<(crate::store::User, String)>> {
+        self.inner.find_user_by_email(email).await
+    }
+    async fn list_users(
+        &self,
+        account_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Vec<crate::store::User>> {
+        self.inner.list_users(account_id, page).await
+    }
+    async fn update_user(
+        &self,
+        id: &str,
+        patch: crate::store::UserPatch,
+    ) -> StoreResult<crate::store::User> {
+        self.inner.update_user(id, patch).await
+    }
+    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
+        self.inner.set_token_cutoff(subject, at).await
+    }
+    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.token_cutoffs(since).await
+    }
+}
+
+struct Fixture {
+    store: Arc<Counting>,
+    cache: Arc<KeyCache>,
+    metrics: Arc<Metrics>,
+    hasher: KeyHasher,
+    format: KeyFormat,
+    _dir: tempfile::TempDir,
+}
+
+struct Opts {
+    delay: Duration,
+    delay_after: Duration,
+    ttl: Duration,
+    max_stale: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            delay: Duration::ZERO,
+            delay_after: Duration::ZERO,
+            ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(60),
+        }
+    }
+}
+
+fn fixture(opts: Opts) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = SqliteStore::open(&dir.path().join("cache.db")).expect("sqlite");
+    let store = Arc::new(Counting {
+        inner,
+        reads: AtomicUsize::new(0),
+        answered: AtomicUsize::new(0),
+        delay: opts.delay,
+        delay_after: opts.delay_after,
+        fail: AtomicBool::new(false),
+    });
+    let metrics = Arc::new(Metrics::new(&[]));
+    let cache = Arc::new(KeyCache::new(
+        store.clone(),
+        metrics.clone(),
+        opts.ttl,
+        Duration::from_secs(60),
+        opts.max_stale,
+        10_000,
+    ));
+    Fixture {
+        store,
+        cache,
+        metrics,
+        hasher: KeyHasher::new(&Secret::new("cache-test-pepper")),
+        format: KeyFormat::new("kg_cache_", 32),
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// A new account with one active key; returns (account id, key id, hash).
+    async fn key(&self) -> (String, String, KeyHash) {
+        let account = self
+            .store
+            .create_account(NewAccount { name: "a".into() })
+            .await
+            .expect("account");
+        let (key_id, hash) = self.key_in(&account.id).await;
+        (account.id, key_id, hash)
+    }
+
+    async fn key_in(&self, account_id: &str) -> (String, KeyHash) {
+        let plain = self.format.generate();
+        let hash = self.hasher.hash(plain.expose());
+        let rec = self
+            .store
+            .create_key(NewKey {
+                account_id: account_id.to_string(),
+                user_id: None,
+                name: "k".into(),
+                display_prefix: self.format.display_prefix(plain.expose()),
+                hash,
+                scopes: vec!["leads:read".into()],
+                permission: Permission::ReadWrite,
+                expires_at: None,
+                rate_limit: None,
+                resources: None,
+                rotated_from: None,
+            })
+            .await
+            .expect("key");
+        (rec.id, hash)
+    }
+
+    async fn found(&self, hash: &KeyHash) -> Arc<CachedCredential> {
+        match self.cache.get_or_load(hash).await.expect("lookup") {
+            Lookup::Found(c) => c,
+            Lookup::Unknown => panic!("expected a found key"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_make_one_store_read() {
+    let f = fixture(Opts {
+        delay: Duration::from_millis(50),
+        ..Opts::default()
+    });
+    let (_, key_id, hash) = f.key().await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(50));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let cache = f.cache.clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            cache.get_or_load(&hash).await
+        });
+    }
+    let mut found = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("task").expect("lookup") {
+            Lookup::Found(c) => {
+                assert_eq!(c.credential.key.id, key_id);
+                found += 1;
+            }
+            Lookup::Unknown => panic!("a concurrent caller saw Unknown"),
+        }
+    }
+    assert_eq!(found, 50);
+    assert_eq!(f.store.reads(), 1, "single-flight: one store read");
+    // And later lookups are hits.
+    f.found(&hash).await;
+    assert_eq!(f.store.reads(), 1);
+}
+
+#[tokio::test]
+async fn found_entries_are_cached() {
+    let f = fixture(Opts::default());
+    let (account_id, key_id, hash) = f.key().await;
+    let c = f.found(&hash).await;
+    assert_eq!(c.credential.key.id, key_id);
+    assert_eq!(c.credential.account.id, account_id);
+    assert_eq!(f.store.reads(), 1);
+    let again = f.found(&hash).await;
+    assert!(Arc::ptr_eq(&c, &again), "the same cached record");
+    assert_eq!(f.store.reads(), 1);
+    let text = f.metrics.render();
+    assert!(
+        text.contains(r#"keygate_cache_lookups_total{result="hit"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"keygate_cache_lookups_total{result="miss"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_hashes_are_cached_negatively() {
+    let f = fixture(Opts::default());
+    let hash = f.hasher.hash(f.format.generate().expose());
+    assert!(matches!(
+        f.cache.get_or_load(&hash).await.expect("lookup"),
+        Lookup::Unknown
+    ));
+    assert_eq!(f.store.reads(), 1);
+    assert!(matches!(
+        f.cache.get_or_load(&hash).await.expect("lookup"),
+        Lookup::Unknown
+    ));
+    assert_eq!(
+        f.store.reads(),
+        1,
+        "the second lookup must not read the store"
+    );
+    let text = f.metrics.render();
+    assert!(
+        text.contains(r#"keygate_cache_lookups_total{result="negative_hit"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn invalidating_a_key_makes_the_next_lookup_read_the_store() {
+    let f = fixture(Opts::default());
+    let (_, key_id, hash) = f.key().await;
+    assert_eq!(
+        f.found(&hash).await.credential.key.status,
+        KeyStatus::Active
+    );
+    f.store
+        .update_key(
+            &key_id,
+            KeyPatch {
+                status: Some(KeyStatus::Revoked),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .expect("revoke");
+    // Without an invalidation the cache still answers (proves the entry was cached).
+    assert_eq!(
+        f.found(&hash).await.credential.key.status,
+        KeyStatus::Active
+    );
+    assert_eq!(f.store.reads(), 1);
+
+    f.cache.invalidate_local(&Invalidation::Key(hash)).await;
+    assert_eq!(
+        f.found(&hash).await.credential.key.status,
+        KeyStatus::Revoked
+    );
+    assert_eq!(f.store.reads(), 2);
+}
+
+#[tokio::test]
+async fn invalidating_a_key_drops_a_negative_entry() {
+    let f = fixture(Opts::default());
+    let account = f
+        .store
+        .create_account(NewAccount { name: "a".into() })
+        .await
+        .expect("account");
+    let plain = f.format.generate();
+    let hash = f.hasher.hash(plain.expose());
+    assert!(matches!(
+        f.cache.get_or_load(&hash).await.expect("lookup"),
+        Lookup::Unknown
+    ));
+    f.store
+        .create_key(NewKey {
+            account_id: account.id,
+            user_id: None,
+            name: "late".into(),
+            display_prefix: f.format.display_prefix(plain.expose()),
+            hash,
+            scopes: vec![],
+            permission: Permission::Read,
+            expires_at: None,
+            rate_limit: None,
+            resources: None,
+            rotated_from: None,
+        })
+        .await
+        .expect("key");
+    f.cache.invalidate_local(&Invalidation::Key(hash)).await;
+    assert_eq!(f.found(&hash).await.credential.key.name, "late");
+}
+
+#[tokio::test]
+async fn invalidating_an_account_drops_exactly_its_keys() {
+    let f = fixture(Opts::default());
+    let (account_id, _, hash_a) = f.key().await;
+    let (_, hash_a2) = f.key_in(&account_id).await;
+    let (_, _, hash_other) = f.key().await;
+    for h in [&hash_a, &hash_a2, &hash_other] {
+        assert_eq!(
+            f.found(h).await.credential.account.status,
+            AccountStatus::Active
+        );
+    }
+    assert_eq!(f.store.reads(), 3);
+
+    f.store
+        .set_account_status(&account_id, AccountStatus::Suspended)
+        .await
+        .expect("suspend");
+    assert_eq!(
+        f.found(&hash_a).await.credential.account.status,
+        AccountStatus::Active,
+        "cached until invalidated"
+    );
+    assert_eq!(f.store.reads(), 3);
+
+    f.cache
+        .invalidate_local(&Invalidation::Account(account_id.clone()))
+        .await;
+    assert_eq!(
+        f.found(&hash_a).await.credential.account.status,
+        AccountStatus::Suspended
+    );
+    assert_eq!(
+        f.found(&hash_a2).await.credential.account.status,
+        AccountStatus::Suspended
+    );
+    assert_eq!(f.store.reads(), 5);
+    // The other account's entry was kept.
+    assert_eq!(
+        f.found(&hash_other).await.credential.account.status,
+        AccountStatus::Active
+    );
+    assert_eq!(f.store.reads(), 5);
+}
+
+#[tokio::test]
+async fn invalidate_all_drops_everything() {
+    let f = fixture(Opts::default());
+    let (_, _, a) = f.key().await;
+    let (_, _, b) = f.key().await;
+    f.found(&a).await;
+    f.found(&b).await;
+    assert_eq!(f.store.reads(), 2);
+    f.cache.invalidate_local(&Invalidation::All).await;
+    f.found(&a).await;
+    f.found(&b).await;
+    assert_eq!(f.store.reads(), 4);
+}
+
+/// A write that commits while a load is between its store read and its cache insert: the
+/// loader notices the invalidation and re-reads, so the old record is never cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_racing_a_write_does_not_cache_the_old_record() {
+    let f = fixture(Opts {
+        delay_after: Duration::from_millis(300),
+        ..Opts::default()
+    });
+    let (_, key_id, hash) = f.key().await;
+    let cache = f.cache.clone();
+    let load = tokio::spawn(async move { cache.get_or_load(&hash).await });
+    // Wait until the loader has read the (still active) key.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while f.store.answered.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the load never read");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    f.store
+        .update_key(
+            &key_id,
+            KeyPatch {
+                status: Some(KeyStatus::Revoked),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .expect("revoke");
+    f.cache.invalidate_local(&Invalidation::Key(hash)).await;
+    match load.await.expect("task").expect("lookup") {
+        Lookup::Found(c) => assert_eq!(c.credential.key.status, KeyStatus::Revoked),
+        Lookup::Unknown => panic!("key vanished"),
+    }
+    assert_eq!(f.store.reads(), 2, "the loader re-read once");
+    // And what is cached now is the revoked record.
+    assert_eq!(
+        f.found(&hash).await.credential.key.status,
+        KeyStatus::Revoked
+    );
+    assert_eq!(f.store.reads(), 2);
+}
+
+/// `invalidate` (what admin writes call) drops the entry at once; its delayed repeat only drops
+/// entries loaded before the invalidation, so a fresh entry survives it.
+#[tokio::test]
+async fn invalidate_drops_at_once_and_keeps_fresh_entries() {
+    let f = fixture(Opts::default());
+    let (_, key_id, hash) = f.key().await;
+    f.found(&hash).await;
+    f.store
+        .update_key(
+            &key_id,
+            KeyPatch {
+                status: Some(KeyStatus::Disabled),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .expect("disable");
+    f.cache.invalidate(Invalidation::Key(hash)).await;
+    assert_eq!(
+        f.found(&hash).await.credential.key.status,
+        KeyStatus::Disabled
+    );
+    assert_eq!(f.store.reads(), 2);
+    // Past the repeat: the fresh entry is still cached.
+    tokio::time::sleep(REPEAT_INVALIDATION_AFTER * 2).await;
+    assert_eq!(
+        f.found(&hash).await.credential.key.status,
+        KeyStatus::Disabled
+    );
+    assert_eq!(f.store.reads(), 2, "a fresh entry survives the repeat");
+}
+
+/// After a lost invalidation subscription every entry is re-read before its next use, and kept
+/// as the stale-if-error fallback meanwhile.
+#[tokio::test]
+async fn revalidate_all_rereads_before_next_use() {
+    let f = fixture(Opts::default());
+    let (_, key_a, a) = f.key().await;
+    let (_, _, b) = f.key().await;
+    f.found(&a).await;
+    f.found(&b).await;
+    assert_eq!(f.store.reads(), 2);
+    f.store
+        .update_key(
+            &key_a,
+            KeyPatch {
+                status: Some(KeyStatus::Revoked),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .expect("revoke");
+
+    f.cache.revalidate_all();
+    assert_eq!(f.found(&a).await.credential.key.status, KeyStatus::Revoked);
+    assert_eq!(f.store.reads(), 3);
+    // Re-read once, then cached again.
+    f.found(&a).await;
+    assert_eq!(f.store.reads(), 3);
+
+    // With the store down, the entry not yet re-read is served stale rather than failing.
+    f.store.fail.store(true, Ordering::SeqCst);
+    assert_eq!(f.found(&b).await.credential.key.status, KeyStatus::Active);
+    assert!(f.store.reads() > 3, "a re-read was attempted");
+    assert!(
+        f.metrics
+            .render()
+            .contains("keygate_cache_stale_served_total 1"),
+        "{}",
+        f.metrics.render()
+    );
+}
+
+#[tokio::test]
+async fn store_errors_are_not_cached() {
+    let f = fixture(Opts::default());
+    let (_, key_id, hash) = f.key().await;
+    f.store.fail.store(true, Ordering::SeqCst);
+    assert!(f.cache.get_or_load(&hash).await.is_err(), "never fail open");
+    let failed_reads = f.store.reads();
+    assert!(failed_reads >= 1);
+    f.store.fail.store(false, Ordering::SeqCst);
+    assert_eq!(f.found(&hash).await.credential.key.id, key_id);
+    assert_eq!(
+        f.store.reads(),
+        failed_reads + 1,
+        "the error was not cached: the next lookup read the store"
+    );
+}
+
+#[tokio::test]
+async fn unknown_key_with_store_down_is_an_error() {
+    let f = fixture(Opts::default());
+    let hash = f.hasher.hash(f.format.generate().expose());
+    f.store.fail.store(true, Ordering::SeqCst);
+    assert!(f.cache.get_or_load(&hash).await.is_err());
+}
+
+#[tokio::test]
+async fn stale_entry_is_served_while_the_store_fails() {
+    let f = fixture(Opts {
+        ttl: Duration::from_millis(20),
+        max_stale: Duration::from_secs(60),
+        ..Opts::default()
+    });
+    let (_, key_id, hash) = f.key().await;
+    f.found(&hash).await;
+    // Wait (polling) until the entry is past its TTL: a lookup then refreshes from the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let before = f.store.reads();
+        f.found(&hash).await;
+        if f.store.reads() > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "entry never refreshed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Past the TTL again, with the store down: the stale entry keeps working.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    f.store.fail.store(true, Ordering::SeqCst);
+    let reads = f.store.reads();
+    assert_eq!(f.found(&hash).await.credential.key.id, key_id);
+    assert!(f.store.reads() > reads, "the refresh was attempted");
+    assert!(
+        f.metrics
+            .render()
+            .contains("keygate_cache_stale_served_total 1"),
+        "{}",
+        f.metrics.render()
+    );
+}

@@ -1,0 +1,77 @@
+//! `keygate accounts ...`: account management through the admin API.
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::client::{encode, query, Client, ClientError};
+use super::output::{show_list, show_one, ACCOUNT_COLUMNS};
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create { name: String },
+    /// List accounts, oldest first.
+    List {
+        /// Page size (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Start after this account id (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one account.
+    Get { id: String },
+    /// Put an account on a plan from the config's `[plans.*]`, or `none` to take it off.
+    SetPlan {
+        id: String,
+        #[arg(value_name = "PLAN|none")]
+        plan: String,
+    },
+    /// Suspend an account: its keys are refused until it is reactivated.
+    Suspend { id: String },
+    /// Reactivate a suspended account.
+    Reactivate { id: String },
+    /// Delete an account (soft: its keys answer `account_missing`). Cannot be undone.
+    Delete { id: String },
+}
+
+pub fn run(client: &Client, json: bool, command: AccountsCommand) -> Result<(), ClientError> {
+    let one = |path: String| -> Result<(), ClientError> {
+        show_one(&client.post(&path, None)?, json, ACCOUNT_COLUMNS);
+        Ok(())
+    };
+    match command {
+        AccountsCommand::Create { name } => {
+            let reply = client.post("/accounts", Some(&json!({ "name": name })))?;
+            show_one(&reply, json, ACCOUNT_COLUMNS);
+        }
+        AccountsCommand::List { limit, after } => {
+            let q = query(&[("limit", limit.map(|l| l.to_string())), ("after", after)]);
+            let reply = client.get(&format!("/accounts{q}"))?;
+            show_list(&reply, json, "accounts", ACCOUNT_COLUMNS);
+        }
+        AccountsCommand::Get { id } => {
+            let reply = client.get(&format!("/accounts/{}", encode(&id)))?;
+            show_one(&reply, json, ACCOUNT_COLUMNS);
+        }
+        AccountsCommand::SetPlan { id, plan } => {
+            let plan = if plan.eq_ignore_ascii_case("none") {
+                Value::Null
+            } else {
+                json!(plan)
+            };
+            let reply = client.patch(
+                &format!("/accounts/{}", encode(&id)),
+                &json!({ "plan": plan }),
+            )?;
+            show_one(&reply, json, ACCOUNT_COLUMNS);
+        }
+        AccountsCommand::Suspend { id } => one(format!("/accounts/{}/suspend", encode(&id)))?,
+        AccountsCommand::Reactivate { id } => one(format!("/accounts/{}/reactivate", encode(&id)))?,
+        AccountsCommand::Delete { id } => {
+            let reply = client.delete(&format!("/accounts/{}", encode(&id)))?;
+            show_one(&reply, json, ACCOUNT_COLUMNS);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! The `keygate` command line: `serve`, `check-config`, and subcommands that call the admin API
+//! (`accounts`, `keys`, `users`, `credits`; see [`client`] and [`output`]).
+
+pub mod accounts;
+pub mod client;
+pub mod credits;
+pub mod keys;
+pub mod output;
+pub mod users;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::secret::Secret;
+use accounts::AccountsCommand;
+use client::{Client, ClientError};
+use credits::CreditsCommand;
+use keys::KeysCommand;
+use users::UsersCommand;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "API-key authentication sidecar and edge gateway"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy, admin and ops listeners.
+    Serve {
+        #[arg(long, short, default_value = "config/keygate.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file and print every problem with its field and line.
+    CheckConfig { file: PathBuf },
+    /// Manage accounts through the admin API.
+    Accounts {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// Manage API keys through the admin API.
+    Keys {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage users (who log in) through the admin API.
+    Users {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Account credit balances and transactions through the admin API.
+    Credits {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: CreditsCommand,
+    },
+}
+
+/// How to reach the admin API; accepted before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Base URL of the admin listener.
+    #[arg(
+        long,
+        env = "KEYGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    pub admin_url: String,
+    /// The admin token (required; prefer the environment variable, as arguments are visible
+    /// in `ps`).
+    #[arg(
+        long,
+        env = "KEYGATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        global = true
+    )]
+    pub admin_token: Option<Secret>,
+    /// Print the raw JSON response instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Cli { command } = cli;
+    match command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Accounts { admin, command } => {
+            call_admin(admin, |client, json| accounts::run(client, json, command))
+        }
+        Command::Keys { admin, command } => {
+            call_admin(admin, |client, json| keys::run(client, json, command))
+        }
+        Command::Users { admin, command } => {
+            call_admin(admin, |client, json| users::run(client, json, command))
+        }
+        Command::Credits { admin, command } => {
+            call_admin(admin, |client, json| credits::run(client, json, command))
+        }
+    }
+}
+
+/// Runs an admin subcommand: exit 1 with `error: ...` on stderr when the call fails, 2 when no
+/// admin token was given or the command's input is unusable (a missing password).
+fn call_admin(
+    admin: AdminArgs,
+    run: impl FnOnce(&Client, bool) -> Result<(), ClientError>,
+) -> ExitCode {
+    let AdminArgs {
+        admin_url,
+        admin_token,
+        json,
+    } = admin;
+    let Some(token) = admin_token.filter(|t| !t.expose().is_empty()) else {
+        eprintln!(
+            "error: an admin token is required: set KEYGATE_ADMIN_TOKEN or pass --admin-token"
+        );
+        return ExitCode::from(2);
+    };
+    let client = Client::new(&admin_url, token);
+    match run(&client, json) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ ClientError::Usage(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    init_tracing();
+    let result = Config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(crate::app::build)
+        .and_then(crate::proxy::run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keygate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_options_go_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "keygate",
+            "keys",
+            "create",
+            "--account",
+            "acc_1",
+            "--name",
+            "n",
+            "--scope",
+            "a",
+            "--scope",
+            "b:read",
+            "--json",
+            "--admin-token",
+            "t0k",
+            "--admin-url",
+            "http://x:1",
+        ]);
+        let Ok(Cli {
+            command: Command::Keys { admin, command },
+        }) = cli
+        else {
+            panic!("parse failed");
+        };
+        assert!(admin.json);
+        assert_eq!(admin.admin_url, "http://x:1");
+        assert_eq!(admin.admin_token.as_ref().map(Secret::expose), Some("t0k"));
+        assert!(!format!("{admin:?}").contains("t0k"));
+        let KeysCommand::Create { scopes, .. } = command else {
+            panic!("not create");
+        };
+        assert_eq!(scopes, ["a", "b:read"]);
+    }
+
+    #[test]
+    fn credit_amounts_may_be_negative() {
+        let cli = Cli::try_parse_from([
+            "keygate", "credits", "top-up", "acc_1", "-5", "--reason", "fix",
+        ]);
+        let Ok(Cli {
+            command:
+                Command::Credits {
+                    command: CreditsCommand::TopUp { amount, reason, .. },
+                    ..
+                },
+        }) = cli
+        else {
+            panic!("parse failed");
+        };
+        assert_eq!(amount, -5);
+        assert_eq!(reason.as_deref(), Some("fix"));
+    }
+
+    #[test]
+    fn passwords_are_never_flags() {
+        let cli = Cli::try_parse_from([
+            "keygate",
+            "users",
+            "create",
+            "--account",
+            "a",
+            "--email",
+            "a@b.c",
+            "--password",
+            "hunter22",
+        ]);
+        assert!(cli.is_err());
+        let cli = Cli::try_parse_from([
+            "keygate",
+            "users",
+            "create",
+            "--account",
+            "a",
+            "--email",
+            "a@b.c",
+            "--role",
+            "read_only",
+            "--password-stdin",
+        ]);
+        let Ok(Cli {
+            command:
+                Command::Users {
+                    command:
+                        UsersCommand::Create {
+                            role,
+                            password_stdin,
+                            ..
+                        },
+                    ..
+                },
+        }) = cli
+        else {
+            panic!("parse failed");
+        };
+        assert_eq!(role.as_deref(), Some("read_only"));
+        assert!(password_stdin);
+        assert!(Cli::try_parse_from(["keygate", "users", "set-role", "usr_1", "boss"]).is_err());
+        let cli = Cli::try_parse_from([
+            "keygate",
+            "keys",
+            "rotate",
+            "key_1",
+            "--grace-seconds",
+            "60",
+        ]);
+        assert!(matches!(
+            cli,
+            Ok(Cli {
+                command: Command::Keys {
+                    command: KeysCommand::Rotate {
+                        grace_seconds: Some(60),
+                        ..
+                    },
+                    ..
+                }
+            })
+        ));
+    }
+
+    #[test]
+    fn permission_is_checked_locally() {
+        let cli = Cli::try_parse_from([
+            "keygate",
+            "keys",
+            "create",
+            "--account",
+            "a",
+            "--name",
+            "n",
+            "--permission",
+            "admin",
+        ]);
+        assert!(cli.is_err());
+    }
+}

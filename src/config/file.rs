@@ -1,0 +1,436 @@
+//! The TOML file, mirrored as serde types. Nothing outside `config` sees these: they are converted
+//! into the validated [`super::Config`], which is what the rest of keygate reads.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::errors::Reason;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub listeners: ListenersSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub secrets: SecretsSection,
+    #[serde(default)]
+    pub keys: KeysSection,
+    #[serde(default)]
+    pub credentials: CredentialsSection,
+    #[serde(default)]
+    pub cache: CacheSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub usage: UsageSection,
+    #[serde(default)]
+    pub tokens: TokensSection,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub errors: BTreeMap<Reason, ErrorSection>,
+    #[serde(default)]
+    pub rate_limits: RateLimitsSection,
+    /// Named plans an account can be put on: its keys' and its own rate limits.
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanSection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsSection {
+    pub mode: RateLimitMode,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitMode {
+    /// Each replica limits on its own; no network.
+    #[default]
+    Local,
+    /// One global limit across replicas, in the Redis of `[store]`.
+    Redis,
+}
+
+/// `requests` per `per_seconds` (default 1), in bursts of up to `burst` (default `requests`).
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    pub requests: u64,
+    #[serde(default = "one")]
+    pub per_seconds: u64,
+    pub burst: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    /// Per key of an account on this plan (overrides the route's `rate_limit`).
+    pub key: Option<Spanned<LimitSection>>,
+    /// Per account on this plan (overrides the route's `account_rate_limit`).
+    pub account: Option<Spanned<LimitSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    pub data_dir: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            work_stealing: false,
+            grace_period_seconds: 0,
+            graceful_shutdown_timeout_seconds: 5,
+            data_dir: "data".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersSection {
+    pub public: Spanned<String>,
+    pub admin: Spanned<String>,
+    pub ops: Spanned<String>,
+}
+
+impl Default for ListenersSection {
+    fn default() -> Self {
+        Self {
+            public: Spanned::new(0..0, "0.0.0.0:8080".into()),
+            admin: Spanned::new(0..0, "127.0.0.1:8081".into()),
+            ops: Spanned::new(0..0, "127.0.0.1:9090".into()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub backend: StoreBackend,
+    /// SQLite file; relative paths are under `server.data_dir`.
+    pub path: String,
+    /// Redis URL (`redis://host:port/db`) for `backend = "redis"`.
+    pub url: Option<String>,
+    /// Redis Cluster seed nodes (`redis://host:port`), instead of `url`.
+    pub cluster_nodes: Vec<String>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Sqlite,
+            path: "keygate.db".into(),
+            url: None,
+            cluster_nodes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    Sqlite,
+    Redis,
+}
+
+/// Where a secret comes from. Inline values are deliberately not accepted: a config file is
+/// shared and committed far more often than an environment or a mounted secret file.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    Env(String),
+    File(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSection {
+    pub pepper: Option<SecretRef>,
+    pub admin_token: Option<SecretRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSection {
+    pub prefix: Spanned<String>,
+    pub body_length: Spanned<usize>,
+}
+
+impl Default for KeysSection {
+    fn default() -> Self {
+        Self {
+            prefix: Spanned::new(0..0, "kg_live_".into()),
+            body_length: Spanned::new(0..0, 32),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsSection {
+    pub sources: Vec<Spanned<CredentialSourceSection>>,
+}
+
+impl Default for CredentialsSection {
+    fn default() -> Self {
+        Self {
+            sources: vec![
+                Spanned::new(
+                    0..0,
+                    CredentialSourceSection {
+                        header: "authorization".into(),
+                        scheme: Some("Bearer".into()),
+                    },
+                ),
+                Spanned::new(
+                    0..0,
+                    CredentialSourceSection {
+                        header: "x-api-key".into(),
+                        scheme: None,
+                    },
+                ),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSourceSection {
+    pub header: String,
+    /// For `Authorization`-style headers: the scheme word before the credential (`Bearer`).
+    pub scheme: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    pub ttl_seconds: u64,
+    pub negative_ttl_seconds: u64,
+    pub max_entries: u64,
+    /// When the store is unreachable, a cached key keeps working this long past its TTL
+    /// (stale-if-error). Unknown keys get 503 meanwhile: never fail open.
+    pub max_stale_seconds: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 60,
+            negative_ttl_seconds: 5,
+            max_entries: 100_000,
+            max_stale_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Every client-sent header starting with this prefix is removed before forwarding.
+    pub namespace: Spanned<String>,
+    /// Each header left out is named `{namespace}{field with - for _}`, e.g. `x-keygate-key-id`.
+    pub key_id: Option<Spanned<String>>,
+    pub key_name: Option<Spanned<String>>,
+    pub account_id: Option<Spanned<String>>,
+    pub user_id: Option<Spanned<String>>,
+    pub scopes: Option<Spanned<String>>,
+    pub auth_method: Option<Spanned<String>>,
+    pub credits_remaining: Option<Spanned<String>>,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Self {
+            namespace: Spanned::new(0..0, "x-keygate-".into()),
+            key_id: None,
+            key_name: None,
+            account_id: None,
+            user_id: None,
+            scopes: None,
+            auth_method: None,
+            credits_remaining: None,
+        }
+    }
+}
+
+/// Session and access JWTs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensSection {
+    pub algorithm: crate::tokens::Algorithm,
+    /// HS256 secret; generated into `data_dir` when left out.
+    pub secret: Option<SecretRef>,
+    /// EdDSA / RS256 private key (PKCS#8 PEM).
+    pub private_key: Option<SecretRef>,
+    pub key_id: String,
+    pub issuer: String,
+    pub audience: String,
+    pub session_ttl_seconds: u64,
+    pub exchange_ttl_seconds: u64,
+}
+
+impl Default for TokensSection {
+    fn default() -> Self {
+        Self {
+            algorithm: crate::tokens::Algorithm::Hs256,
+            secret: None,
+            private_key: None,
+            key_id: "keygate-1".into(),
+            issuer: "keygate".into(),
+            audience: "keygate".into(),
+            session_ttl_seconds: 3600,
+            exchange_ttl_seconds: 900,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSection {
+    /// At most one last-used write per key per this many seconds.
+    pub last_used_interval_seconds: u64,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        Self {
+            last_used_interval_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub tls: bool,
+    /// TLS server name; defaults to the host part of `address`.
+    #[serde(default)]
+    pub sni: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: Option<String>,
+    pub path: Spanned<String>,
+    /// Empty means every method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// Where requests go; a route has either an upstream or `local`.
+    pub upstream: Option<Spanned<String>>,
+    /// Answered by keygate itself instead of an upstream.
+    pub local: Option<LocalKind>,
+    /// Body template of a local endpoint (`{balance}` is filled in).
+    pub body: Option<String>,
+    #[serde(default = "default_auth")]
+    pub auth: AuthMode,
+    /// Per key, unless the account's plan or the key sets its own.
+    pub rate_limit: Option<Spanned<LimitSection>>,
+    /// Per account, unless the account's plan sets its own.
+    pub account_rate_limit: Option<Spanned<LimitSection>>,
+    /// Per client IP (for routes callers reach without a key).
+    pub ip_rate_limit: Option<Spanned<LimitSection>>,
+    /// Path parameters naming resources the key must be allowed: `{ project = "projects" }`
+    /// checks `{project}` against the key's `projects`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, String>,
+    /// Credits charged per request; 0 is free.
+    #[serde(default)]
+    pub cost: u64,
+    #[serde(default)]
+    pub charge_on: ChargeOn,
+    #[serde(default)]
+    pub scopes: Vec<Spanned<String>>,
+    /// What the route needs from the key. Unset: `read` for GET, HEAD and OPTIONS, else `write`.
+    #[serde(default)]
+    pub permission: Option<RoutePermission>,
+}
+
+fn default_auth() -> AuthMode {
+    AuthMode::ApiKey
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// An API key.
+    ApiKey,
+    /// An access JWT from the exchange endpoint.
+    Jwt,
+    /// An API key or an access JWT.
+    Any,
+    /// A session JWT from login (the self-service key endpoints).
+    Session,
+    None,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalKind {
+    /// The caller's credit balance.
+    Balance,
+    /// The caller's credit transactions, newest last, paged with `?after=&limit=`.
+    Transactions,
+    /// `POST {"email","password"}` -> `{"token": <session JWT>, "user": {"id","email"}}`.
+    Login,
+    /// `POST` with a key as the credential -> `{"accessToken","expiresIn","tokenType"}`.
+    Exchange,
+    /// Self-service keys of the session's user: `GET` lists, `POST {"name",...}` creates.
+    Keys,
+    /// One of the session user's keys (`{key_id}` in the path): `PATCH {"name"}`, `DELETE`.
+    Key,
+    /// `POST {"grace_seconds"?}` on one of the session user's keys (`{key_id}`): a new key.
+    KeyRotate,
+    /// The public keys upstreams verify access tokens with (JWKS).
+    Jwks,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeOn {
+    /// Charged when the request is let through, whatever the upstream answers.
+    #[default]
+    Request,
+    /// Reserved when let through, refunded unless the upstream answers 2xx.
+    Success,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutePermission {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorSection {
+    pub status: Option<u16>,
+    /// Body template; `{reason}`, `{message}` and `{scope}` are filled in.
+    pub body: Option<String>,
+    pub message: Option<String>,
+    pub content_type: Option<String>,
+}

@@ -1,0 +1,683 @@
+//! Configuration: one TOML file, parsed into serde types ([`file`]) and converted into the
+//! validated [`Config`] that the rest of keygate reads. Every problem is collected into one report
+//! whose lines name the field and the line it is on.
+
+pub mod file;
+mod secrets;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::HeaderName;
+
+use crate::errors::{Reason, Template, Templates, DEFAULT_BODY};
+use crate::keys::{KeyFormat, MIN_BODY_LEN};
+use crate::ratelimit::Limit;
+pub use file::{
+    AuthMode, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef, StoreBackend,
+};
+pub use secrets::{resolve_secrets, Secrets};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: invalid configuration:\n{}", .problems.join("\n"))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub listeners: Listeners,
+    pub store: StoreSettings,
+    pub data_dir: PathBuf,
+    pub secret_refs: SecretRefs,
+    pub key_format: KeyFormat,
+    pub credential_sources: Vec<CredentialSource>,
+    pub cache: CacheSettings,
+    pub identity: IdentityHeaders,
+    pub last_used_interval: Duration,
+    pub routes: Vec<Route>,
+    pub templates: Templates,
+    pub rate_limit_mode: RateLimitMode,
+    pub plans: HashMap<String, Plan>,
+    pub tokens: TokenConfig,
+}
+
+/// JWT settings; the signing secret or key is resolved at startup like the pepper.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub algorithm: crate::tokens::Algorithm,
+    pub secret: Option<SecretRef>,
+    pub private_key: Option<SecretRef>,
+    pub key_id: String,
+    pub issuer: String,
+    pub audience: String,
+    pub session_ttl: Duration,
+    pub exchange_ttl: Duration,
+}
+
+/// Limits for accounts on a plan; either may be left to the route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub key: Option<Limit>,
+    pub account: Option<Limit>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalEndpoint {
+    pub kind: LocalKind,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub ops: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Sqlite { path: PathBuf },
+    Redis { url: String },
+    RedisCluster { nodes: Vec<String> },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SecretRefs {
+    pub pepper: Option<SecretRef>,
+    pub admin_token: Option<SecretRef>,
+}
+
+/// A header the credential may come in, prepared once (lower-cased name, scheme with its space).
+#[derive(Debug, Clone)]
+pub struct CredentialSource {
+    pub header: HeaderName,
+    /// `Some("bearer ")` for `Authorization: Bearer <key>`; matched case-insensitively.
+    pub scheme: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_entries: u64,
+    pub max_stale: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub namespace: String,
+    pub key_id: HeaderName,
+    pub key_name: HeaderName,
+    pub account_id: HeaderName,
+    pub user_id: HeaderName,
+    pub scopes: HeaderName,
+    pub auth_method: HeaderName,
+    pub credits_remaining: HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub address: String,
+    pub tls: bool,
+    pub sni: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    /// Upper-case method names; empty means any.
+    pub methods: Vec<String>,
+    /// `None` for local endpoints.
+    pub upstream: Option<Arc<Upstream>>,
+    pub local: Option<LocalEndpoint>,
+    pub auth: AuthMode,
+    pub scopes: Vec<String>,
+    pub permission: Option<RoutePermission>,
+    pub key_limit: Option<Limit>,
+    pub account_limit: Option<Limit>,
+    pub ip_limit: Option<Limit>,
+    pub cost: u64,
+    pub charge_on: ChargeOn,
+    /// (path parameter, resource kind) pairs checked against the key's resources.
+    pub resources: Vec<(String, String)>,
+}
+
+impl Route {
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.methods.is_empty() || self.methods.iter().any(|m| m == method)
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative `data_dir` is resolved against the current
+    /// directory, as a user typing `keygate serve` would expect.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let raw: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut v = Validator {
+            text,
+            problems: Vec::new(),
+        };
+        let config = v.convert(raw);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                problems: v.problems,
+            })
+        }
+    }
+}
+
+/// Collects every validation problem instead of stopping at the first.
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, span: &Range<usize>) -> Option<usize> {
+        if span.start == 0 && span.end == 0 {
+            return None; // a default, not from the file
+        }
+        let upto = self.text.get(..span.start)?;
+        Some(upto.bytes().filter(|b| *b == b'\n').count() + 1)
+    }
+
+    fn problem(&mut self, field: &str, span: &Range<usize>, message: impl std::fmt::Display) {
+        match self.line_of(span) {
+            Some(line) => self
+                .problems
+                .push(format!("  line {line}: `{field}`: {message}")),
+            None => self.problems.push(format!("  `{field}`: {message}")),
+        }
+    }
+
+    fn addr(&mut self, field: &str, value: &toml::Spanned<String>) -> SocketAddr {
+        match value.get_ref().parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.problem(
+                    field,
+                    &value.span(),
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:8080",
+                        value.get_ref()
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        }
+    }
+
+    fn limit(
+        &mut self,
+        field: &str,
+        section: Option<&toml::Spanned<file::LimitSection>>,
+    ) -> Option<Limit> {
+        let section = section?;
+        let l = section.get_ref();
+        let limit = Limit {
+            requests: l.requests,
+            per_seconds: l.per_seconds,
+            burst: l.burst.unwrap_or(l.requests),
+        };
+        let ok = (1..=1_000_000_000).contains(&limit.requests)
+            && (1..=86_400 * 366).contains(&limit.per_seconds)
+            && (1..=u64::from(u32::MAX)).contains(&limit.burst);
+        if !ok {
+            self.problem(
+                field,
+                &section.span(),
+                "needs requests >= 1, per_seconds between 1 and a year, burst >= 1",
+            );
+            return None;
+        }
+        Some(limit)
+    }
+
+    fn header(&mut self, field: &str, span: &Range<usize>, name: &str) -> HeaderName {
+        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                self.problem(field, span, format!("`{name}` is not a valid header name"));
+                HeaderName::from_static("x-invalid")
+            }
+        }
+    }
+
+    fn convert(&mut self, raw: file::FileConfig) -> Config {
+        let none = 0..0;
+        let s = raw.server;
+        if s.threads == 0 {
+            self.problem("server.threads", &none, "must be at least 1");
+        }
+        let listeners = Listeners {
+            public: self.addr("listeners.public", &raw.listeners.public),
+            admin: self.addr("listeners.admin", &raw.listeners.admin),
+            ops: self.addr("listeners.ops", &raw.listeners.ops),
+        };
+        let data_dir = PathBuf::from(&s.data_dir);
+        let store = match raw.store.backend {
+            StoreBackend::Sqlite => StoreSettings::Sqlite {
+                path: data_dir.join(&raw.store.path),
+            },
+            StoreBackend::Redis => match (&raw.store.url, raw.store.cluster_nodes.is_empty()) {
+                (Some(_), false) => {
+                    self.problem(
+                        "store.url",
+                        &none,
+                        "set either `url` or `cluster_nodes`, not both",
+                    );
+                    StoreSettings::Redis { url: String::new() }
+                }
+                (Some(url), true) => {
+                    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                        self.problem("store.url", &none, "must start with redis://");
+                    }
+                    StoreSettings::Redis { url: url.clone() }
+                }
+                (None, false) => StoreSettings::RedisCluster {
+                    nodes: raw.store.cluster_nodes.clone(),
+                },
+                (None, true) => {
+                    self.problem(
+                        "store.url",
+                        &none,
+                        "backend = \"redis\" needs `url` or `cluster_nodes`",
+                    );
+                    StoreSettings::Redis { url: String::new() }
+                }
+            },
+        };
+
+        let prefix = raw.keys.prefix.get_ref().clone();
+        let prefix_ok = !prefix.is_empty()
+            && prefix.len() <= 16
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !prefix_ok {
+            self.problem(
+                "keys.prefix",
+                &raw.keys.prefix.span(),
+                "must be 1-16 characters of a-z, 0-9 and _ (for example `sk_live_`)",
+            );
+        }
+        let body_len = *raw.keys.body_length.get_ref();
+        if !(MIN_BODY_LEN..=128).contains(&body_len) {
+            self.problem(
+                "keys.body_length",
+                &raw.keys.body_length.span(),
+                format!("must be between {MIN_BODY_LEN} and 128"),
+            );
+        }
+
+        let mut credential_sources = Vec::new();
+        if raw.credentials.sources.is_empty() {
+            self.problem("credentials.sources", &none, "needs at least one source");
+        }
+        for src in &raw.credentials.sources {
+            let span = src.span();
+            let src = src.get_ref();
+            let header = self.header("credentials.sources.header", &span, &src.header);
+            let scheme = src
+                .scheme
+                .as_ref()
+                .map(|s| format!("{} ", s.trim().to_ascii_lowercase()));
+            credential_sources.push(CredentialSource { header, scheme });
+        }
+
+        let c = raw.cache;
+        if c.max_entries == 0 {
+            self.problem("cache.max_entries", &none, "must be at least 1");
+        }
+
+        let id = raw.identity;
+        let ns_span = id.namespace.span();
+        let namespace = id.namespace.get_ref().to_ascii_lowercase();
+        if namespace.len() < 2 {
+            self.problem(
+                "identity.namespace",
+                &ns_span,
+                "must be a header prefix such as `x-keygate-`",
+            );
+        }
+        let mut ident = |field: &str, name: &Option<toml::Spanned<String>>| {
+            let (span, name) = match name {
+                Some(n) => (n.span(), n.get_ref().clone()),
+                None => (0..0, format!("{namespace}{}", field.replace('_', "-"))),
+            };
+            let name = &name;
+            let h = self.header(&format!("identity.{field}"), &span, name);
+            if !h.as_str().starts_with(&namespace) {
+                self.problem(
+                    &format!("identity.{field}"),
+                    &span,
+                    format!("`{name}` must start with the identity namespace `{namespace}`, or a client could spoof it"),
+                );
+            }
+            h
+        };
+        let identity = IdentityHeaders {
+            key_id: ident("key_id", &id.key_id),
+            key_name: ident("key_name", &id.key_name),
+            account_id: ident("account_id", &id.account_id),
+            user_id: ident("user_id", &id.user_id),
+            scopes: ident("scopes", &id.scopes),
+            auth_method: ident("auth_method", &id.auth_method),
+            credits_remaining: ident("credits_remaining", &id.credits_remaining),
+            namespace,
+        };
+
+        let mut upstreams = HashMap::new();
+        for (name, u) in raw.upstreams {
+            let addr = u.address.get_ref();
+            let host = addr.rsplit_once(':').map(|(h, _)| h);
+            let port_ok = addr
+                .rsplit_once(':')
+                .map(|(_, p)| p.parse::<u16>().is_ok())
+                .unwrap_or(false);
+            if !port_ok || host.map(str::is_empty).unwrap_or(true) {
+                self.problem(
+                    &format!("upstreams.{name}.address"),
+                    &u.address.span(),
+                    format!("`{addr}` must be host:port"),
+                );
+            }
+            let sni = u
+                .sni
+                .clone()
+                .unwrap_or_else(|| host.unwrap_or_default().to_string());
+            upstreams.insert(
+                name.clone(),
+                Arc::new(Upstream {
+                    name,
+                    address: addr.clone(),
+                    tls: u.tls,
+                    sni,
+                }),
+            );
+        }
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let field = |f: &str| format!("routes[{i}].{f}");
+            let route_span = r.path.span();
+            let upstream = match (&r.upstream, &r.local) {
+                (Some(name), None) => match upstreams.get(name.get_ref()) {
+                    Some(u) => Some(u.clone()),
+                    None => {
+                        self.problem(
+                            &field("upstream"),
+                            &name.span(),
+                            format!("no upstream named `{}` in [upstreams]", name.get_ref()),
+                        );
+                        None
+                    }
+                },
+                (None, Some(_)) => None,
+                (Some(name), Some(_)) => {
+                    self.problem(
+                        &field("upstream"),
+                        &name.span(),
+                        "a route has either `upstream` or `local`, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.problem(
+                        &field("upstream"),
+                        &route_span,
+                        "needs `upstream` or `local`",
+                    );
+                    None
+                }
+            };
+            if let Some(kind) = r.local {
+                let allowed: &[AuthMode] = match kind {
+                    LocalKind::Login | LocalKind::Jwks => &[AuthMode::None],
+                    LocalKind::Exchange => &[AuthMode::ApiKey],
+                    LocalKind::Keys | LocalKind::Key | LocalKind::KeyRotate => &[AuthMode::Session],
+                    LocalKind::Balance | LocalKind::Transactions => {
+                        &[AuthMode::ApiKey, AuthMode::Jwt, AuthMode::Any]
+                    }
+                };
+                if !allowed.contains(&r.auth) {
+                    self.problem(
+                        &field("auth"),
+                        &route_span,
+                        format!("local = \"{kind:?}\" needs auth = one of {allowed:?}")
+                            .to_lowercase(),
+                    );
+                }
+                let needs_key_id = matches!(kind, LocalKind::Key | LocalKind::KeyRotate);
+                if needs_key_id && !r.path.get_ref().contains("{key_id}") {
+                    self.problem(&field("path"), &route_span, "needs a `{key_id}` parameter");
+                }
+            }
+            for (param, kind) in &r.resources {
+                if !r.path.get_ref().contains(&format!("{{{param}}}")) {
+                    self.problem(
+                        &field("resources"),
+                        &route_span,
+                        format!("`{param}` is not a parameter of the path (for `{kind}`)"),
+                    );
+                }
+            }
+            if r.body.is_some() && r.local.is_none() {
+                self.problem(
+                    &field("body"),
+                    &route_span,
+                    "only local endpoints have a `body`",
+                );
+            }
+            let key_limit = self.limit(&field("rate_limit"), r.rate_limit.as_ref());
+            let account_limit =
+                self.limit(&field("account_rate_limit"), r.account_rate_limit.as_ref());
+            let ip_limit = self.limit(&field("ip_rate_limit"), r.ip_rate_limit.as_ref());
+            if r.auth == AuthMode::None && r.cost > 0 {
+                self.problem(
+                    &field("cost"),
+                    &route_span,
+                    "a route without auth has no account to charge",
+                );
+            }
+            if !r.path.get_ref().starts_with('/') {
+                self.problem(&field("path"), &r.path.span(), "must start with /");
+            }
+            let mut methods = Vec::new();
+            for m in &r.methods {
+                let up = m.get_ref().to_ascii_uppercase();
+                if http::Method::from_bytes(up.as_bytes()).is_err() || up.is_empty() {
+                    self.problem(
+                        &field("methods"),
+                        &m.span(),
+                        format!("`{}` is not an HTTP method", m.get_ref()),
+                    );
+                }
+                methods.push(up);
+            }
+            let mut scopes = Vec::new();
+            for sc in &r.scopes {
+                if !valid_scope(sc.get_ref()) {
+                    self.problem(
+                        &field("scopes"),
+                        &sc.span(),
+                        format!(
+                            "`{}` is not a scope (letters, digits, and : . _ -)",
+                            sc.get_ref()
+                        ),
+                    );
+                }
+                scopes.push(sc.get_ref().clone());
+            }
+            routes.push(Route {
+                name: r.name.unwrap_or_else(|| format!("route{i}")),
+                path: r.path.into_inner(),
+                methods,
+                upstream,
+                local: r.local.map(|kind| LocalEndpoint {
+                    kind,
+                    body: r.body.clone(),
+                }),
+                auth: r.auth,
+                scopes,
+                // Local endpoints read (a balance, a token exchange); the key-management ones are
+                // guarded by the session, not by the key's permission.
+                permission: r.permission.or(r.local.map(|_| RoutePermission::Read)),
+                key_limit,
+                account_limit,
+                ip_limit,
+                cost: r.cost,
+                charge_on: r.charge_on,
+                resources: r
+                    .resources
+                    .iter()
+                    .map(|(p, k)| (p.clone(), k.clone()))
+                    .collect(),
+            });
+        }
+        if let Err(e) = crate::router::Router::new(&routes) {
+            self.problem("routes", &none, e);
+        }
+
+        let mut plans = HashMap::new();
+        for (name, p) in &raw.plans {
+            let plan = Plan {
+                key: self.limit(&format!("plans.{name}.key"), p.key.as_ref()),
+                account: self.limit(&format!("plans.{name}.account"), p.account.as_ref()),
+            };
+            plans.insert(name.clone(), plan);
+        }
+        let rate_limit_mode = raw.rate_limits.mode;
+        if rate_limit_mode == RateLimitMode::Redis && matches!(store, StoreSettings::Sqlite { .. })
+        {
+            self.problem(
+                "rate_limits.mode",
+                &none,
+                "`redis` needs `[store] backend = \"redis\"`",
+            );
+        }
+
+        let mut overrides = HashMap::new();
+        for (reason, t) in raw.errors {
+            let status = t.status.unwrap_or(reason.default_status());
+            if !(400..=599).contains(&status) {
+                self.problem(
+                    &format!("errors.{reason}.status"),
+                    &none,
+                    "must be between 400 and 599",
+                );
+            }
+            let content_type = t.content_type.unwrap_or_else(|| "application/json".into());
+            let body = t.body.unwrap_or_else(|| DEFAULT_BODY.into());
+            let message = t.message.unwrap_or_else(|| reason.default_message().into());
+            let tpl = Template::new(status, content_type, body, message);
+            if tpl.content_type.contains("json") {
+                let sample = tpl.render(
+                    reason,
+                    &crate::errors::Detail {
+                        scope: Some("s".into()),
+                        message: Some("m".into()),
+                    },
+                );
+                if serde_json::from_str::<serde_json::Value>(&sample).is_err() {
+                    self.problem(
+                        &format!("errors.{reason}.body"),
+                        &none,
+                        "is not valid JSON once filled in",
+                    );
+                }
+            }
+            overrides.insert(reason, tpl);
+        }
+        let _: &[Reason] = &Reason::ALL;
+
+        Config {
+            server: ServerSettings {
+                threads: s.threads.max(1),
+                work_stealing: s.work_stealing,
+                grace_period_seconds: s.grace_period_seconds,
+                graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds,
+            },
+            listeners,
+            store,
+            data_dir,
+            secret_refs: SecretRefs {
+                pepper: raw.secrets.pepper,
+                admin_token: raw.secrets.admin_token,
+            },
+            key_format: KeyFormat::new(prefix, body_len),
+            credential_sources,
+            cache: CacheSettings {
+                ttl: Duration::from_secs(c.ttl_seconds.max(1)),
+                negative_ttl: Duration::from_secs(c.negative_ttl_seconds),
+                max_entries: c.max_entries.max(1),
+                max_stale: Duration::from_secs(c.max_stale_seconds),
+            },
+            identity,
+            last_used_interval: Duration::from_secs(raw.usage.last_used_interval_seconds),
+            routes,
+            templates: Templates::new(overrides),
+            rate_limit_mode,
+            plans,
+            tokens: TokenConfig {
+                algorithm: raw.tokens.algorithm,
+                secret: raw.tokens.secret.clone(),
+                private_key: raw.tokens.private_key.clone(),
+                key_id: raw.tokens.key_id.clone(),
+                issuer: raw.tokens.issuer.clone(),
+                audience: raw.tokens.audience.clone(),
+                session_ttl: Duration::from_secs(raw.tokens.session_ttl_seconds),
+                exchange_ttl: Duration::from_secs(raw.tokens.exchange_ttl_seconds),
+            },
+        }
+    }
+}
+
+/// Scope names travel in headers and JSON bodies; keeping them to a plain alphabet means neither
+/// needs escaping.
+pub fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests;

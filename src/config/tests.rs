@@ -1,0 +1,349 @@
+//! Unit tests for [`crate::config`]: parsing, validation reports, and secrets.
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+use crate::errors::Detail;
+
+const EXAMPLE: &str = include_str!("../../config/keygate.toml");
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::parse(text, "test.toml") {
+        Ok(_) => panic!("expected an invalid config:\n{text}"),
+        Err(ConfigError::Invalid { path, problems }) => {
+            assert_eq!(path, "test.toml");
+            problems
+        }
+        Err(other) => panic!("expected a validation report, got: {other}"),
+    }
+}
+
+fn parse_error(text: &str) -> String {
+    match Config::parse(text, "test.toml") {
+        Ok(_) => panic!("expected a parse error:\n{text}"),
+        Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+        Err(other) => panic!("expected a parse error, got: {other}"),
+    }
+}
+
+/// The problem mentioning `field`, which must also name `line`.
+fn assert_problem(problems: &[String], field: &str, line: usize) {
+    let p = problems
+        .iter()
+        .find(|p| p.contains(&format!("`{field}`")))
+        .unwrap_or_else(|| panic!("no problem about `{field}` in {problems:#?}"));
+    assert!(
+        p.contains(&format!("line {line}:")),
+        "problem about `{field}` should name line {line}: {p}"
+    );
+}
+
+const MINIMAL: &str = r#"
+[upstreams.api]
+address = "127.0.0.1:8000"
+
+[[routes]]
+path = "/{*rest}"
+upstream = "api"
+"#;
+
+#[test]
+fn example_config_parses() {
+    let c = Config::parse(EXAMPLE, "config/keygate.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners.public.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.listeners.admin.to_string(), "127.0.0.1:8081");
+    assert_eq!(c.listeners.ops.to_string(), "127.0.0.1:9090");
+    assert_eq!(c.key_format.prefix(), "kg_live_");
+    assert_eq!(c.credential_sources.len(), 2);
+    assert_eq!(c.credential_sources[0].header.as_str(), "authorization");
+    assert_eq!(c.credential_sources[0].scheme.as_deref(), Some("bearer "));
+    assert_eq!(c.credential_sources[1].header.as_str(), "x-api-key");
+    assert_eq!(c.credential_sources[1].scheme, None);
+    let route = |name: &str| {
+        c.routes
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("no route {name}"))
+    };
+    assert_eq!(c.routes.len(), 10);
+    assert_eq!(route("health").auth, AuthMode::None);
+    assert_eq!(route("root").path, "/");
+    assert_eq!(route("root").auth, AuthMode::ApiKey);
+    assert!(route("account_info").local.is_some());
+    assert_eq!(route("login").auth, AuthMode::None);
+    assert!(route("login").ip_limit.is_some());
+    assert_eq!(route("my_keys").auth, AuthMode::Session);
+    assert_eq!(route("exchange").auth, AuthMode::ApiKey);
+    assert_eq!(route("api").auth, AuthMode::Any);
+    assert!(route("api").key_limit.is_some());
+    assert!(c.plans.contains_key("pro"));
+    assert!(matches!(c.store, StoreSettings::Sqlite { .. }));
+    assert_eq!(c.identity.namespace, "x-keygate-");
+    assert_eq!(c.templates.get(Reason::MissingCredential).status, 401);
+    assert!(c.secret_refs.pepper.is_none());
+}
+
+#[test]
+fn defaults_fill_everything_left_out() {
+    let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.threads, 1);
+    assert_eq!(c.key_format.prefix(), "kg_live_");
+    assert_eq!(c.cache.ttl, Duration::from_secs(60));
+    assert_eq!(c.cache.negative_ttl, Duration::from_secs(5));
+    assert_eq!(c.last_used_interval, Duration::from_secs(60));
+    assert_eq!(c.identity.key_id.as_str(), "x-keygate-key-id");
+    assert_eq!(c.routes[0].name, "route0");
+    match &c.store {
+        StoreSettings::Sqlite { path } => assert_eq!(path, &PathBuf::from("data/keygate.db")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unknown_field_names_the_field_and_line() {
+    let text = "[server]\nthreads = 1\nthreadz = 2\n";
+    let e = parse_error(text);
+    assert!(e.contains("threadz"), "{e}");
+    assert!(e.contains("line 3"), "{e}");
+    assert!(e.starts_with("test.toml"), "{e}");
+
+    // Nested: inside a route.
+    let text = format!("{MINIMAL}scops = [\"a\"]\n");
+    let e = parse_error(&text);
+    assert!(e.contains("scops"), "{e}");
+    let line = text.lines().count();
+    assert!(e.contains(&format!("line {line}")), "{e}");
+
+    // An unknown top-level section.
+    let e = parse_error("[servers]\nthreads = 1\n");
+    assert!(e.contains("servers"), "{e}");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn inline_secrets_are_refused() {
+    let e = parse_error("[secrets]\npepper = \"hunter2\"\n");
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn several_problems_are_reported_at_once_with_lines() {
+    let text = r#"[listeners]
+public = "not-an-address"
+
+[keys]
+prefix = "BAD-PREFIX"
+body_length = 8
+
+[upstreams.api]
+address = "nohost"
+
+[[routes]]
+path = "no-slash"
+upstream = "missing"
+methods = ["GET", "NOT A METHOD"]
+scopes = ["ok:scope", "bad scope"]
+"#;
+    let p = problems(text);
+    assert_problem(&p, "listeners.public", 2);
+    assert_problem(&p, "keys.prefix", 5);
+    assert_problem(&p, "keys.body_length", 6);
+    assert_problem(&p, "upstreams.api.address", 9);
+    assert_problem(&p, "routes[0].path", 12);
+    assert_problem(&p, "routes[0].upstream", 13);
+    assert_problem(&p, "routes[0].methods", 14);
+    assert_problem(&p, "routes[0].scopes", 15);
+    assert!(p.len() >= 8, "{p:#?}");
+    // The whole report is in the error's text.
+    let e = Config::parse(text, "test.toml")
+        .expect_err("invalid")
+        .to_string();
+    for problem in &p {
+        assert!(e.contains(problem.as_str()), "{e}");
+    }
+}
+
+#[test]
+fn identity_header_outside_the_namespace_is_rejected() {
+    let text = format!("{MINIMAL}\n[identity]\naccount_id = \"x-account-id\"\n");
+    let p = problems(&text);
+    let msg = p
+        .iter()
+        .find(|p| p.contains("identity.account_id"))
+        .unwrap_or_else(|| panic!("{p:#?}"));
+    assert!(msg.contains("x-account-id"), "{msg}");
+    assert!(msg.contains("x-keygate-"), "{msg}");
+
+    // A custom namespace with headers inside it is fine.
+    let text = format!(
+        "{MINIMAL}\n[identity]\nnamespace = \"x-enrow-\"\nkey_id = \"x-enrow-key\"\n\
+         key_name = \"x-enrow-key-name\"\naccount_id = \"X-Enrow-Account\"\n\
+         user_id = \"x-enrow-user\"\nscopes = \"x-enrow-scopes\"\nauth_method = \"x-enrow-auth\"\n"
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.identity.account_id.as_str(), "x-enrow-account");
+}
+
+#[test]
+fn error_template_body_must_be_json() {
+    let text = format!("{MINIMAL}\n[errors.invalid_key]\nbody = '{{\"message\": oops}}'\n");
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.contains("errors.invalid_key.body")),
+        "{p:#?}"
+    );
+
+    // Not JSON is fine when the content type says so.
+    let text = format!(
+        "{MINIMAL}\n[errors.invalid_key]\nbody = 'nope: {{message}}'\ncontent_type = \"text/plain\"\n"
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let t = c.templates.get(Reason::InvalidKey);
+    assert_eq!(
+        t.render(Reason::InvalidKey, &Detail::default()),
+        "nope: The API key is not valid"
+    );
+}
+
+#[test]
+fn error_template_status_is_checked() {
+    let text = format!("{MINIMAL}\n[errors.invalid_key]\nstatus = 200\n");
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.contains("errors.invalid_key.status")),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn unknown_reason_code_is_an_error() {
+    let e = parse_error(&format!(
+        "{MINIMAL}\n[errors.no_such_reason]\nstatus = 401\n"
+    ));
+    assert!(e.contains("no_such_reason"), "{e}");
+}
+
+#[test]
+fn custom_templates_render_exactly() {
+    let text = format!(
+        "{MINIMAL}\n[errors.invalid_key]\nstatus = 401\nbody = '{{\"message\":\"This apikey is not valid\"}}'\n"
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let t = c.templates.get(Reason::InvalidKey);
+    assert_eq!(t.status, 401);
+    assert_eq!(
+        t.render(Reason::InvalidKey, &Detail::default()),
+        r#"{"message":"This apikey is not valid"}"#
+    );
+}
+
+#[test]
+fn conflicting_routes_are_reported() {
+    let text = format!("{MINIMAL}\n[[routes]]\npath = \"/{{*other}}\"\nupstream = \"api\"\n");
+    let p = problems(&text);
+    assert!(p.iter().any(|p| p.contains("`routes`")), "{p:#?}");
+}
+
+#[test]
+fn redis_backend_needs_a_url() {
+    let p = problems(&format!("{MINIMAL}\n[store]\nbackend = \"redis\"\n"));
+    assert!(p.iter().any(|p| p.contains("store.url")), "{p:#?}");
+    let p = problems(&format!(
+        "{MINIMAL}\n[store]\nbackend = \"redis\"\nurl = \"http://x\"\n"
+    ));
+    assert!(p.iter().any(|p| p.contains("store.url")), "{p:#?}");
+    let c = Config::parse(
+        &format!("{MINIMAL}\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n"),
+        "t",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(c.store, StoreSettings::Redis { .. }));
+}
+
+// ------------------------------------------------------------------ secrets
+
+fn with_secrets(data_dir: &Path, secrets: &str) -> Config {
+    let text = format!(
+        "[server]\ndata_dir = \"{}\"\n\n{secrets}\n{MINIMAL}",
+        data_dir.display()
+    );
+    Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn secrets_from_env_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "  file-admin-token\n").expect("write");
+    // A variable name only this test uses: tests run in parallel threads.
+    std::env::set_var("KEYGATE_UNIT_TEST_PEPPER_1", " env-pepper ");
+    let c = with_secrets(
+        &dir.path().join("data"),
+        &format!(
+            "[secrets]\npepper = {{ env = \"KEYGATE_UNIT_TEST_PEPPER_1\" }}\nadmin_token = {{ file = \"{}\" }}\n",
+            token_file.display()
+        ),
+    );
+    let s = resolve_secrets(&c).expect("secrets");
+    assert_eq!(s.pepper.expose(), "env-pepper");
+    assert_eq!(s.admin_token.expose(), "file-admin-token");
+    // Nothing was generated.
+    assert!(!dir.path().join("data").join("pepper").exists());
+}
+
+#[test]
+fn missing_env_and_empty_file_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = with_secrets(
+        dir.path(),
+        "[secrets]\npepper = { env = \"KEYGATE_UNIT_TEST_SURELY_UNSET_VAR\" }\n",
+    );
+    let e = resolve_secrets(&c).expect_err("unset env").to_string();
+    assert!(e.contains("KEYGATE_UNIT_TEST_SURELY_UNSET_VAR"), "{e}");
+    assert!(e.contains("pepper"), "{e}");
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write");
+    let c = with_secrets(
+        dir.path(),
+        &format!(
+            "[secrets]\nadmin_token = {{ file = \"{}\" }}\n",
+            empty.display()
+        ),
+    );
+    let e = resolve_secrets(&c).expect_err("empty file").to_string();
+    assert!(e.contains("admin_token"), "{e}");
+
+    let c = with_secrets(
+        dir.path(),
+        &format!(
+            "[secrets]\nadmin_token = {{ file = \"{}\" }}\n",
+            dir.path().join("nope").display()
+        ),
+    );
+    assert!(resolve_secrets(&c).is_err());
+}
+
+#[test]
+fn secrets_are_generated_once_with_mode_0600() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let c = with_secrets(&data, "");
+    let first = resolve_secrets(&c).expect("generate");
+    for name in ["pepper", "admin_token"] {
+        let path = data.join(name);
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        let on_disk = std::fs::read_to_string(&path).expect("read");
+        assert!(on_disk.trim().len() >= 32, "{name} too short");
+    }
+    assert_eq!(
+        std::fs::read_to_string(data.join("pepper")).expect("read"),
+        first.pepper.expose()
+    );
+    assert_ne!(first.pepper.expose(), first.admin_token.expose());
+
+    let second = resolve_secrets(&c).expect("reuse");
+    assert_eq!(first.pepper, second.pepper);
+    assert_eq!(first.admin_token, second.admin_token);
+}

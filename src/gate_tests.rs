@@ -1,0 +1,413 @@
+//! Unit tests for [`crate::gate`]: credential extraction, and the pipeline end to end over a real
+//! SQLite store (no sockets).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::*;
+use crate::keys::KeyFormat;
+use crate::secret::Secret;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{KeyPatch, KeyStatus, NewAccount, NewKey, Permission, Store};
+
+fn sources() -> Vec<CredentialSource> {
+    vec![
+        CredentialSource {
+            header: HeaderName::from_static("authorization"),
+            scheme: Some("bearer ".into()),
+        },
+        CredentialSource {
+            header: HeaderName::from_static("x-api-key"),
+            scheme: None,
+        },
+    ]
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    h
+}
+
+#[test]
+fn bearer_scheme_is_case_insensitive() {
+    let s = sources();
+    for value in [
+        "Bearer kg_abc",
+        "bearer kg_abc",
+        "BEARER kg_abc",
+        "bEaReR kg_abc",
+        "  Bearer   kg_abc  ",
+    ] {
+        let h = headers(&[("authorization", value)]);
+        assert_eq!(extract(&s, &h), Some("kg_abc"), "{value:?}");
+    }
+}
+
+#[test]
+fn header_names_are_case_insensitive() {
+    let s = sources();
+    let h = headers(&[("Authorization", "Bearer a1")]);
+    assert_eq!(extract(&s, &h), Some("a1"));
+    let h = headers(&[("X-API-KEY", "k2")]);
+    assert_eq!(extract(&s, &h), Some("k2"));
+    let h = headers(&[("X-Api-Key", "k3")]);
+    assert_eq!(extract(&s, &h), Some("k3"));
+}
+
+#[test]
+fn other_authorization_schemes_are_ignored() {
+    let s = sources();
+    let h = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+    assert_eq!(extract(&s, &h), None);
+    // ... and do not hide a key in the next source.
+    let h = headers(&[
+        ("authorization", "Basic dXNlcjpwYXNz"),
+        ("x-api-key", "from-x-api-key"),
+    ]);
+    assert_eq!(extract(&s, &h), Some("from-x-api-key"));
+    // A scheme that only starts like "Bearer" is not Bearer.
+    let h = headers(&[("authorization", "Bearerkg_abc")]);
+    assert_eq!(extract(&s, &h), None);
+    let h = headers(&[("authorization", "kg_abc")]);
+    assert_eq!(extract(&s, &h), None);
+}
+
+#[test]
+fn empty_credentials_are_missing() {
+    let s = sources();
+    for value in ["Bearer", "Bearer ", "Bearer    ", "bearer"] {
+        let h = headers(&[("authorization", value)]);
+        assert_eq!(extract(&s, &h), None, "{value:?}");
+    }
+    let h = headers(&[("x-api-key", "")]);
+    assert_eq!(extract(&s, &h), None);
+    let h = headers(&[("x-api-key", "   ")]);
+    assert_eq!(extract(&s, &h), None);
+    // An empty bearer falls through to the next source.
+    let h = headers(&[("authorization", "Bearer "), ("x-api-key", "k")]);
+    assert_eq!(extract(&s, &h), Some("k"));
+    assert_eq!(extract(&s, &HeaderMap::new()), None);
+}
+
+#[test]
+fn x_api_key_is_taken_as_is() {
+    let s = sources();
+    let h = headers(&[("x-api-key", "kg_test_value")]);
+    assert_eq!(extract(&s, &h), Some("kg_test_value"));
+    let h = headers(&[("x-api-key", " padded ")]);
+    assert_eq!(extract(&s, &h), Some("padded"));
+}
+
+#[test]
+fn sources_are_tried_in_configured_order() {
+    let h = headers(&[
+        ("x-api-key", "from-x"),
+        ("authorization", "Bearer from-auth"),
+    ]);
+    let s = sources();
+    assert_eq!(extract(&s, &h), Some("from-auth"));
+    let reversed: Vec<_> = s.into_iter().rev().collect();
+    assert_eq!(extract(&reversed, &h), Some("from-x"));
+    // A source that is not configured is never read.
+    let only_x = vec![CredentialSource {
+        header: HeaderName::from_static("x-api-key"),
+        scheme: None,
+    }];
+    let h = headers(&[("authorization", "Bearer from-auth")]);
+    assert_eq!(extract(&only_x, &h), None);
+}
+
+#[test]
+fn repeated_headers_are_each_considered() {
+    let s = sources();
+    let h = headers(&[
+        ("authorization", "Basic Zm9vOmJhcg=="),
+        ("authorization", "Bearer second"),
+    ]);
+    assert_eq!(extract(&s, &h), Some("second"));
+}
+
+#[test]
+fn non_utf8_values_are_skipped() {
+    let s = sources();
+    let mut h = HeaderMap::new();
+    h.append(
+        HeaderName::from_static("authorization"),
+        HeaderValue::from_bytes(b"Bearer \xff\xfe").expect("opaque value"),
+    );
+    assert_eq!(extract(&s, &h), None);
+    h.append(
+        HeaderName::from_static("x-api-key"),
+        HeaderValue::from_static("ok"),
+    );
+    assert_eq!(extract(&s, &h), Some("ok"));
+}
+
+// ------------------------------------------------------------------ the pipeline
+
+const CONFIG: &str = r#"
+[keys]
+prefix = "kg_unit_"
+
+[upstreams.api]
+address = "127.0.0.1:9"
+
+[[routes]]
+name = "open"
+path = "/open/{*rest}"
+upstream = "api"
+auth = "none"
+
+[[routes]]
+name = "leads"
+path = "/leads/{*rest}"
+upstream = "api"
+scopes = ["leads:read"]
+
+[[routes]]
+name = "v1"
+path = "/v1/{*rest}"
+upstream = "api"
+"#;
+
+struct Fixture {
+    gate: Gate,
+    store: Arc<SqliteStore>,
+    hasher: KeyHasher,
+    metrics: Arc<Metrics>,
+    format: KeyFormat,
+    _usage: crate::usage::UsageWriter,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let config = Arc::new(Config::parse(CONFIG, "gate-test").expect("config"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(&dir.path().join("kg.db")).expect("store"));
+    let metrics = Arc::new(Metrics::new(
+        &config
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let cache = Arc::new(KeyCache::new(
+        store.clone(),
+        metrics.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+        1000,
+    ));
+    let hasher = KeyHasher::new(&Secret::new("unit-pepper"));
+    let (recorder, writer) = crate::usage::channel(Duration::from_secs(60), metrics.clone());
+    let format = config.key_format.clone();
+    let gate = Gate::new(config, cache, hasher.clone(), recorder, metrics.clone()).expect("gate");
+    Fixture {
+        gate,
+        store,
+        hasher,
+        metrics,
+        format,
+        _usage: writer,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    async fn key(&self, scopes: &[&str]) -> (String, String) {
+        let account = self
+            .store
+            .create_account(NewAccount { name: "a".into() })
+            .await
+            .expect("account");
+        let plain = self.format.generate();
+        let rec = self
+            .store
+            .create_key(NewKey {
+                account_id: account.id,
+                user_id: None,
+                name: "k".into(),
+                display_prefix: self.format.display_prefix(plain.expose()),
+                hash: self.hasher.hash(plain.expose()),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                permission: Permission::ReadWrite,
+                expires_at: None,
+                rate_limit: None,
+                resources: None,
+                rotated_from: None,
+            })
+            .await
+            .expect("key");
+        (rec.id, plain.expose().to_string())
+    }
+
+    async fn decide(&self, method: &str, path: &str, h: &HeaderMap) -> Decision {
+        self.gate
+            .decide(Request {
+                method,
+                path,
+                headers: h,
+                client_ip: None,
+            })
+            .await
+    }
+}
+
+fn rejected(d: &Decision) -> Option<Reason> {
+    match d {
+        Decision::Reject { rejection, .. } => Some(rejection.reason),
+        Decision::Forward { .. } | Decision::Local { .. } => None,
+    }
+}
+
+#[tokio::test]
+async fn pipeline_decides_each_stage() {
+    let f = fixture();
+    let none = HeaderMap::new();
+
+    let d = f.decide("GET", "/nothing", &none).await;
+    assert_eq!(rejected(&d), Some(Reason::RouteNotFound));
+    assert!(matches!(d, Decision::Reject { route: None, .. }));
+
+    match f.decide("GET", "/open/x", &none).await {
+        Decision::Forward {
+            route, principal, ..
+        } => {
+            assert_eq!(f.gate.config.routes[route].name, "open");
+            assert!(principal.is_none());
+        }
+        other => panic!("open route not forwarded: {other:?}"),
+    }
+
+    let d = f.decide("GET", "/v1/x", &none).await;
+    assert_eq!(rejected(&d), Some(Reason::MissingCredential));
+
+    let d = f
+        .decide("GET", "/v1/x", &headers(&[("x-api-key", "kg_live_nope")]))
+        .await;
+    assert_eq!(rejected(&d), Some(Reason::MalformedCredential));
+    let foreign = KeyFormat::new("kg_live_", 32).generate();
+    let d = f
+        .decide("GET", "/v1/x", &headers(&[("x-api-key", foreign.expose())]))
+        .await;
+    assert_eq!(rejected(&d), Some(Reason::MalformedCredential));
+    let (_, real) = f.key(&[]).await;
+    let mut typo = real.into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).expect("ascii");
+    let d = f
+        .decide("GET", "/v1/x", &headers(&[("x-api-key", &typo)]))
+        .await;
+    assert_eq!(rejected(&d), Some(Reason::MalformedCredential));
+    // A malformed key costs no cache lookup.
+    assert!(
+        f.metrics
+            .render()
+            .contains(r#"keygate_cache_lookups_total{result="miss"} 0"#),
+        "{}",
+        f.metrics.render()
+    );
+
+    let unknown = f.format.generate();
+    let d = f
+        .decide("GET", "/v1/x", &headers(&[("x-api-key", unknown.expose())]))
+        .await;
+    assert_eq!(rejected(&d), Some(Reason::InvalidKey));
+
+    let (id, key) = f.key(&[]).await;
+    let auth = format!("Bearer {key}");
+    match f
+        .decide("GET", "/v1/x", &headers(&[("authorization", &auth)]))
+        .await
+    {
+        Decision::Forward { principal, .. } => {
+            let p = principal.expect("a principal on an api_key route");
+            assert_eq!(p.credential.key.id, id);
+        }
+        other => panic!("valid key not forwarded: {other:?}"),
+    }
+
+    let d = f
+        .decide("GET", "/leads/x", &headers(&[("authorization", &auth)]))
+        .await;
+    match d {
+        Decision::Reject {
+            route, rejection, ..
+        } => {
+            assert_eq!(rejection.reason, Reason::InsufficientScope);
+            assert_eq!(rejection.detail.scope.as_deref(), Some("leads:read"));
+            assert_eq!(
+                route.map(|r| f.gate.config.routes[r].name.as_str()),
+                Some("leads")
+            );
+        }
+        other => panic!("expected insufficient_scope: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pipeline_sees_store_changes_after_invalidation() {
+    let f = fixture();
+    let (id, key) = f.key(&["leads:read"]).await;
+    let h = headers(&[("x-api-key", &key)]);
+    assert_eq!(rejected(&f.decide("GET", "/leads/a", &h).await), None);
+    f.store
+        .update_key(
+            &id,
+            KeyPatch {
+                status: Some(KeyStatus::Revoked),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .expect("revoke");
+    f.gate
+        .cache
+        .invalidate(crate::cache::Invalidation::Key(f.hasher.hash(&key)))
+        .await;
+    assert_eq!(
+        rejected(&f.decide("GET", "/leads/a", &h).await),
+        Some(Reason::KeyRevoked)
+    );
+}
+
+#[test]
+fn only_canonical_paths_are_routed() {
+    use super::is_canonical_path;
+    for ok in [
+        "/",
+        "/v1/x",
+        "/v1/x.json",
+        "/v1/..x",
+        "/v1/...",
+        "/v1/.%2e.",
+        "/v1/a%20b",
+        "/v1/x?a=../b",
+    ] {
+        assert!(is_canonical_path(ok), "{ok} should be accepted");
+    }
+    for bad in [
+        "/open/../v1/x",
+        "/open/./x",
+        "/open/%2e%2e/v1/x",
+        "/open/%2E./v1/x",
+        "/open/..%2fv1/x",
+        "/open/..%2Fv1/x",
+        "/open/x%5c..",
+        "/open\\..\\v1",
+        "/v1/..",
+        "v1/x",
+        "",
+    ] {
+        assert!(!is_canonical_path(bad), "{bad} should be refused");
+    }
+}

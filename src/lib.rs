@@ -1,0 +1,27 @@
+//! keygate: an API-key authentication sidecar and edge gateway built on pingora.
+//!
+//! The request path is [`gate`] (pure, no pingora) called from [`proxy`] (the pingora glue).
+//! See DESIGN.md in the project's shared folder for the architecture.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod authz;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod gate;
+pub mod identity;
+pub mod invalidation;
+pub mod keys;
+pub mod local;
+pub mod metrics;
+pub mod passwords;
+pub mod proxy;
+pub mod ratelimit;
+pub mod router;
+pub mod secret;
+pub mod store;
+pub mod tokens;
+pub mod usage;

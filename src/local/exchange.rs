@@ -1,0 +1,32 @@
+//! `POST {exchange path}` with a key: a short-lived access JWT carrying the key's scopes, its
+//! effective permission and resources (Enkryptify's `{accessToken, expiresIn, tokenType}`). The
+//! route's per-key rate limit (10/min in the examples) is applied by the gate before this runs.
+
+use serde_json::json;
+
+use super::{LocalContext, LocalResponse};
+use crate::authz::{self, Rejection};
+use crate::cache::CachedCredential;
+use crate::errors::Reason;
+use crate::tokens::{token_response, ClaimsDraft, TokenKind};
+
+pub fn exchange(
+    ctx: &LocalContext,
+    principal: &CachedCredential,
+) -> Result<LocalResponse, Rejection> {
+    let c = &principal.credential;
+    let draft = ClaimsDraft {
+        sub: c.key.id.clone(),
+        acc: c.account.id.clone(),
+        usr: c.key.user_id.clone(),
+        kid_key: Some(c.key.id.clone()),
+        scopes: c.key.scopes.clone(),
+        perm: authz::permission_name(authz::effective_permission(c)).to_string(),
+        res: c.key.resources.as_ref().map(|r| json!(r)),
+    };
+    let (token, expires_in) = ctx.tokens.issue(draft, TokenKind::Access).map_err(|e| {
+        tracing::error!(error = %e, "cannot sign an access token");
+        Rejection::new(Reason::StoreUnavailable)
+    })?;
+    Ok(LocalResponse::json(200, token_response(&token, expires_in)))
+}

@@ -1,0 +1,278 @@
+//! Every metric keygate exports, defined in one place behind typed helpers.
+//!
+//! Label values are fixed at startup: route names from the config and outcome names from
+//! [`Reason`]. Counters for each (route, outcome) pair are resolved once, so the request path only
+//! does an atomic add: no label hashing, no lock. No key, token or secret is ever a label.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::errors::Reason;
+
+/// How a request ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    Local,
+    Rejected(Reason),
+}
+
+impl Outcome {
+    fn index(self) -> usize {
+        match self {
+            Outcome::Forwarded => 0,
+            Outcome::Local => 1,
+            Outcome::Rejected(r) => 2 + Reason::ALL.iter().position(|x| *x == r).unwrap_or(0),
+        }
+    }
+
+    fn label(i: usize) -> &'static str {
+        match i {
+            0 => "forwarded",
+            1 => "local",
+            n => Reason::ALL
+                .get(n - 2)
+                .map(|r| r.as_str())
+                .unwrap_or("unknown"),
+        }
+    }
+}
+
+const OUTCOMES: usize = 2 + Reason::ALL.len();
+/// The label used for requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+#[derive(Debug, Clone, Copy)]
+pub enum CacheResult {
+    Hit,
+    NegativeHit,
+    Miss,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// `[route index][outcome index]`; the last row is for unmatched requests.
+    requests: Vec<Vec<IntCounter>>,
+    decision_seconds: Histogram,
+    cache_hit: IntCounter,
+    cache_negative_hit: IntCounter,
+    cache_miss: IntCounter,
+    store_errors: IntCounter,
+    last_used_dropped: IntCounter,
+    cache_entries: IntGauge,
+    cache_clears: IntCounter,
+    stale_served: IntCounter,
+    invalidation_connected: IntGauge,
+    ratelimit_fallback: IntCounter,
+    credits_charged: IntCounter,
+    credits_refunded: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// `routes` are the route names in config order.
+    pub fn new(routes: &[String]) -> Self {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new(
+                "keygate_requests_total",
+                "Requests by route and outcome (forwarded, local, or a rejection reason).",
+            ),
+            &["route", "outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let mut requests = Vec::with_capacity(routes.len() + 1);
+        for route in routes.iter().map(String::as_str).chain([NO_ROUTE]) {
+            let row = (0..OUTCOMES)
+                .map(|i| requests_vec.with_label_values(&[route, Outcome::label(i)]))
+                .collect();
+            requests.push(row);
+        }
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "keygate_auth_decision_seconds",
+                "Time from request headers to the authentication decision.",
+            )
+            .buckets(vec![
+                0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
+                0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let cache = IntCounterVec::new(
+            Opts::new(
+                "keygate_cache_lookups_total",
+                "Validation cache lookups by result (hit, negative_hit, miss).",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let counter = |name: &str, help: &str| {
+            IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric: {e}"))
+        };
+        let store_errors = counter(
+            "keygate_store_errors_total",
+            "Store operations that failed.",
+        );
+        let last_used_dropped = counter(
+            "keygate_last_used_dropped_total",
+            "Last-used updates dropped because the writer queue was full.",
+        );
+        let cache_clears = counter(
+            "keygate_cache_clears_total",
+            "Whole-cache clears after the invalidation subscription was restored.",
+        );
+        let stale_served = counter(
+            "keygate_cache_stale_served_total",
+            "Cached keys served past their TTL because the store was unreachable.",
+        );
+        let invalidation_connected = IntGauge::new(
+            "keygate_invalidation_connected",
+            "1 while the invalidation subscription is up (shared store only).",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let ratelimit_fallback = counter(
+            "keygate_ratelimit_fallback_total",
+            "Rate-limit decisions made locally because Redis was unreachable (redis mode).",
+        );
+        let credits_charged = counter(
+            "keygate_credits_charged_total",
+            "Credits charged to accounts by proxied requests.",
+        );
+        let credits_refunded = counter(
+            "keygate_credits_refunded_total",
+            "Credits refunded because a charge-on-success request did not succeed.",
+        );
+        let cache_entries =
+            IntGauge::new("keygate_cache_entries", "Entries in the validation cache.")
+                .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+
+        let m = Self {
+            cache_hit: cache.with_label_values(&["hit"]),
+            cache_negative_hit: cache.with_label_values(&["negative_hit"]),
+            cache_miss: cache.with_label_values(&["miss"]),
+            requests,
+            decision_seconds,
+            store_errors,
+            last_used_dropped,
+            cache_entries,
+            cache_clears,
+            stale_served,
+            invalidation_connected,
+            ratelimit_fallback,
+            credits_charged,
+            credits_refunded,
+            registry,
+        };
+        for c in [
+            Box::new(requests_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.decision_seconds.clone()),
+            Box::new(cache),
+            Box::new(m.store_errors.clone()),
+            Box::new(m.last_used_dropped.clone()),
+            Box::new(m.cache_entries.clone()),
+            Box::new(m.cache_clears.clone()),
+            Box::new(m.stale_served.clone()),
+            Box::new(m.invalidation_connected.clone()),
+            Box::new(m.ratelimit_fallback.clone()),
+            Box::new(m.credits_charged.clone()),
+            Box::new(m.credits_refunded.clone()),
+        ] {
+            m.registry
+                .register(c)
+                .unwrap_or_else(|e| unreachable!("metrics registered once: {e}"));
+        }
+        m
+    }
+
+    /// `route` is the route index, or `None` when nothing matched.
+    pub fn request(&self, route: Option<usize>, outcome: Outcome) {
+        let row = route
+            .and_then(|i| self.requests.get(i))
+            .or_else(|| self.requests.last());
+        if let Some(c) = row.and_then(|r| r.get(outcome.index())) {
+            c.inc();
+        }
+    }
+
+    pub fn decision_time(&self, seconds: f64) {
+        self.decision_seconds.observe(seconds);
+    }
+
+    pub fn cache(&self, result: CacheResult) {
+        match result {
+            CacheResult::Hit => self.cache_hit.inc(),
+            CacheResult::NegativeHit => self.cache_negative_hit.inc(),
+            CacheResult::Miss => self.cache_miss.inc(),
+        }
+    }
+
+    pub fn store_error(&self) {
+        self.store_errors.inc();
+    }
+
+    pub fn last_used_dropped(&self) {
+        self.last_used_dropped.inc();
+    }
+
+    pub fn set_cache_entries(&self, n: u64) {
+        self.cache_entries.set(n as i64);
+    }
+
+    pub fn cache_cleared(&self) {
+        self.cache_clears.inc();
+    }
+
+    pub fn stale_served(&self) {
+        self.stale_served.inc();
+    }
+
+    pub fn set_invalidation_connected(&self, up: bool) {
+        self.invalidation_connected.set(i64::from(up));
+    }
+
+    pub fn ratelimit_fallback(&self) {
+        self.ratelimit_fallback.inc();
+    }
+
+    pub fn credits_charged(&self, n: u64) {
+        self.credits_charged.inc_by(n);
+    }
+
+    pub fn credits_refunded(&self, n: u64) {
+        self.credits_refunded.inc_by(n);
+    }
+
+    /// The Prometheus text exposition of everything above.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_route_and_outcome() {
+        let m = Metrics::new(&["lookup".to_string()]);
+        m.request(Some(0), Outcome::Forwarded);
+        m.request(Some(0), Outcome::Rejected(Reason::KeyRevoked));
+        m.request(None, Outcome::Rejected(Reason::RouteNotFound));
+        let text = m.render();
+        assert!(text.contains(r#"keygate_requests_total{outcome="forwarded",route="lookup"} 1"#));
+        assert!(text.contains(r#"keygate_requests_total{outcome="key_revoked",route="lookup"} 1"#));
+        assert!(
+            text.contains(r#"keygate_requests_total{outcome="route_not_found",route="(none)"} 1"#)
+        );
+    }
+}

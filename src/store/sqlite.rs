@@ -1,0 +1,1052 @@
+//! The embedded store: one SQLite file in WAL mode, for a single keygate with no Redis.
+//!
+//! rusqlite is synchronous, so every call runs on tokio's blocking pool behind one connection
+//! mutex. That serialises store access, which is fine: the request path reads the store only on a
+//! cache miss, and SQLite itself allows one writer at a time.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::*;
+use crate::keys::new_id;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    plan TEXT,
+    credits INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    email TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    user_id TEXT,
+    name TEXT NOT NULL,
+    display_prefix TEXT NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    permission TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    last_used_at INTEGER,
+    rate_limit TEXT
+);
+CREATE INDEX IF NOT EXISTS keys_account ON keys(account_id);
+CREATE INDEX IF NOT EXISTS users_account ON users(account_id);
+CREATE TABLE IF NOT EXISTS token_cutoffs (
+    subject TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS token_cutoffs_at ON token_cutoffs(at);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_id TEXT NOT NULL,
+    delta INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    key_id TEXT,
+    at INTEGER NOT NULL,
+    balance_after INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_account ON ledger(account_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target);
+"#;
+
+/// Columns added since the first schema: a data file created before them gets them on open
+/// (`CREATE TABLE IF NOT EXISTS` leaves an existing table as it is).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("accounts", "plan", "TEXT"),
+    ("accounts", "credits", "INTEGER NOT NULL DEFAULT 0"),
+    ("keys", "rate_limit", "TEXT"),
+    ("keys", "resources", "TEXT"),
+    ("keys", "rotated_from", "TEXT"),
+];
+
+/// Adds every [`ADDED_COLUMNS`] entry the database lacks, in one transaction.
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction().map_err(unavailable)?;
+    for (table, column, decl) in ADDED_COLUMNS {
+        let exists = {
+            let mut stmt = tx
+                .prepare(&format!("PRAGMA table_info({table})"))
+                .map_err(unavailable)?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(1))
+                .map_err(unavailable)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)?;
+            names.iter().any(|n| n == column)
+        };
+        if !exists {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))
+                .map_err(unavailable)?;
+        }
+    }
+    tx.commit().map_err(unavailable)
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(unavailable)?;
+            }
+        }
+        let mut conn = Connection::open(path).map_err(unavailable)?;
+        // WAL: readers never block the writer; synchronous=NORMAL is durable across process
+        // crashes (only an OS crash can lose the last transactions).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn enum_str<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str, idx: usize) -> rusqlite::Result<T> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+const ACCOUNT_COLS: &str = "id, name, status, created_at, plan, credits";
+
+fn account_row(row: &Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        status: parse_enum(&row.get::<_, String>(2)?, 2)?,
+        created_at: row.get(3)?,
+        plan: row.get(4)?,
+        credits: row.get(5)?,
+    })
+}
+
+const KEY_COLS: &str = "id, account_id, user_id, name, display_prefix, hash, scopes, permission, \
+                        status, created_at, expires_at, last_used_at, rate_limit, resources, \
+                        rotated_from";
+
+fn resources_json(resources: &Option<Resources>) -> StoreResult<Option<String>> {
+    resources
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(unavailable)
+}
+
+const USER_COLS: &str = "id, account_id, email, role, status, created_at";
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        email: row.get(2)?,
+        role: parse_enum(&row.get::<_, String>(3)?, 3)?,
+        status: parse_enum(&row.get::<_, String>(4)?, 4)?,
+        created_at: row.get(5)?,
+    })
+}
+
+fn get_user_tx(conn: &Connection, id: &str) -> StoreResult<Option<User>> {
+    conn.query_row(
+        &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+        [id],
+        user_row,
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+/// Inserts a key record (the account's existence is the caller's check).
+fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO keys ({KEY_COLS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ),
+        params![
+            key.id,
+            key.account_id,
+            key.user_id,
+            key.name,
+            key.display_prefix,
+            key.hash.as_slice(),
+            serde_json::to_string(&key.scopes).map_err(unavailable)?,
+            enum_str(&key.permission),
+            enum_str(&key.status),
+            key.created_at,
+            key.expires_at,
+            key.last_used_at,
+            rate_limit_json(&key.rate_limit),
+            resources_json(&key.resources)?,
+            key.rotated_from,
+        ],
+    )
+    .map(|_| ())
+    .map_err(|e| {
+        if is_constraint(&e) {
+            StoreError::Conflict("a key with this hash exists".into())
+        } else {
+            unavailable(e)
+        }
+    })
+}
+
+fn rate_limit_json(limit: &Option<RateLimit>) -> Option<String> {
+    limit.as_ref().and_then(|l| serde_json::to_string(l).ok())
+}
+
+const LEDGER_COLS: &str = "id, account_id, delta, reason, key_id, at, balance_after";
+
+fn ledger_row(row: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        delta: row.get(2)?,
+        reason: row.get(3)?,
+        key_id: row.get(4)?,
+        at: row.get(5)?,
+        balance_after: row.get(6)?,
+    })
+}
+
+/// The balance inside a transaction; NotFound if the account is missing.
+fn balance_tx(conn: &Connection, account_id: &str) -> StoreResult<i64> {
+    conn.query_row(
+        "SELECT credits FROM accounts WHERE id = ?1",
+        [account_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(unavailable)?
+    .ok_or(StoreError::NotFound("account"))
+}
+
+fn insert_ledger_tx(
+    conn: &Connection,
+    account_id: &str,
+    delta: i64,
+    reason: &str,
+    key_id: Option<&str>,
+    balance_after: i64,
+) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO ledger (account_id, delta, reason, key_id, at, balance_after) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![account_id, delta, reason, key_id, now(), balance_after],
+    )
+    .map(|_| ())
+    .map_err(unavailable)
+}
+
+fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let hash: Vec<u8> = row.get(5)?;
+    let scopes: String = row.get(6)?;
+    Ok(KeyRecord {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        user_id: row.get(2)?,
+        name: row.get(3)?,
+        display_prefix: row.get(4)?,
+        hash: hash.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                5,
+                rusqlite::types::Type::Blob,
+                "hash is not 32 bytes".into(),
+            )
+        })?,
+        scopes: serde_json::from_str(&scopes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        permission: parse_enum(&row.get::<_, String>(7)?, 7)?,
+        status: parse_enum(&row.get::<_, String>(8)?, 8)?,
+        created_at: row.get(9)?,
+        expires_at: row.get(10)?,
+        last_used_at: row.get(11)?,
+        rate_limit: row
+            .get::<_, Option<String>>(12)?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    12,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+        resources: row
+            .get::<_, Option<String>>(13)?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    13,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+        rotated_from: row.get(14)?,
+    })
+}
+
+fn get_account_tx(conn: &Connection, id: &str) -> StoreResult<Option<Account>> {
+    conn.query_row(
+        &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"),
+        [id],
+        account_row,
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn get_key_tx(conn: &Connection, id: &str) -> StoreResult<Option<KeyRecord>> {
+    conn.query_row(
+        &format!("SELECT {KEY_COLS} FROM keys WHERE id = ?1"),
+        [id],
+        key_row,
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn owned(account_id: &str, key_id: Option<&str>, reason: &str) -> (String, Option<String>, String) {
+    (
+        account_id.to_string(),
+        key_id.map(str::to_string),
+        reason.to_string(),
+    )
+}
+
+/// One page of `table`'s rows, optionally of one account, in insertion order.
+fn list_by_account<T>(
+    c: &Connection,
+    table: &str,
+    cols: &str,
+    account_id: Option<&str>,
+    page: &Page,
+    row: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    let filter = if account_id.is_some() {
+        "WHERE account_id = :account"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT {cols} FROM {table} {filter} {}",
+        page_clause(page, table, account_id.is_some())
+    );
+    let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+    let limit = page.limit();
+    let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![(":limit", &limit)];
+    if let Some(a) = &account_id {
+        named.push((":account", a));
+    }
+    if let Some(after) = &page.after {
+        named.push((":after", after));
+    }
+    let rows = stmt.query_map(named.as_slice(), row).map_err(unavailable)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(unavailable)
+}
+
+/// Paging by insertion order (rowid): the page starts after the row whose id is `after`.
+fn page_clause(page: &Page, table: &str, has_where: bool) -> String {
+    let join = if has_where { "AND" } else { "WHERE" };
+    match page.after {
+        Some(_) => format!(
+            "{join} rowid > COALESCE((SELECT rowid FROM {table} WHERE id = :after), 0) \
+             ORDER BY rowid LIMIT :limit"
+        ),
+        None => "ORDER BY rowid LIMIT :limit".to_string(),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
+    }
+
+    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+        self.with(move |c| {
+            let account = Account {
+                id: new_id("acc"),
+                name: new.name,
+                status: AccountStatus::Active,
+                created_at: now(),
+                plan: None,
+                credits: 0,
+            };
+            c.execute(
+                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    account.id,
+                    account.name,
+                    enum_str(&account.status),
+                    account.created_at,
+                    account.plan,
+                    account.credits,
+                ],
+            )
+            .map_err(unavailable)?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        let id = id.to_string();
+        self.with(move |c| get_account_tx(c, &id)).await
+    }
+
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
+        let page = page.clone();
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts {}",
+                page_clause(&page, "accounts", false)
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let limit = page.limit();
+            let rows = match &page.after {
+                Some(after) => stmt.query_map(
+                    rusqlite::named_params! {":after": after, ":limit": limit},
+                    account_row,
+                ),
+                None => stmt.query_map(rusqlite::named_params! {":limit": limit}, account_row),
+            }
+            .map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET status = ?2 WHERE id = ?1",
+                    params![id, enum_str(&status)],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            get_account_tx(c, &id)?.ok_or(StoreError::NotFound("account"))
+        })
+        .await
+    }
+
+    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
+        let plan = plan.filter(|p| !p.is_empty());
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let n = tx
+                .execute(
+                    "UPDATE accounts SET plan = ?2 WHERE id = ?1",
+                    params![id, plan],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            let account = get_account_tx(&tx, &id)?.ok_or(StoreError::NotFound("account"))?;
+            tx.commit().map_err(unavailable)?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn charge_credits(
+        &self,
+        account_id: &str,
+        amount: i64,
+        key_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<ChargeOutcome> {
+        check_charge(amount)?;
+        let (account_id, key_id, reason) = owned(account_id, key_id, reason);
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            // The condition is the guard: the debit happens only if it covers the amount.
+            let n = tx
+                .execute(
+                    "UPDATE accounts SET credits = credits - ?2 WHERE id = ?1 AND credits >= ?2",
+                    params![account_id, amount],
+                )
+                .map_err(unavailable)?;
+            let balance = balance_tx(&tx, &account_id)?;
+            if n == 0 {
+                return Ok(ChargeOutcome::Insufficient { balance });
+            }
+            insert_ledger_tx(
+                &tx,
+                &account_id,
+                -amount,
+                &reason,
+                key_id.as_deref(),
+                balance,
+            )?;
+            tx.commit().map_err(unavailable)?;
+            Ok(ChargeOutcome::Charged { balance })
+        })
+        .await
+    }
+
+    async fn adjust_credits(
+        &self,
+        account_id: &str,
+        delta: i64,
+        key_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<i64> {
+        check_delta(delta)?;
+        let (account_id, key_id, reason) = owned(account_id, key_id, reason);
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let old = balance_tx(&tx, &account_id)?;
+            // Both are within ±MAX_CREDITS, so the sum cannot overflow.
+            let new = old + delta;
+            check_balance(new)?;
+            tx.execute(
+                "UPDATE accounts SET credits = ?2 WHERE id = ?1",
+                params![account_id, new],
+            )
+            .map_err(unavailable)?;
+            insert_ledger_tx(&tx, &account_id, delta, &reason, key_id.as_deref(), new)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn set_credits(&self, account_id: &str, balance: i64, reason: &str) -> StoreResult<i64> {
+        check_balance(balance)?;
+        let (account_id, _, reason) = owned(account_id, None, reason);
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let old = balance_tx(&tx, &account_id)?;
+            if old == balance {
+                return Ok(balance);
+            }
+            tx.execute(
+                "UPDATE accounts SET credits = ?2 WHERE id = ?1",
+                params![account_id, balance],
+            )
+            .map_err(unavailable)?;
+            insert_ledger_tx(&tx, &account_id, balance - old, &reason, None, balance)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(balance)
+        })
+        .await
+    }
+
+    async fn list_ledger(&self, account_id: &str, page: &Page) -> StoreResult<Vec<LedgerEntry>> {
+        let after = ledger_after(page)?;
+        let limit = page.limit();
+        let account_id = account_id.to_string();
+        self.with(move |c| {
+            if get_account_tx(c, &account_id)?.is_none() {
+                return Err(StoreError::NotFound("account"));
+            }
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {LEDGER_COLS} FROM ledger WHERE account_id = ?1 AND id > ?2 \
+                     ORDER BY id LIMIT ?3"
+                ))
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![account_id, after, limit], ledger_row)
+                .map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            if get_account_tx(&tx, &new.account_id)?.is_none() {
+                return Err(StoreError::NotFound("account"));
+            }
+            let key = new.into_record();
+            insert_key_tx(&tx, &key)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
+        let id = id.to_string();
+        self.with(move |c| get_key_tx(c, &id)).await
+    }
+
+    async fn list_keys(
+        &self,
+        account_id: Option<&str>,
+        page: &Page,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        let account_id = account_id.map(str::to_string);
+        let page = page.clone();
+        self.with(move |c| {
+            list_by_account(c, "keys", KEY_COLS, account_id.as_deref(), &page, key_row)
+        })
+        .await
+    }
+
+    async fn update_key(&self, id: &str, patch: KeyPatch) -> StoreResult<KeyRecord> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let mut key = get_key_tx(&tx, &id)?.ok_or(StoreError::NotFound("key"))?;
+            if key.status == KeyStatus::Revoked
+                && patch.status.is_some_and(|s| s != KeyStatus::Revoked)
+            {
+                return Err(StoreError::Conflict(
+                    "a revoked key cannot be re-enabled".into(),
+                ));
+            }
+            if let Some(name) = patch.name {
+                key.name = name;
+            }
+            if let Some(status) = patch.status {
+                key.status = status;
+            }
+            if let Some(scopes) = patch.scopes {
+                key.scopes = scopes;
+            }
+            if let Some(expires_at) = patch.expires_at {
+                key.expires_at = expires_at;
+            }
+            if let Some(rate_limit) = patch.rate_limit {
+                key.rate_limit = rate_limit;
+            }
+            if let Some(resources) = patch.resources {
+                key.resources = resources;
+            }
+            tx.execute(
+                "UPDATE keys SET name = ?2, status = ?3, scopes = ?4, expires_at = ?5, \
+                 rate_limit = ?6, resources = ?7 WHERE id = ?1",
+                params![
+                    key.id,
+                    key.name,
+                    enum_str(&key.status),
+                    serde_json::to_string(&key.scopes).map_err(unavailable)?,
+                    key.expires_at,
+                    rate_limit_json(&key.rate_limit),
+                    resources_json(&key.resources)?,
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn rotate_key(
+        &self,
+        id: &str,
+        new: NewKey,
+        old_expires_at: Option<i64>,
+    ) -> StoreResult<(KeyRecord, KeyRecord)> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let mut old = get_key_tx(&tx, &id)?.ok_or(StoreError::NotFound("key"))?;
+            if old.status == KeyStatus::Revoked {
+                return Err(StoreError::Conflict(
+                    "a revoked key cannot be rotated".into(),
+                ));
+            }
+            if new.account_id != old.account_id {
+                return Err(StoreError::Conflict(
+                    "a key's successor must belong to the same account".into(),
+                ));
+            }
+            let mut key = new.into_record();
+            key.rotated_from = Some(old.id.clone());
+            insert_key_tx(&tx, &key)?;
+            if old_expires_at.is_some() {
+                old.expires_at = rotated_expiry(old.expires_at, old_expires_at);
+                tx.execute(
+                    "UPDATE keys SET expires_at = ?2 WHERE id = ?1",
+                    params![old.id, old.expires_at],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok((key, old))
+        })
+        .await
+    }
+
+    async fn create_user(&self, new: NewUser) -> StoreResult<User> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            if get_account_tx(&tx, &new.account_id)?.is_none() {
+                return Err(StoreError::NotFound("account"));
+            }
+            let (user, hash) = new.into_user();
+            tx.execute(
+                &format!(
+                    "INSERT INTO users ({USER_COLS}, password_hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    user.id,
+                    user.account_id,
+                    user.email,
+                    enum_str(&user.role),
+                    enum_str(&user.status),
+                    user.created_at,
+                    hash,
+                ],
+            )
+            .map_err(|e| {
+                if is_constraint(&e) {
+                    StoreError::Conflict("a user with this email exists".into())
+                } else {
+                    unavailable(e)
+                }
+            })?;
+            tx.commit().map_err(unavailable)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
+        let id = id.to_string();
+        self.with(move |c| get_user_tx(c, &id)).await
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
+        let email = normalize_email(email);
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1"),
+                [email],
+                |r| Ok((user_row(r)?, r.get::<_, String>(6)?)),
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_users(&self, account_id: Option<&str>, page: &Page) -> StoreResult<Vec<User>> {
+        let account_id = account_id.map(str::to_string);
+        let page = page.clone();
+        self.with(move |c| {
+            list_by_account(
+                c,
+                "users",
+                USER_COLS,
+                account_id.as_deref(),
+                &page,
+                user_row,
+            )
+        })
+        .await
+    }
+
+    async fn update_user(&self, id: &str, patch: UserPatch) -> StoreResult<User> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let mut user = get_user_tx(&tx, &id)?.ok_or(StoreError::NotFound("user"))?;
+            if let Some(role) = patch.role {
+                user.role = role;
+            }
+            if let Some(status) = patch.status {
+                user.status = status;
+            }
+            tx.execute(
+                "UPDATE users SET role = ?2, status = ?3, \
+                 password_hash = COALESCE(?4, password_hash) WHERE id = ?1",
+                params![
+                    user.id,
+                    enum_str(&user.role),
+                    enum_str(&user.status),
+                    patch.password_hash,
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
+        let subject = subject.to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO token_cutoffs (subject, at) VALUES (?1, ?2) \
+                 ON CONFLICT(subject) DO UPDATE SET at = MAX(at, excluded.at)",
+                params![subject, at],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT subject, at FROM token_cutoffs WHERE at >= ?1 ORDER BY at")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
+        let hash = *hash;
+        self.with(move |c| {
+            let key = c
+                .query_row(
+                    &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
+                    [hash.as_slice()],
+                    key_row,
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let Some(key) = key else { return Ok(None) };
+            let Some(account) = get_account_tx(c, &key.account_id)? else {
+                return Ok(None);
+            };
+            let user = match &key.user_id {
+                Some(u) => get_user_tx(c, u)?,
+                None => None,
+            };
+            Ok(Some(Credential { key, account, user }))
+        })
+        .await
+    }
+
+    async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
+        let batch = batch.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            {
+                let mut stmt = tx
+                    .prepare(
+                        "UPDATE keys SET last_used_at = ?2 \
+                         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    )
+                    .map_err(unavailable)?;
+                for (id, at) in &batch {
+                    stmt.execute(params![id, at]).map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), entry.actor, entry.action, entry.target, entry.detail],
+            )
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_audit(&self, target: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let target = target.map(str::to_string);
+        let limit = if limit == 0 { 100 } else { limit.min(1000) };
+        self.with(move |c| {
+            let row = |r: &Row<'_>| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            };
+            let cols = "id, at, actor, action, target, detail";
+            let rows = match &target {
+                Some(t) => c
+                    .prepare(&format!(
+                        "SELECT {cols} FROM audit WHERE target = ?1 ORDER BY id DESC LIMIT ?2"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_map(params![t, limit], row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
+                None => c
+                    .prepare(&format!(
+                        "SELECT {cols} FROM audit ORDER BY id DESC LIMIT ?1"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_map(params![limit], row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    }),
+            };
+            rows.map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema before plans, credits and key limits.
+    const OLD_SCHEMA: &str = r#"
+CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL,
+    created_at INTEGER NOT NULL);
+CREATE TABLE keys (id TEXT PRIMARY KEY, account_id TEXT NOT NULL REFERENCES accounts(id),
+    user_id TEXT, name TEXT NOT NULL, display_prefix TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,
+    scopes TEXT NOT NULL, permission TEXT NOT NULL, status TEXT NOT NULL,
+    created_at INTEGER NOT NULL, expires_at INTEGER, last_used_at INTEGER);
+INSERT INTO accounts VALUES ('acc_old', 'Old', 'active', 1000);
+INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'0101010101010101010101010101010101010101010101010101010101010101',
+    '["a"]', 'read', 'active', 1000, NULL, NULL);
+"#;
+
+    #[tokio::test]
+    async fn an_old_data_file_gains_the_new_columns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch(OLD_SCHEMA))
+            .expect("old schema");
+
+        let store = SqliteStore::open(&path).expect("open old file");
+        let account = store
+            .get_account("acc_old")
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!((account.plan, account.credits), (None, 0));
+        let key = store.get_key("key_old").await.expect("get").expect("kept");
+        assert_eq!(key.rate_limit, None);
+        assert_eq!(key.scopes, vec!["a"]);
+
+        assert_eq!(
+            store
+                .adjust_credits("acc_old", 5, None, "top-up")
+                .await
+                .expect("top up"),
+            5
+        );
+        store
+            .set_account_plan("acc_old", Some("pro".into()))
+            .await
+            .expect("plan");
+        drop(store);
+        // Opening again finds the columns there and leaves the data alone.
+        let store = SqliteStore::open(&path).expect("reopen");
+        let account = store
+            .get_account("acc_old")
+            .await
+            .expect("get")
+            .expect("kept");
+        assert_eq!((account.plan.as_deref(), account.credits), (Some("pro"), 5));
+        assert_eq!(
+            store
+                .list_ledger("acc_old", &Page::default())
+                .await
+                .expect("ledger")
+                .len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The shared store: two keygate replicas on one real redis-server (started per test, killed and
+//! restarted to simulate outages).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::json;
+
+fn metric(kg: &Keygate, name_and_labels: &str) -> f64 {
+    let text = get(&kg.ops_url("/metrics"), &[]).body;
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn call(kg: &Keygate, key: &str) -> Resp {
+    get(&kg.url("/v1/x"), &[("authorization", &bearer(key))])
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+#[test]
+fn a_revoke_through_one_replica_is_refused_by_the_other() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let a = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let b = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let account = a.create_account("acme");
+
+    const N: usize = 200;
+    let mut keys = Vec::with_capacity(N);
+    for i in 0..N {
+        let (id, key) = a.create_key(&account, json!({ "name": format!("k{i}") }));
+        // Cached on B before the revoke: B must be told, not just miss.
+        assert_eq!(call(&b, &key).status, 200);
+        keys.push((id, key));
+    }
+    let mut delays = Vec::with_capacity(N);
+    for (id, key) in &keys {
+        let r = a.admin("POST", &format!("/admin/v1/keys/{id}/revoke"), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let revoked_at = Instant::now();
+        wait_until(
+            "B to refuse the revoked key",
+            Duration::from_secs(5),
+            || {
+                let r = call(&b, key);
+                r.status == 401 && r.json()["error"]["code"] == "key_revoked"
+            },
+        );
+        delays.push(revoked_at.elapsed());
+    }
+    delays.sort();
+    println!(
+        "revocation seen by replica B over {N} revokes: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&delays, 0.50),
+        percentile(&delays, 0.99),
+        delays[N - 1]
+    );
+    // The revoked keys stay refused on both replicas.
+    assert_eq!(call(&a, &keys[0].1).status, 401);
+    assert_eq!(call(&b, &keys[N - 1].1).status, 401);
+}
+
+#[test]
+fn suspending_an_account_reaches_every_replica() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let a = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let b = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let account = a.create_account("acme");
+    let (_, key) = a.create_key(&account, json!({}));
+    assert_eq!(call(&b, &key).status, 200);
+    let r = a.admin(
+        "POST",
+        &format!("/admin/v1/accounts/{account}/suspend"),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    wait_until("B to see the suspension", Duration::from_secs(5), || {
+        call(&b, &key).status == 403
+    });
+    assert_eq!(call(&b, &key).json()["error"]["code"], "account_suspended");
+    // B's admin API reads the same store.
+    let r = b.admin("GET", &format!("/admin/v1/accounts/{account}"), None);
+    assert_eq!(r.json()["status"], "suspended");
+}
+
+#[test]
+fn lost_events_are_not_trusted_the_cache_is_cleared_on_resubscribe() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let b = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let account = b.create_account("acme");
+    let (id, key) = b.create_key(&account, json!({}));
+    assert_eq!(call(&b, &key).status, 200);
+    assert_eq!(metric(&b, "keygate_cache_clears_total"), 0.0);
+
+    // A revoke whose event is lost: written straight into Redis, never published.
+    let field = redis.cli(&["HSET", &format!("kg:{{{id}}}:k"), "status", "revoked"]);
+    assert_eq!(
+        field.trim(),
+        "0",
+        "the key hash exists and status was overwritten"
+    );
+    // Still cached on B: nobody told it.
+    assert_eq!(call(&b, &key).status, 200);
+
+    // Drop B's subscription: when it is back, B must trust nothing it cached.
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed.trim(), "1", "one subscriber (B) was disconnected");
+    wait_until(
+        "B to clear its cache after resubscribing",
+        Duration::from_secs(5),
+        || metric(&b, "keygate_cache_clears_total") >= 1.0,
+    );
+    let r = call(&b, &key);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "key_revoked");
+}
+
+#[test]
+fn redis_restart_clears_the_cache_and_a_revoke_made_meanwhile_is_honoured() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let a = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let b = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let account = a.create_account("acme");
+    let (id, key) = a.create_key(&account, json!({}));
+    assert_eq!(call(&b, &key).status, 200);
+
+    redis.kill();
+    wait_until(
+        "B to notice the lost subscription",
+        Duration::from_secs(5),
+        || metric(&b, "keygate_invalidation_connected") == 0.0,
+    );
+    redis.restart();
+    // Revoke through A as soon as Redis is back: B may or may not be subscribed yet.
+    wait_until(
+        "A to revoke after the restart",
+        Duration::from_secs(10),
+        || {
+            a.admin("POST", &format!("/admin/v1/keys/{id}/revoke"), None)
+                .status
+                == 200
+        },
+    );
+    wait_until("B to resubscribe", Duration::from_secs(5), || {
+        metric(&b, "keygate_invalidation_connected") == 1.0
+    });
+    assert!(metric(&b, "keygate_cache_clears_total") >= 1.0);
+    wait_until("B to refuse the key", Duration::from_secs(5), || {
+        call(&b, &key).status == 401
+    });
+}
+
+#[test]
+fn redis_down_cached_keys_work_until_max_stale_unknown_keys_get_503_and_all_recovers() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let mut opts = Options::redis(echo.addr, &redis.url());
+    opts.cache_ttl_seconds = 1;
+    opts.cache_extra_toml = "max_stale_seconds = 3".into();
+    let kg = Keygate::start(&opts);
+    let account = kg.create_account("acme");
+    let (_, cached) = kg.create_key(&account, json!({}));
+    let (_, never_used) = kg.create_key(&account, json!({}));
+    assert_eq!(call(&kg, &cached).status, 200);
+    assert_eq!(get(&kg.ops_url("/readyz"), &[]).status, 200);
+
+    redis.kill();
+    let down_at = Instant::now();
+    // Past the TTL but within max_stale: served from cache.
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = call(&kg, &cached);
+    assert_eq!(r.status, 200, "stale-if-error: {}", r.body);
+    assert!(metric(&kg, "keygate_cache_stale_served_total") >= 1.0);
+    // Never seen: cannot be checked, so refused with 503, never let through.
+    let r = call(&kg, &never_used);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["code"], "store_unavailable");
+    assert_eq!(get(&kg.ops_url("/readyz"), &[]).status, 503);
+    assert!(metric(&kg, "keygate_store_errors_total") >= 1.0);
+
+    // Past max_stale the cached key is refused too.
+    wait_until("max_stale to pass", Duration::from_secs(10), || {
+        down_at.elapsed() > Duration::from_millis(4200)
+    });
+    let r = call(&kg, &cached);
+    assert_eq!(r.status, 503, "never fail open: {}", r.body);
+
+    // Redis comes back: everything recovers without restarting keygate.
+    redis.restart();
+    wait_until(
+        "readyz after Redis returns",
+        Duration::from_secs(10),
+        || get(&kg.ops_url("/readyz"), &[]).status == 200,
+    );
+    wait_until("keys to work again", Duration::from_secs(10), || {
+        call(&kg, &cached).status == 200 && call(&kg, &never_used).status == 200
+    });
+}
+
+#[test]
+fn traffic_through_a_redis_outage_never_fails_open() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let kg = Keygate::start(&Options::redis(echo.addr, &redis.url()));
+    let account = kg.create_account("acme");
+    let (_, good) = kg.create_key(&account, json!({}));
+    let (revoked_id, revoked) = kg.create_key(&account, json!({}));
+    assert_eq!(call(&kg, &good).status, 200);
+    assert_eq!(
+        kg.admin("POST", &format!("/admin/v1/keys/{revoked_id}/revoke"), None)
+            .status,
+        200
+    );
+    let stranger = keygate::keys::KeyFormat::new("kg_test_", 32).generate();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let url = kg.url("/v1/x");
+        let stranger = stranger.expose().to_string();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeMap::<(String, u16), usize>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (name, key) in [
+                    ("good", &good),
+                    ("revoked", &revoked),
+                    ("stranger", &stranger),
+                ] {
+                    let r = get(&url, &[("authorization", &bearer(key))]);
+                    *seen.entry((name.to_string(), r.status)).or_default() += 1;
+                }
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(700));
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = traffic.join().expect("traffic thread");
+    println!("statuses during the outage: {seen:?}");
+    for ((name, status), n) in &seen {
+        match name.as_str() {
+            "good" => assert_eq!(*status, 200, "{n} requests of the cached key got {status}"),
+            _ => assert_ne!(*status, 200, "{name} key let through {n} times"),
+        }
+    }
+}
+
+#[test]
+fn redis_cluster_serves_keys_across_slots() {
+    // Three masters, no replicas: enough to spread accounts and keys over slots.
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let out = nodes[0].cli(&args);
+    assert!(
+        out.contains("All 16384 slots covered"),
+        "cluster create: {out}"
+    );
+    wait_until("cluster state ok", Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    });
+
+    let echo = Echo::start();
+    let mut opts = Options::new(echo.addr);
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"redis://{a}\"")).collect();
+    opts.store_toml = format!(
+        "[store]\nbackend = \"redis\"\ncluster_nodes = [{}]\n",
+        list.join(", ")
+    );
+    let a = Keygate::start(&opts);
+    let b = Keygate::start(&opts);
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        let account = a.create_account(&format!("acme{i}"));
+        let (id, key) = a.create_key(&account, json!({ "name": format!("k{i}") }));
+        assert_eq!(call(&b, &key).status, 200);
+        keys.push((id, key));
+    }
+    let r = a.admin("GET", "/admin/v1/keys", None);
+    assert_eq!(r.json()["keys"].as_array().map(Vec::len), Some(6));
+    for (id, key) in &keys {
+        assert_eq!(
+            a.admin("POST", &format!("/admin/v1/keys/{id}/revoke"), None)
+                .status,
+            200
+        );
+        wait_until("B to refuse a revoked key", Duration::from_secs(5), || {
+            call(&b, key).status == 401
+        });
+    }
+}
