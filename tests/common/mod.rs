@@ -18,11 +18,29 @@ use serde_json::{json, Value};
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PEPPER: &str = "test-pepper-abcdefghijklmnop";
 
+/// Ports the harness hands out lie below Linux's ephemeral range (32768 and up). A port the
+/// kernel picks for `bind(0)` is free only until the next outgoing connection takes it as its
+/// source port, and with many tests connecting in parallel that happens: CI once saw keygate
+/// fail with "Address already in use" on such a port. Ports in this range are never used as
+/// source ports, so one that binds here stays free until the test's own process binds it.
+const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    // Test binaries may run side by side (nextest); each starts at its own place in the range.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = PORT_RANGE.start + (start + step) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORT_RANGE:?}")
 }
 
 // ---------------------------------------------------------------- HTTP client
