@@ -86,7 +86,7 @@ scopes = ["leads:read"]
                     kid_key: Some(key.id.clone()),
                     scopes: key.scopes.clone(),
                     perm: "read_write".into(),
-                    res: None,
+                    ..ClaimsDraft::default()
                 },
                 TokenKind::Access,
             )

@@ -354,8 +354,12 @@ impl Gate {
     }
 
     /// The key's limit: its own override, else its account's plan, else the route's. The
-    /// account's: its plan's, else the route's.
+    /// account's: its plan's, else the route's. A keygate endpoint (the exchange, the balance)
+    /// keeps its own limits: a generous plan must not lift the exchange's 10 a minute.
     fn limits(&self, route: &Route, c: &Credential) -> (Option<(Limit, bool)>, Option<Limit>) {
+        if route.local.is_some() {
+            return (route.key_limit.map(|l| (l, true)), route.account_limit);
+        }
         let plan = c
             .account
             .plan
@@ -444,6 +448,8 @@ fn credential_from_claims(c: Claims) -> Credential {
     let resources = c
         .res
         .and_then(|r| serde_json::from_value::<BTreeMap<String, Vec<String>>>(r).ok());
+    let rate_limit =
+        c.rl.and_then(|l| serde_json::from_value::<crate::store::RateLimit>(l).ok());
     Credential {
         key: KeyRecord {
             id: key_id,
@@ -458,7 +464,7 @@ fn credential_from_claims(c: Claims) -> Credential {
             created_at: c.iat,
             expires_at: Some(c.exp),
             last_used_at: None,
-            rate_limit: None,
+            rate_limit,
             resources,
             rotated_from: None,
         },
@@ -467,7 +473,7 @@ fn credential_from_claims(c: Claims) -> Credential {
             name: String::new(),
             status: AccountStatus::Active,
             created_at: 0,
-            plan: None,
+            plan: c.plan,
             credits: 0,
         },
         user: None,

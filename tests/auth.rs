@@ -357,6 +357,55 @@ fn exchange_gives_a_jwt_that_dies_with_its_key() {
 }
 
 #[test]
+fn an_exchanged_token_shares_its_keys_plan_limit_and_ends_with_the_key() {
+    let echo = Echo::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("jwt_secret");
+    std::fs::write(&secret, JWT_SECRET).expect("secret");
+    let mut opts = auth_options(&echo, &secret);
+    opts.extra_toml = r#"
+[plans.starter]
+key = { requests = 1, per_seconds = 60, burst = 4 }
+"#
+    .into();
+    let kg = Keygate::start(&opts);
+    let account = kg.create_account("acme");
+    let r = kg.admin(
+        "PATCH",
+        &format!("/admin/v1/accounts/{account}"),
+        Some(json!({ "plan": "starter" })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let expires_at = now() + 120;
+    let rfc3339 = chrono::DateTime::from_timestamp(expires_at, 0)
+        .expect("timestamp")
+        .to_rfc3339();
+    let (_, key) = kg.create_key(&account, json!({ "expires_at": rfc3339 }));
+
+    // The plan does not lift the exchange's own limit, nor does the exchange eat the plan's.
+    let r = with_bearer("POST", &kg, "/v1/auth/exchange", &key, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    // The key expires in two minutes, so its token does too, not in fifteen.
+    let expires_in = v["expiresIn"].as_i64().expect("expiresIn");
+    assert!((100..=120).contains(&expires_in), "expiresIn {expires_in}");
+    let jwt = v["accessToken"].as_str().expect("jwt").to_string();
+
+    // Key and token draw from one bucket of four: two calls each, then both are refused.
+    for (i, credential) in [&key, &jwt, &key, &jwt].into_iter().enumerate() {
+        let r = with_bearer("GET", &kg, "/v1/x", credential, None);
+        assert_eq!(r.status, 200, "call {i}: {}", r.body);
+        assert_eq!(r.header("ratelimit-limit"), Some("4"), "call {i}");
+    }
+    let hits = echo.hits();
+    for credential in [&jwt, &key] {
+        let r = with_bearer("GET", &kg, "/v1/x", credential, None);
+        assert_eq!((r.status, code(&r)), (429, "rate_limited".into()));
+    }
+    assert_eq!(echo.hits(), hits);
+}
+
+#[test]
 fn tokens_are_verified_with_the_pinned_algorithm_and_claims() {
     let env = start();
     let (echo, kg) = (&env.echo, &env.kg);

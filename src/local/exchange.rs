@@ -23,6 +23,11 @@ pub fn exchange(
         scopes: c.key.scopes.clone(),
         perm: authz::permission_name(authz::effective_permission(c)).to_string(),
         res: c.key.resources.as_ref().map(|r| json!(r)),
+        // The token is limited as its key is (a plan or a key override is one bucket per key,
+        // whichever credential is presented), and dies no later than the key.
+        plan: c.account.plan.clone(),
+        rl: c.key.rate_limit.map(|l| json!(l)),
+        not_after: c.key.expires_at,
     };
     let (token, expires_in) = ctx.tokens.issue(draft, TokenKind::Access).map_err(|e| {
         tracing::error!(error = %e, "cannot sign an access token");

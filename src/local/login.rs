@@ -85,7 +85,7 @@ pub async fn login(
         kid_key: None,
         scopes: Vec::new(),
         perm: role,
-        res: None,
+        ..ClaimsDraft::default()
     };
     let (token, _) = ctx.tokens.issue(draft, TokenKind::Session).map_err(|e| {
         tracing::error!(error = %e, "cannot sign a session token");

@@ -10,6 +10,8 @@
 //! | `scopes` | `scp` | scopes granted |
 //! | `perm` | `perm` | `"read"` or `"read_write"` |
 //! | `res` | `res` | resource restrictions, opaque to this module |
+//! | `plan` | `plan` | the account's plan, so a token is limited as its key is |
+//! | `rl` | `rl` | the key's own rate-limit override, opaque to this module |
 //! | `iat`, `exp` | `iat`, `exp` | issued at / expires at, seconds since the Unix epoch |
 //! | `iss`, `aud` | `iss`, `aud` | from [`super::TokenSettings`] |
 //! | `jti` | `jti` | random token id (128 bits, hex) |
@@ -64,6 +66,10 @@ pub struct Claims {
     pub perm: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub res: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rl: Option<serde_json::Value>,
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
@@ -83,4 +89,9 @@ pub struct ClaimsDraft {
     pub scopes: Vec<String>,
     pub perm: String,
     pub res: Option<serde_json::Value>,
+    pub plan: Option<String>,
+    pub rl: Option<serde_json::Value>,
+    /// The token must not outlive this instant (seconds since the epoch): an access token ends
+    /// no later than the key it was exchanged from (an expiry, or the end of a rotation grace).
+    pub not_after: Option<i64>,
 }

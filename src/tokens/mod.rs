@@ -175,13 +175,22 @@ impl Tokens {
         }
     }
 
-    /// Signs a token of `kind` with `iat` = now, `exp` = now + the kind's TTL, `iss`/`aud` from
-    /// the settings and a random 128-bit `jti`. The header carries the pinned `alg` and the `kid`.
+    /// Signs a token of `kind` with `iat` = now, `exp` = now + the kind's TTL (or the draft's
+    /// `not_after`, when sooner), `iss`/`aud` from the settings and a random 128-bit `jti`. The
+    /// header carries the pinned `alg` and the `kid`.
     ///
     /// Returns the token and its lifetime in seconds (`expiresIn`).
     pub fn issue(&self, draft: ClaimsDraft, kind: TokenKind) -> Result<(String, i64), TokenError> {
-        let ttl = self.ttl_secs(kind);
         let now = chrono::Utc::now().timestamp();
+        let mut ttl = self.ttl_secs(kind);
+        if let Some(not_after) = draft.not_after {
+            ttl = ttl.min(not_after.saturating_sub(now));
+        }
+        if ttl < 1 {
+            return Err(TokenError::Signing(
+                "the token would be expired when issued".into(),
+            ));
+        }
         let claims = Claims {
             sub: draft.sub,
             kind,
@@ -191,6 +200,8 @@ impl Tokens {
             scopes: draft.scopes,
             perm: draft.perm,
             res: draft.res,
+            plan: draft.plan,
+            rl: draft.rl,
             iat: now,
             exp: now.saturating_add(ttl),
             iss: self.issuer.clone(),

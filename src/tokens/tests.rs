@@ -57,6 +57,7 @@ fn draft() -> ClaimsDraft {
         scopes: vec!["secrets:read".into(), "projects:*".into()],
         perm: "read_write".into(),
         res: Some(json!({"projects": ["p1"], "environments": ["prod"]})),
+        ..ClaimsDraft::default()
     }
 }
 
@@ -76,6 +77,8 @@ fn claims_for(t: &Tokens, kind: TokenKind) -> Claims {
         scopes: vec![],
         perm: "read".into(),
         res: None,
+        plan: None,
+        rl: None,
         iat: now,
         exp: now + 600,
         iss: t.issuer.clone(),
@@ -180,7 +183,7 @@ fn optional_claims_are_omitted_and_tolerated() {
     let payload = token.split('.').nth(1).expect("payload");
     let json: serde_json::Value =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
-    for absent in ["usr", "key", "scp", "res"] {
+    for absent in ["usr", "key", "scp", "res", "plan", "rl"] {
         assert!(json.get(absent).is_none(), "{absent}");
     }
     let c = t.verify(&token, TokenKind::Session).expect("verify");
@@ -190,6 +193,35 @@ fn optional_claims_are_omitted_and_tolerated() {
     let mut extra = serde_json::to_value(claims_for(&t, TokenKind::Session)).expect("json");
     extra["future"] = json!(1);
     assert!(t.verify(&sign(&t, &extra), TokenKind::Session).is_ok());
+}
+
+#[test]
+fn a_token_never_outlives_its_not_after() {
+    let t = tokens(Algorithm::Hs256);
+    let soon = now() + 60;
+    let capped = ClaimsDraft {
+        not_after: Some(soon),
+        ..draft()
+    };
+    let (token, expires_in) = t.issue(capped, TokenKind::Access).expect("issue");
+    assert!((59..=60).contains(&expires_in), "expires_in {expires_in}");
+    let c = t.verify(&token, TokenKind::Access).expect("verify");
+    assert_eq!(c.exp, soon);
+
+    // A far cut-off leaves the configured lifetime alone.
+    let far = ClaimsDraft {
+        not_after: Some(now() + 86_400),
+        ..draft()
+    };
+    let (_, expires_in) = t.issue(far, TokenKind::Access).expect("issue");
+    assert_eq!(expires_in, t.ttl_secs(TokenKind::Access));
+
+    // One already past is refused rather than signed dead on arrival.
+    let past = ClaimsDraft {
+        not_after: Some(now() - 1),
+        ..draft()
+    };
+    assert!(t.issue(past, TokenKind::Access).is_err());
 }
 
 #[test]
