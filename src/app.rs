@@ -170,8 +170,9 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         })
         .context("[tokens]")?,
     );
-    // Tokens revoked before this process started must stay revoked here too.
-    let since = crate::store::now() - crate::tokens::MAX_TTL.as_secs() as i64;
+    // Tokens revoked before this process started must stay revoked here too; a cut-off older
+    // than the longest token lifetime can stop no valid token.
+    let since = crate::store::now().saturating_sub(tokens.longest_ttl_secs());
     let loaded = match background.as_ref() {
         Some(rt) => rt.block_on(cache.reload_cutoffs(since)),
         None => tokio::runtime::Builder::new_current_thread()

@@ -305,6 +305,15 @@ impl KeyCache {
         Ok(n)
     }
 
+    /// Forgets cut-offs made before `before`: once every token issued up to a cut-off has
+    /// expired on its own, the cut-off stops nothing, so memory follows recent revocations
+    /// rather than every revocation ever made. Returns how many were dropped.
+    pub fn prune_cutoffs(&self, before: i64) -> usize {
+        let was = self.cutoffs.len();
+        self.cutoffs.retain(|_, at| *at >= before);
+        was.saturating_sub(self.cutoffs.len())
+    }
+
     fn record_cutoff(&self, subject: String, at: i64) {
         let mut slot = self.cutoffs.entry(subject).or_insert(at);
         if *slot < at {

@@ -140,6 +140,21 @@ impl Gate {
         self
     }
 
+    /// Periodic upkeep off the request path: forgets full rate-limit buckets and token cut-offs
+    /// older than the longest token lifetime (no token they could stop is still valid).
+    pub fn housekeeping(&self) {
+        self.limiter.retain_recent();
+        if let Some(tokens) = &self.tokens {
+            let longest = tokens.longest_ttl_secs();
+            let dropped = self
+                .cache
+                .prune_cutoffs(crate::store::now().saturating_sub(longest));
+            if dropped > 0 {
+                tracing::debug!(dropped, "forgot expired token cut-offs");
+            }
+        }
+    }
+
     pub fn limiter(&self) -> &Arc<RateLimiter> {
         &self.limiter
     }

@@ -450,7 +450,7 @@ impl pingora::services::background::BackgroundService for Janitor {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         loop {
             tokio::select! {
-                _ = tick.tick() => self.gate.limiter().retain_recent(),
+                _ = tick.tick() => self.gate.housekeeping(),
                 _ = shutdown.changed() => return,
             }
         }
@@ -514,7 +514,7 @@ pub fn run(app: crate::app::App) -> anyhow::Result<()> {
         },
     ));
     server.add_service(pingora::services::background::background_service(
-        "keygate rate-limit janitor",
+        "keygate housekeeping",
         Janitor {
             gate: app.gate.clone(),
         },

@@ -167,6 +167,12 @@ impl Tokens {
         &self.audience
     }
 
+    /// The longest lifetime of any token this instance issues: a revocation older than this
+    /// can no longer stop a valid token.
+    pub fn longest_ttl_secs(&self) -> i64 {
+        self.session_ttl.max(self.exchange_ttl)
+    }
+
     /// Lifetime in seconds of a token of this kind.
     pub fn ttl_secs(&self, kind: TokenKind) -> i64 {
         match kind {
