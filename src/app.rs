@@ -13,6 +13,7 @@ use crate::local::LocalContext;
 use crate::metrics::Metrics;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::RateLimiter;
+use crate::redis_conn::RedisConn;
 use crate::secret::Secret;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
@@ -40,73 +41,71 @@ pub struct App {
     pub background: Option<tokio::runtime::Runtime>,
 }
 
-/// The store, the invalidation bus with the URL its listener subscribes to (shared stores only),
-/// and the runtime that drives the Redis connections.
-type OpenedStore = (
-    Arc<dyn Store>,
-    Option<(Arc<dyn crate::invalidation::Bus>, String)>,
-    Option<tokio::runtime::Runtime>,
-);
+/// What [`open_store`] opens: the store and, for Redis, the shared connection, the node URLs
+/// the invalidation listener may subscribe to, and the runtime that drives them.
+struct OpenedStore {
+    store: Arc<dyn Store>,
+    redis: Option<SharedRedis>,
+}
 
-/// Opens the configured store; for Redis, also the invalidation bus and its listener's URL.
+struct SharedRedis {
+    conn: RedisConn,
+    nodes: Vec<String>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Opens the configured store; for Redis, one multiplexed connection that the store, the
+/// invalidation publisher and the global rate limiter share.
 fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
-    match &config.store {
-        StoreSettings::Sqlite { path } => Ok((
-            Arc::new(
-                SqliteStore::open(path)
-                    .with_context(|| format!("opening SQLite store {}", path.display()))?,
-            ),
-            None,
-            None,
-        )),
+    let timeout = config.redis_timeout;
+    let (conn, nodes, runtime) = match &config.store {
+        StoreSettings::Sqlite { path } => {
+            let store = SqliteStore::open(path)
+                .with_context(|| format!("opening SQLite store {}", path.display()))?;
+            return Ok(OpenedStore {
+                store: Arc::new(store),
+                redis: None,
+            });
+        }
         StoreSettings::Redis { url } => {
             let rt = redis_runtime()?;
-            let (store, bus) = rt.block_on(async {
-                let store = RedisStore::connect(url)
-                    .await
-                    .with_context(|| format!("connecting to Redis at {}", redact_url(url)))?;
-                let bus = RedisBus::connect(url).await.map_err(anyhow::Error::msg)?;
-                anyhow::Ok((store, bus))
-            })?;
-            let bus: Arc<dyn crate::invalidation::Bus> = Arc::new(bus);
-            Ok((Arc::new(store), Some((bus, url.clone())), Some(rt)))
+            let conn = rt
+                .block_on(RedisConn::connect(url, timeout))
+                .with_context(|| format!("connecting to Redis at {}", redact_url(url)))?;
+            (conn, vec![url.clone()], rt)
         }
         StoreSettings::RedisCluster { nodes } => {
             let rt = redis_runtime()?;
-            let first = nodes.first().cloned().unwrap_or_default();
-            let (store, bus) = rt.block_on(async {
-                let store = RedisStore::connect_cluster(nodes)
-                    .await
-                    .context("connecting to Redis Cluster")?;
-                let bus = RedisBus::connect(&first)
-                    .await
-                    .map_err(anyhow::Error::msg)?;
-                anyhow::Ok((store, bus))
-            })?;
-            let bus: Arc<dyn crate::invalidation::Bus> = Arc::new(bus);
-            Ok((Arc::new(store), Some((bus, first)), Some(rt)))
+            let conn = rt
+                .block_on(RedisConn::connect_cluster(nodes, timeout))
+                .context("connecting to Redis Cluster")?;
+            (conn, nodes.clone(), rt)
         }
-    }
+    };
+    Ok(OpenedStore {
+        store: Arc::new(RedisStore::new(conn.clone())),
+        redis: Some(SharedRedis {
+            conn,
+            nodes,
+            runtime,
+        }),
+    })
 }
 
 /// Local buckets, or global ones in the store's Redis (`[rate_limits] mode = "redis"`).
 fn build_limiter(
     config: &Config,
-    background: Option<&tokio::runtime::Runtime>,
+    redis: Option<&SharedRedis>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<RateLimiter> {
-    match (config.rate_limit_mode, &config.store, background) {
-        (RateLimitMode::Local, _, _) => Ok(RateLimiter::local(metrics)),
-        (RateLimitMode::Redis, StoreSettings::Redis { url }, Some(rt)) => {
-            let redis = rt
-                .block_on(RedisLimiter::connect(url))
-                .map_err(anyhow::Error::msg)
-                .with_context(|| format!("rate limits: connecting to {}", redact_url(url)))?;
-            Ok(RateLimiter::with_redis(metrics, redis))
-        }
-        (RateLimitMode::Redis, _, _) => Err(anyhow::anyhow!(
-            "[rate_limits] mode = \"redis\" needs [store] backend = \"redis\" with a `url` \
-             (Redis Cluster is not supported for global limits yet)"
+    match (config.rate_limit_mode, redis) {
+        (RateLimitMode::Local, _) => Ok(RateLimiter::local(metrics)),
+        (RateLimitMode::Redis, Some(redis)) => Ok(RateLimiter::with_redis(
+            metrics,
+            RedisLimiter::new(redis.conn.clone()),
+        )),
+        (RateLimitMode::Redis, None) => Err(anyhow::anyhow!(
+            "[rate_limits] mode = \"redis\" needs [store] backend = \"redis\""
         )),
     }
 }
@@ -131,7 +130,7 @@ fn redact_url(url: &str) -> String {
 pub fn build(config: Config) -> anyhow::Result<App> {
     let config = Arc::new(config);
     let secrets = resolve_secrets(&config).context("resolving secrets")?;
-    let (store, bus, background) = open_store(&config)?;
+    let OpenedStore { store, redis } = open_store(&config)?;
     let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names));
     let cache = Arc::new(KeyCache::new(
@@ -142,21 +141,17 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         config.cache.max_stale,
         config.cache.max_entries,
     ));
-    if let (Some((bus, url)), Some(rt)) = (bus, background.as_ref()) {
-        cache.set_bus(bus);
-        rt.spawn(crate::invalidation::redis::listen(
-            url,
+    if let Some(redis) = &redis {
+        cache.set_bus(Arc::new(RedisBus::new(redis.conn.clone())));
+        redis.runtime.spawn(crate::invalidation::redis::listen(
+            redis.nodes.clone(),
             cache.clone(),
             metrics.clone(),
         ));
     }
     let hasher = KeyHasher::new(&secrets.pepper);
     let (recorder, usage_writer) = usage::channel(config.last_used_interval, metrics.clone());
-    let limiter = Arc::new(build_limiter(
-        &config,
-        background.as_ref(),
-        metrics.clone(),
-    )?);
+    let limiter = Arc::new(build_limiter(&config, redis.as_ref(), metrics.clone())?);
     let tokens = Arc::new(
         Tokens::new(TokenSettings {
             algorithm: config.tokens.algorithm,
@@ -173,8 +168,8 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     // Tokens revoked before this process started must stay revoked here too; a cut-off older
     // than the longest token lifetime can stop no valid token.
     let since = crate::store::now().saturating_sub(tokens.longest_ttl_secs());
-    let loaded = match background.as_ref() {
-        Some(rt) => rt.block_on(cache.reload_cutoffs(since)),
+    let loaded = match redis.as_ref() {
+        Some(redis) => redis.runtime.block_on(cache.reload_cutoffs(since)),
         None => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -214,6 +209,6 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         }),
         gate,
         usage_writer,
-        background,
+        background: redis.map(|r| r.runtime),
     })
 }

@@ -221,6 +221,7 @@ impl KeyCache {
             let before = self.generation.load(Ordering::Acquire);
             let found = match self.store.find_credential(&hash).await {
                 Ok(found) => found,
+                Err(StoreError::TimedOut) => return Err(StoreError::TimedOut),
                 // One immediate retry: a pooled connection that died with its server fails the
                 // first call after the server is back, and reconnects for the next.
                 Err(_) => self.store.find_credential(&hash).await?,

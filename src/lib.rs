@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod router;
 pub mod secret;
 pub mod store;

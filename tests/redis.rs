@@ -218,6 +218,88 @@ fn redis_down_cached_keys_work_until_max_stale_unknown_keys_get_503_and_all_reco
 }
 
 #[test]
+fn a_hung_redis_costs_a_request_at_most_the_configured_timeout() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let mut opts = Options::redis(echo.addr, &redis.url());
+    opts.store_toml.push_str("timeout_ms = 300\n");
+    opts.routes_toml = r#"
+[[routes]]
+name = "limited"
+path = "/v1/{*rest}"
+upstream = "api"
+rate_limit = { requests = 100, per_seconds = 1, burst = 100 }
+
+[[routes]]
+name = "paid"
+path = "/paid/{*rest}"
+upstream = "api"
+cost = 1
+"#
+    .into();
+    opts.extra_toml = "[rate_limits]\nmode = \"redis\"\n".into();
+    let kg = Keygate::start(&opts);
+    let account = kg.create_account("acme");
+    let (_, cached) = kg.create_key(&account, json!({}));
+    let (_, never_used) = kg.create_key(&account, json!({}));
+    assert_eq!(call(&kg, &cached).status, 200);
+    let hits = echo.hits();
+
+    // Redis hangs: its port still accepts, its connections stay open, nothing answers. Each
+    // request below gets its answer while Redis is still stopped (the client would give up
+    // after 10 s), so no Redis call can have waited for longer than it was allowed to.
+    redis.pause();
+    let timed = |what: &str, f: &dyn Fn() -> Resp| {
+        let started = Instant::now();
+        let r = f();
+        println!("{what}: {} in {:?}", r.status, started.elapsed());
+        r
+    };
+    // A cached key: no store read; the global limit falls back to local limits.
+    let r = timed("cached key", &|| call(&kg, &cached));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("ratelimit-limit"), Some("100"));
+    // An unknown key cannot be checked: 503, never let through.
+    let r = timed("uncached key", &|| call(&kg, &never_used));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (503, json!("store_unavailable"))
+    );
+    // A paid route cannot charge: 503, and the upstream is not called.
+    let r = timed("paid route", &|| {
+        get(&kg.url("/paid/x"), &[("authorization", &bearer(&cached))])
+    });
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(echo.hits(), hits + 1);
+    // Readiness and the admin API answer too.
+    let r = timed("readyz", &|| get(&kg.ops_url("/readyz"), &[]));
+    assert_eq!(r.status, 503);
+    let r = timed("admin write", &|| {
+        kg.admin(
+            "POST",
+            "/admin/v1/accounts",
+            Some(json!({ "name": "late" })),
+        )
+    });
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(metric(&kg, "keygate_ratelimit_fallback_total") >= 1.0);
+    assert!(metric(&kg, "keygate_store_errors_total") >= 1.0);
+
+    // Redis answers again: everything recovers without restarting keygate.
+    redis.resume();
+    wait_until(
+        "readyz after Redis resumes",
+        Duration::from_secs(10),
+        || get(&kg.ops_url("/readyz"), &[]).status == 200,
+    );
+    wait_until("keys to work again", Duration::from_secs(10), || {
+        call(&kg, &never_used).status == 200
+    });
+    let r = get(&kg.url("/paid/x"), &[("authorization", &bearer(&cached))]);
+    assert_eq!(r.status, 402, "no credits were ever added: {}", r.body);
+}
+
+#[test]
 fn traffic_through_a_redis_outage_never_fails_open() {
     let mut redis = RedisServer::start();
     let echo = Echo::start();
@@ -302,6 +384,16 @@ fn redis_cluster_serves_keys_across_slots() {
         "[store]\nbackend = \"redis\"\ncluster_nodes = [{}]\n",
         list.join(", ")
     );
+    opts.routes_toml = format!(
+        r#"{DEFAULT_ROUTES}
+[[routes]]
+name = "metered"
+path = "/metered/{{*rest}}"
+upstream = "api"
+rate_limit = {{ requests = 1, per_seconds = 3600, burst = 5 }}
+"#
+    );
+    opts.extra_toml = "[rate_limits]\nmode = \"redis\"\n".into();
     let a = Keygate::start(&opts);
     let b = Keygate::start(&opts);
     let mut keys = Vec::new();
@@ -313,6 +405,25 @@ fn redis_cluster_serves_keys_across_slots() {
     }
     let r = a.admin("GET", "/admin/v1/keys", None);
     assert_eq!(r.json()["keys"].as_array().map(Vec::len), Some(6));
+
+    // One global limit in the cluster: a burst of five, shared by both replicas.
+    let metered = |kg: &Keygate, key: &str| {
+        get(&kg.url("/metered/x"), &[("authorization", &bearer(key))]).status
+    };
+    let statuses: Vec<u16> = (0..10)
+        .map(|i| metered(if i % 2 == 0 { &a } else { &b }, &keys[0].1))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(metric(&a, "keygate_ratelimit_fallback_total"), 0.0);
     for (id, key) in &keys {
         assert_eq!(
             a.admin("POST", &format!("/admin/v1/keys/{id}/revoke"), None)

@@ -74,6 +74,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(detail) => Self::StoreUnavailable(detail),
+            StoreError::TimedOut => Self::StoreUnavailable("timed out".into()),
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(message) => Self::Conflict(message),
         }

@@ -133,6 +133,9 @@ pub struct StoreSection {
     pub url: Option<String>,
     /// Redis Cluster seed nodes (`redis://host:port`), instead of `url`.
     pub cluster_nodes: Vec<String>,
+    /// Longest wait for any one Redis call (store, rate limit, publish) before it counts as
+    /// failed: a hung Redis costs a request at most this.
+    pub timeout_ms: u64,
 }
 
 impl Default for StoreSection {
@@ -142,6 +145,7 @@ impl Default for StoreSection {
             path: "keygate.db".into(),
             url: None,
             cluster_nodes: Vec::new(),
+            timeout_ms: 1000,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub listeners: Listeners,
     pub store: StoreSettings,
+    /// Bound on every Redis call (`[store] timeout_ms`).
+    pub redis_timeout: Duration,
     pub data_dir: PathBuf,
     pub secret_refs: SecretRefs,
     pub key_format: KeyFormat,
@@ -324,6 +326,14 @@ impl Validator<'_> {
                 }
             },
         };
+
+        if !(10..=60_000).contains(&raw.store.timeout_ms) {
+            self.problem(
+                "store.timeout_ms",
+                &none,
+                "must be between 10 and 60000 (milliseconds)",
+            );
+        }
 
         let prefix = raw.keys.prefix.get_ref().clone();
         let prefix_ok = !prefix.is_empty()
@@ -637,6 +647,7 @@ impl Validator<'_> {
             },
             listeners,
             store,
+            redis_timeout: Duration::from_millis(raw.store.timeout_ms),
             data_dir,
             secret_refs: SecretRefs {
                 pepper: raw.secrets.pepper,

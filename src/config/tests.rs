@@ -260,6 +260,20 @@ fn redis_backend_needs_a_url() {
     assert!(matches!(c.store, StoreSettings::Redis { .. }));
 }
 
+#[test]
+fn redis_timeout_defaults_to_a_second_and_is_bounded() {
+    let redis = "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
+    let c = Config::parse(&format!("{MINIMAL}\n{redis}"), "t").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.redis_timeout, Duration::from_secs(1));
+    let c = Config::parse(&format!("{MINIMAL}\n{redis}timeout_ms = 250\n"), "t")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.redis_timeout, Duration::from_millis(250));
+    for bad in ["0", "5", "60001"] {
+        let p = problems(&format!("{MINIMAL}\n{redis}timeout_ms = {bad}\n"));
+        assert!(p.iter().any(|p| p.contains("store.timeout_ms")), "{p:#?}");
+    }
+}
+
 // ------------------------------------------------------------------ secrets
 
 fn with_secrets(data_dir: &Path, secrets: &str) -> Config {

@@ -5,31 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::{decode, encode, Bus, CHANNEL};
 use crate::cache::{Invalidation, KeyCache};
 use crate::metrics::Metrics;
+use crate::redis_conn::RedisConn;
 
 pub struct RedisBus {
-    conn: ConnectionManager,
+    conn: RedisConn,
 }
 
 impl RedisBus {
-    pub async fn connect(url: &str) -> Result<Self, String> {
-        let client = ::redis::Client::open(url).map_err(|e| e.to_string())?;
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(Duration::from_secs(1))
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Self { conn })
+    /// Publishes on the store's connection (in a cluster, PUBLISH reaches every node).
+    pub fn new(conn: RedisConn) -> Self {
+        Self { conn }
     }
 }
 
@@ -47,19 +38,28 @@ impl Bus for RedisBus {
     }
 }
 
-/// Listens until the process stops. `url` is one Redis node (in a cluster, PUBLISH reaches every
-/// node, so any one will do).
-pub async fn listen(url: String, cache: Arc<KeyCache>, metrics: Arc<Metrics>) {
-    let client = match ::redis::Client::open(url.as_str()) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "invalid Redis URL for invalidation listener");
-            return;
-        }
-    };
+/// Listens until the process stops. `nodes` are Redis URLs; in a cluster PUBLISH reaches every
+/// node, so any one will do, and the listener moves on to the next when one cannot be reached.
+pub async fn listen(nodes: Vec<String>, cache: Arc<KeyCache>, metrics: Arc<Metrics>) {
+    let clients: Vec<::redis::Client> = nodes
+        .iter()
+        .filter_map(|url| match ::redis::Client::open(url.as_str()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "invalid Redis URL for the invalidation listener");
+                None
+            }
+        })
+        .collect();
+    if clients.is_empty() {
+        return;
+    }
+    let mut next = 0usize;
     let mut backoff = Duration::from_millis(50);
     let mut subscribed_before = false;
     loop {
+        let client = &clients[next % clients.len()];
+        next = next.wrapping_add(1);
         let pubsub = match client.get_async_pubsub().await {
             Ok(mut p) => match p.subscribe(CHANNEL).await {
                 Ok(()) => Some(p),

@@ -46,7 +46,9 @@ fn store_err(e: StoreError) -> Rejection {
     match e {
         StoreError::NotFound(_) => Rejection::new(Reason::RouteNotFound),
         StoreError::Conflict(m) => invalid(m),
-        StoreError::Unavailable(_) => Rejection::new(Reason::StoreUnavailable),
+        StoreError::Unavailable(_) | StoreError::TimedOut => {
+            Rejection::new(Reason::StoreUnavailable)
+        }
     }
 }
 

@@ -4,12 +4,10 @@
 //! under `kg:rl:{<bucket>}:<interval>:<burst>` with an expiry at the moment it would be full again,
 //! so idle buckets cost no memory.
 
-use std::time::Duration;
-
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::Script;
 
 use super::{Limit, RateStatus};
+use crate::redis_conn::RedisConn;
 
 const GCRA: &str = r#"
 local t = redis.call('TIME')
@@ -29,27 +27,18 @@ return {1, remaining, new_tat - now, 0}
 "#;
 
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: Script,
 }
 
 impl RedisLimiter {
-    pub async fn connect(url: &str) -> Result<Self, String> {
-        let client = ::redis::Client::open(url).map_err(|e| e.to_string())?;
-        // Short timeouts: a slow Redis must turn into the local fallback, not slow requests.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_millis(500))
-            .set_response_timeout(Duration::from_millis(500))
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(Self {
+    /// On the store's connection (plain Redis or a cluster: a bucket is one key, so one slot).
+    /// A Redis slower than the connection's timeout turns into the local fallback.
+    pub fn new(conn: RedisConn) -> Self {
+        Self {
             conn,
             script: Script::new(GCRA),
-        })
+        }
     }
 
     pub async fn check(&self, bucket: &str, limit: Limit) -> Result<RateStatus, String> {

@@ -4,11 +4,13 @@
 //! into one `#[tokio::test]` per check for a backend. Adding a backend is one line:
 //!
 //! ```ignore
-//! conformance!(redis_backend, redis_store());
+//! conformance!(redis_backend, redis_store(), tests);
 //! ```
 //!
 //! where `redis_store()` is an `async fn` returning `(Arc<dyn Store>, Guard)`; the guard lives as
-//! long as the test (a temporary directory, a child `redis-server`, ...). Checks never assume an
+//! long as the test (a temporary directory, a child `redis-server`, ...). `tests` makes one test
+//! per check on a fresh store each; `whole_suite` runs every check in turn on one store, for a
+//! backend that is slow to start (the three-node Redis Cluster). Checks never assume an
 //! empty store, so backends that share one database between tests still pass. The Redis backend
 //! starts its own `redis-server` per test, so it must be installed.
 
@@ -36,10 +38,18 @@ macro_rules! conformance {
             }
         )+
     };
-    ($backend:ident, $make:expr) => {
+    (@whole_suite $make:expr; $($check:ident),+ $(,)?) => {
+        /// Every check in turn on one store, for a backend too costly to start per check.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn whole_suite() {
+            let (store, _guard) = $make.await;
+            $( super::$check(store.clone()).await; )+
+        }
+    };
+    ($backend:ident, $make:expr, $mode:ident) => {
         mod $backend {
             use super::*;
-            conformance!(@tests $make;
+            conformance!(@ $mode $make;
                 accounts_crud,
                 account_status,
                 account_paging,
@@ -76,8 +86,9 @@ macro_rules! conformance {
     };
 }
 
-conformance!(sqlite, sqlite_store());
-conformance!(redis_backend, redis_store());
+conformance!(sqlite, sqlite_store(), tests);
+conformance!(redis_backend, redis_store(), tests);
+conformance!(redis_cluster, cluster_store(), whole_suite);
 
 /// A `redis-server` child on a free port, killed with the guard.
 struct RedisChild {
@@ -92,11 +103,25 @@ impl Drop for RedisChild {
     }
 }
 
+/// A port below Linux's ephemeral range (32768 and up), whose cluster bus port (+10000) is free
+/// too: a port from `bind(0)` can be taken as an outgoing connection's source port before
+/// redis-server binds it.
+fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let start = (std::process::id() % 1000) as u16 * 7;
+    for _ in 0..10_000u16 {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 12_000 + start.wrapping_add(step) % 10_000;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port for redis-server")
+}
+
 async fn redis_store() -> (Arc<dyn Store>, Guard) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let child = std::process::Command::new("redis-server")
         .args([
@@ -129,7 +154,7 @@ async fn redis_store() -> (Arc<dyn Store>, Guard) {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         }
-        if let Ok(store) = redis::RedisStore::connect(&url).await {
+        if let Ok(store) = redis::RedisStore::connect(&url, TIMEOUT).await {
             if store.ping().await.is_ok() {
                 return (Arc::new(store), Box::new(guard));
             }
@@ -139,6 +164,77 @@ async fn redis_store() -> (Arc<dyn Store>, Guard) {
             "redis-server did not start on port {port}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A three-master Redis Cluster of `redis-server` children (`redis-cli --cluster create`),
+/// killed with the guard.
+async fn cluster_store() -> (Arc<dyn Store>, Guard) {
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for the Redis Cluster conformance test");
+        nodes.push(RedisChild { child, _dir: dir });
+        wait_for(&format!("redis-server on port {port}"), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        urls.push(format!("redis://127.0.0.1:{port}"));
+    }
+    let addrs: Vec<String> = urls
+        .iter()
+        .map(|u| u["redis://".len()..].to_string())
+        .collect();
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli must be installed for the Redis Cluster conformance test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("All 16384 slots covered"),
+        "cluster create: {text}"
+    );
+    for addr in &addrs {
+        let (host, port) = addr.split_once(':').expect("host:port");
+        wait_for("cluster_state:ok", || {
+            std::process::Command::new("redis-cli")
+                .args(["-h", host, "-p", port, "CLUSTER", "INFO"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+        })
+        .await;
+    }
+    let store = redis::RedisStore::connect_cluster(&urls, TIMEOUT)
+        .await
+        .expect("connect to the cluster");
+    store.ping().await.expect("ping the cluster");
+    (Arc::new(store), Box::new(nodes))
+}
+
+async fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

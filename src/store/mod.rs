@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The backend could not be reached or failed; callers answer 503, never fail open.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend did not answer within its configured timeout. Like `Unavailable`, but not
+    /// worth an immediate retry: a hung backend would only cost the caller the timeout twice.
+    #[error("store did not answer in time")]
+    TimedOut,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("conflict: {0}")]

@@ -19,15 +19,14 @@
 //!
 //! Multi-field changes that must not race run as Lua scripts on one slot (status changes, the
 //! revoked-key check, last-used that never moves backwards, every credit change with its ledger
-//! entry). Connections are multiplexed: one `ConnectionManager` (plain Redis, reconnects by
-//! itself) or one cluster connection, shared by every request.
+//! entry). The connection is a [`RedisConn`]: multiplexed, shared by every request, every
+//! command bounded by the configured timeout.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use ::redis::cluster_async::ClusterConnection;
-use ::redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
+use ::redis::{AsyncCommands, Script};
 use async_trait::async_trait;
 
 use super::{
@@ -37,48 +36,24 @@ use super::{
     RateLimit, Resources, Serialize, Store, StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
 };
 use crate::keys::new_id;
-
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
+use crate::redis_conn::RedisConn;
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    conn: RedisConn,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A record keygate cannot (de)serialize: a fault, reported like an unreachable store (503).
+fn corrupt(e: serde_json::Error) -> StoreError {
+    StoreError::Unavailable(format!("malformed record: {e}"))
+}
+
+fn unavailable(e: ::redis::RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::TimedOut
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
 }
 
 fn account_key(id: &str) -> String {
@@ -234,37 +209,30 @@ return 1
 "#;
 
 impl RedisStore {
-    /// Plain Redis at `url` (`redis://host:port/db`).
-    pub async fn connect(url: &str) -> StoreResult<Self> {
-        let client = ::redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(std::time::Duration::from_secs(1))
-            .set_response_timeout(std::time::Duration::from_secs(1))
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
-        Ok(Self {
-            conn: Conn::Single(conn),
-        })
+    /// Plain Redis at `url` (`redis://host:port/db`); every call bounded by `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> StoreResult<Self> {
+        Ok(Self::new(
+            RedisConn::connect(url, timeout)
+                .await
+                .map_err(unavailable)?,
+        ))
     }
 
-    /// Redis Cluster from a list of seed nodes.
-    pub async fn connect_cluster(nodes: &[String]) -> StoreResult<Self> {
-        let client = ::redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
-            .connection_timeout(std::time::Duration::from_secs(1))
-            .response_timeout(std::time::Duration::from_secs(1))
-            .build()
-            .map_err(unavailable)?;
-        let conn = client.get_async_connection().await.map_err(unavailable)?;
-        Ok(Self {
-            conn: Conn::Cluster(conn),
-        })
+    /// Redis Cluster from a list of seed nodes; every call bounded by `timeout`.
+    pub async fn connect_cluster(nodes: &[String], timeout: Duration) -> StoreResult<Self> {
+        Ok(Self::new(
+            RedisConn::connect_cluster(nodes, timeout)
+                .await
+                .map_err(unavailable)?,
+        ))
     }
 
-    fn conn(&self) -> Conn {
+    /// On a connection shared with the rate limiter and the invalidation publisher.
+    pub fn new(conn: RedisConn) -> Self {
+        Self { conn }
+    }
+
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -438,7 +406,7 @@ impl RedisStore {
 }
 
 fn json<T: Serialize + ?Sized>(v: &T) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(unavailable)
+    serde_json::to_string(v).map_err(corrupt)
 }
 
 fn enum_str<T: Serialize>(v: &T) -> String {
@@ -665,7 +633,7 @@ impl Store for RedisStore {
             .map_err(unavailable)?;
         let mut out = Vec::with_capacity(raw.len());
         for s in &raw {
-            let entry: LedgerEntry = serde_json::from_str(s).map_err(unavailable)?;
+            let entry: LedgerEntry = serde_json::from_str(s).map_err(corrupt)?;
             if entry.id > after {
                 out.push(entry);
             }
@@ -714,7 +682,7 @@ impl Store for RedisStore {
         let rate_limit = match patch.rate_limit {
             None => String::new(),
             Some(None) => "-".to_string(),
-            Some(Some(l)) => serde_json::to_string(&l).map_err(unavailable)?,
+            Some(Some(l)) => serde_json::to_string(&l).map_err(corrupt)?,
         };
         let resources = match patch.resources {
             None => String::new(),
@@ -938,7 +906,7 @@ impl Store for RedisStore {
             target: entry.target,
             detail: entry.detail,
         };
-        let json = serde_json::to_string(&record).map_err(unavailable)?;
+        let json = serde_json::to_string(&record).map_err(corrupt)?;
         let _: () = self
             .conn()
             .lpush("kg:audit", json)

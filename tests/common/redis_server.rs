@@ -71,6 +71,25 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: Redis hangs. Connections stay open and the port accepts, but nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
