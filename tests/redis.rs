@@ -435,3 +435,98 @@ rate_limit = {{ requests = 1, per_seconds = 3600, burst = 5 }}
         });
     }
 }
+
+#[test]
+fn redis_mode_refuses_to_start_without_a_configured_pepper() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+data_dir = "{data}"
+
+[listeners]
+public = "127.0.0.1:{p1}"
+admin = "127.0.0.1:{p2}"
+ops = "127.0.0.1:{p3}"
+
+[store]
+backend = "redis"
+url = "{url}"
+
+[upstreams.api]
+address = "127.0.0.1:9"
+
+[[routes]]
+path = "/{{*rest}}"
+upstream = "api"
+"#,
+            data = dir.path().join("data").display(),
+            p1 = free_port(),
+            p2 = free_port(),
+            p3 = free_port(),
+            url = redis.url(),
+        ),
+    )
+    .expect("write config");
+    for command in ["serve", "check-config"] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+        cmd.arg(command);
+        if command == "serve" {
+            cmd.arg("--config");
+        }
+        let out = cmd.arg(&config).output().expect("run keygate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{command} accepted a Redis config without a pepper"
+        );
+        assert!(
+            stderr.contains("secrets.pepper") && stderr.contains("same pepper"),
+            "{command} should say why: {stderr}"
+        );
+    }
+    // Nothing was generated in its place.
+    assert!(!dir.path().join("data").join("pepper").exists());
+}
+
+#[test]
+fn replicas_accept_each_others_tokens_without_a_configured_token_secret() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let mut opts = Options::redis(echo.addr, &redis.url());
+    opts.routes_toml = format!(
+        r#"{DEFAULT_ROUTES}
+[[routes]]
+name = "exchange"
+path = "/auth/exchange"
+methods = ["POST"]
+local = "exchange"
+auth = "api_key"
+
+[[routes]]
+name = "any"
+path = "/any/{{*rest}}"
+upstream = "api"
+auth = "any"
+"#
+    );
+    let a = Keygate::start(&opts);
+    let b = Keygate::start(&opts);
+    let account = a.create_account("acme");
+    let (_, key) = a.create_key(&account, json!({}));
+    let r = request(
+        "POST",
+        &a.url("/auth/exchange"),
+        &[("authorization", &bearer(&key))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let jwt = r.json()["accessToken"].as_str().expect("jwt").to_string();
+    let r = get(&b.url("/any/x"), &[("authorization", &bearer(&jwt))]);
+    assert_eq!(r.status, 200, "B refused A's token: {}", r.body);
+    assert_eq!(r.json()["headers"]["x-keygate-auth-method"], "jwt");
+}

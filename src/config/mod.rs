@@ -327,6 +327,15 @@ impl Validator<'_> {
             },
         };
 
+        if !matches!(store, StoreSettings::Sqlite { .. }) && raw.secrets.pepper.is_none() {
+            self.problem(
+                "secrets.pepper",
+                &none,
+                "must be configured ({ env = \"VAR\" } or { file = \"/path\" }) with backend = \"redis\": \
+                 every replica must hash keys with the same pepper, and a generated one would \
+                 differ per replica",
+            );
+        }
         if !(10..=60_000).contains(&raw.store.timeout_ms) {
             self.problem(
                 "store.timeout_ms",

@@ -47,14 +47,18 @@ pub struct Secrets {
 
 pub fn resolve_secrets(config: &Config) -> Result<Secrets, SecretError> {
     let hs256 = config.tokens.algorithm == crate::tokens::Algorithm::Hs256;
-    let jwt_secret = if hs256 {
-        Some(resolve(
-            "jwt_secret",
-            config.tokens.secret.as_ref(),
-            &config.data_dir,
-        )?)
-    } else {
-        None
+    let pepper = resolve(
+        "pepper",
+        config.secret_refs.pepper.as_ref(),
+        &config.data_dir,
+    )?;
+    let shared_store = !matches!(config.store, super::StoreSettings::Sqlite { .. });
+    let jwt_secret = match (hs256, &config.tokens.secret, shared_store) {
+        (false, _, _) => None,
+        // Replicas on one store must accept each other's tokens, and a secret generated into
+        // each data directory would differ; the pepper is required to be shared there.
+        (true, None, true) => Some(derive_jwt_secret(&pepper)),
+        (true, reference, _) => Some(resolve("jwt_secret", reference.as_ref(), &config.data_dir)?),
     };
     let jwt_private_key = match (&config.tokens.private_key, hs256) {
         (Some(r), false) => Some(resolve("jwt_private_key", Some(r), &config.data_dir)?),
@@ -69,17 +73,25 @@ pub fn resolve_secrets(config: &Config) -> Result<Secrets, SecretError> {
     Ok(Secrets {
         jwt_secret,
         jwt_private_key,
-        pepper: resolve(
-            "pepper",
-            config.secret_refs.pepper.as_ref(),
-            &config.data_dir,
-        )?,
+        pepper,
         admin_token: resolve(
             "admin_token",
             config.secret_refs.admin_token.as_ref(),
             &config.data_dir,
         )?,
     })
+}
+
+/// The HS256 secret replicas share when none is configured: an HMAC of a fixed label under the
+/// pepper. One-way, so a leaked token secret does not reveal the pepper; set `[tokens] secret`
+/// to rotate it on its own.
+fn derive_jwt_secret(pepper: &Secret) -> Secret {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts a key of any length, so this cannot fail; a fixed label keeps it distinct.
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(pepper.expose().as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"keygate jwt hs256 secret v1");
+    Secret::new(hex::encode(mac.finalize().into_bytes()))
 }
 
 fn resolve(

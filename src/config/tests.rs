@@ -253,16 +253,77 @@ fn redis_backend_needs_a_url() {
     ));
     assert!(p.iter().any(|p| p.contains("store.url")), "{p:#?}");
     let c = Config::parse(
-        &format!("{MINIMAL}\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n"),
+        &format!(
+            "{MINIMAL}\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n{PEPPER}"
+        ),
         "t",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(c.store, StoreSettings::Redis { .. }));
 }
 
+const PEPPER: &str = "[secrets]\npepper = { env = \"KEYGATE_PEPPER\" }\n";
+
+#[test]
+fn a_shared_store_needs_a_configured_pepper() {
+    for store in [
+        "url = \"redis://127.0.0.1:6379/0\"",
+        "cluster_nodes = [\"redis://127.0.0.1:7000\"]",
+    ] {
+        let p = problems(&format!(
+            "{MINIMAL}\n[store]\nbackend = \"redis\"\n{store}\n"
+        ));
+        let p = p
+            .iter()
+            .find(|p| p.contains("secrets.pepper"))
+            .unwrap_or_else(|| panic!("no problem about the pepper: {p:#?}"));
+        assert!(p.contains("same pepper"), "{p}");
+    }
+    // The embedded store may generate its own.
+    assert!(Config::parse(MINIMAL, "t").is_ok());
+}
+
+#[test]
+fn replicas_on_a_shared_store_derive_one_token_secret_from_the_pepper() {
+    std::env::set_var(
+        "KEYGATE_UNIT_TEST_PEPPER_SHARED",
+        "one-pepper-for-all-replicas",
+    );
+    let redis = "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\
+                 [secrets]\npepper = { env = \"KEYGATE_UNIT_TEST_PEPPER_SHARED\" }\n";
+    let replica = |dir: &Path| {
+        let text = format!(
+            "[server]\ndata_dir = \"{}\"\n{redis}{MINIMAL}",
+            dir.display()
+        );
+        let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+        resolve_secrets(&c).expect("secrets")
+    };
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (sa, sb) = (replica(a.path()), replica(b.path()));
+    let (ja, jb) = (sa.jwt_secret.expect("hs256"), sb.jwt_secret.expect("hs256"));
+    assert_eq!(ja.expose(), jb.expose(), "replicas must agree");
+    assert_ne!(ja.expose(), sa.pepper.expose(), "never the pepper itself");
+    assert!(!a.path().join("jwt_secret").exists(), "nothing generated");
+
+    // With the embedded store each data directory gets its own generated secret.
+    let local = |dir: &Path| {
+        let text = format!("[server]\ndata_dir = \"{}\"\n{MINIMAL}", dir.display());
+        let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+        resolve_secrets(&c)
+            .expect("secrets")
+            .jwt_secret
+            .expect("hs256")
+    };
+    assert_ne!(local(a.path()).expose(), local(b.path()).expose());
+}
+
 #[test]
 fn redis_timeout_defaults_to_a_second_and_is_bounded() {
-    let redis = "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
+    let redis = "[secrets]\npepper = { env = \"P\" }\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
     let c = Config::parse(&format!("{MINIMAL}\n{redis}"), "t").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.redis_timeout, Duration::from_secs(1));
     let c = Config::parse(&format!("{MINIMAL}\n{redis}timeout_ms = 250\n"), "t")
