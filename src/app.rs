@@ -68,22 +68,23 @@ fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             });
         }
         StoreSettings::Redis { url } => {
-            let rt = redis_runtime()?;
-            let conn = rt
-                .block_on(RedisConn::connect(url, timeout))
-                .with_context(|| format!("connecting to Redis at {}", redact_url(url)))?;
-            (conn, vec![url.clone()], rt)
+            let conn = RedisConn::single(url, timeout)
+                .with_context(|| format!("Redis URL {}", redact_url(url)))?;
+            (conn, vec![url.clone()], redis_runtime()?)
         }
         StoreSettings::RedisCluster { nodes } => {
-            let rt = redis_runtime()?;
-            let conn = rt
-                .block_on(RedisConn::connect_cluster(nodes, timeout))
-                .context("connecting to Redis Cluster")?;
-            (conn, nodes.clone(), rt)
+            let conn = RedisConn::cluster(nodes, timeout).context("Redis Cluster nodes")?;
+            (conn, nodes.clone(), redis_runtime()?)
         }
     };
+    // Not fatal: keygate serves (503 for what needs the store, not ready) and connects as soon
+    // as Redis answers, rather than exiting into a restart loop while Redis is away.
+    let store = RedisStore::new(conn.clone());
+    if let Err(e) = runtime.block_on(store.ping()) {
+        tracing::warn!(error = %e, "Redis is not answering yet; serving 503 for keys that need it until it does");
+    }
     Ok(OpenedStore {
-        store: Arc::new(RedisStore::new(conn.clone())),
+        store: Arc::new(store),
         redis: Some(SharedRedis {
             conn,
             nodes,
@@ -124,6 +125,25 @@ fn redact_url(url: &str) -> String {
     match url.rsplit_once('@') {
         Some((_, host)) => format!("redis://***@{host}"),
         None => url.to_string(),
+    }
+}
+
+/// Retries the start-up read of the token cut-offs until the store answers.
+async fn load_cutoffs_when_possible(cache: Arc<KeyCache>, tokens: Arc<Tokens>) {
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        tokio::time::sleep(delay).await;
+        if cache.cutoffs_loaded() {
+            return; // the invalidation listener got there first
+        }
+        let since = crate::store::now().saturating_sub(tokens.longest_ttl_secs());
+        match cache.reload_cutoffs(since).await {
+            Ok(n) => {
+                tracing::info!(cut_offs = n, "token cut-offs loaded");
+                return;
+            }
+            Err(_) => delay = (delay * 2).min(std::time::Duration::from_secs(2)),
+        }
     }
 }
 
@@ -168,15 +188,25 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     // Tokens revoked before this process started must stay revoked here too; a cut-off older
     // than the longest token lifetime can stop no valid token.
     let since = crate::store::now().saturating_sub(tokens.longest_ttl_secs());
-    let loaded = match redis.as_ref() {
-        Some(redis) => redis.runtime.block_on(cache.reload_cutoffs(since)),
-        None => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime")?
-            .block_on(cache.reload_cutoffs(since)),
-    };
-    loaded.context("loading token cut-offs")?;
+    match redis.as_ref() {
+        // Redis may be away at start: tokens are refused (503) until the cut-offs are read.
+        Some(redis) => {
+            if let Err(e) = redis.runtime.block_on(cache.reload_cutoffs(since)) {
+                tracing::warn!(error = %e, "token cut-offs not loaded yet; tokens get 503 until they are");
+                redis
+                    .runtime
+                    .spawn(load_cutoffs_when_possible(cache.clone(), tokens.clone()));
+            }
+        }
+        None => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a runtime")?
+                .block_on(cache.reload_cutoffs(since))
+                .context("loading token cut-offs")?;
+        }
+    }
     let gate = Arc::new(
         Gate::new(
             config.clone(),

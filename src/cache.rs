@@ -114,6 +114,9 @@ pub struct KeyCache {
     bus: OnceLock<Arc<dyn Bus>>,
     /// Token cut-offs by subject (see [`Invalidation::TokenCutoff`]); sharded, no global lock.
     cutoffs: dashmap::DashMap<String, i64>,
+    /// Whether the stored cut-offs have been read since start. Until then a token cannot be
+    /// checked against revocations made before this process started, so none is accepted.
+    cutoffs_loaded: AtomicBool,
 }
 
 impl KeyCache {
@@ -143,6 +146,7 @@ impl KeyCache {
             max_stale,
             bus: OnceLock::new(),
             cutoffs: dashmap::DashMap::new(),
+            cutoffs_loaded: AtomicBool::new(false),
         }
     }
 
@@ -296,6 +300,11 @@ impl KeyCache {
             .is_some_and(|cut| *cut >= issued_at)
     }
 
+    /// Whether tokens can be checked: the stored cut-offs have been loaded at least once.
+    pub fn cutoffs_loaded(&self) -> bool {
+        self.cutoffs_loaded.load(Ordering::Acquire)
+    }
+
     /// Loads cut-offs recorded since `since` (at startup, and when events may have been lost).
     pub async fn reload_cutoffs(&self, since: i64) -> Result<usize, StoreError> {
         let all = self.store.token_cutoffs(since).await?;
@@ -303,6 +312,7 @@ impl KeyCache {
         for (subject, at) in all {
             self.record_cutoff(subject, at);
         }
+        self.cutoffs_loaded.store(true, Ordering::Release);
         Ok(n)
     }
 

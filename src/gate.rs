@@ -333,6 +333,10 @@ impl Gate {
     /// An access token stands for its key until it expires or its key, user or account is cut.
     fn verify_access(&self, token: &str) -> Result<Arc<CachedCredential>, Reason> {
         let tokens = self.tokens.as_ref().ok_or(Reason::InvalidToken)?;
+        if !self.cache.cutoffs_loaded() {
+            // Started while the store was away: revocations made before we started are unknown.
+            return Err(Reason::StoreUnavailable);
+        }
         let claims = tokens
             .verify(token, TokenKind::Access)
             .map_err(token_reason)?;
@@ -357,6 +361,9 @@ impl Gate {
 
     fn verify_session(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let tokens = self.tokens.as_ref().ok_or(Reason::InvalidToken)?;
+        if !self.cache.cutoffs_loaded() {
+            return Err(Reason::StoreUnavailable);
+        }
         let claims = tokens
             .verify(token, TokenKind::Session)
             .map_err(token_reason)?;

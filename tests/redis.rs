@@ -354,11 +354,7 @@ fn traffic_through_a_redis_outage_never_fails_open() {
 #[test]
 fn redis_cluster_serves_keys_across_slots() {
     // Three masters, no replicas: enough to spread accounts and keys over slots.
-    let nodes: Vec<RedisServer> = (0..3)
-        .map(|_| {
-            RedisServer::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-        })
-        .collect();
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
     let addrs: Vec<String> = nodes
         .iter()
         .map(|n| format!("127.0.0.1:{}", n.port))
@@ -498,7 +494,20 @@ fn replicas_accept_each_others_tokens_without_a_configured_token_secret() {
     let redis = RedisServer::start();
     let echo = Echo::start();
     let mut opts = Options::redis(echo.addr, &redis.url());
-    opts.routes_toml = format!(
+    opts.routes_toml = token_routes();
+    let a = Keygate::start(&opts);
+    let b = Keygate::start(&opts);
+    let account = a.create_account("acme");
+    let (_, key) = a.create_key(&account, json!({}));
+    let jwt = exchange(&a, &key);
+    let r = get(&b.url("/any/x"), &[("authorization", &bearer(&jwt))]);
+    assert_eq!(r.status, 200, "B refused A's token: {}", r.body);
+    assert_eq!(r.json()["headers"]["x-keygate-auth-method"], "jwt");
+}
+
+/// The default routes plus the key exchange and a route taking keys or tokens.
+fn token_routes() -> String {
+    format!(
         r#"{DEFAULT_ROUTES}
 [[routes]]
 name = "exchange"
@@ -513,20 +522,72 @@ path = "/any/{{*rest}}"
 upstream = "api"
 auth = "any"
 "#
-    );
-    let a = Keygate::start(&opts);
-    let b = Keygate::start(&opts);
-    let account = a.create_account("acme");
-    let (_, key) = a.create_key(&account, json!({}));
+    )
+}
+
+fn exchange(kg: &Keygate, key: &str) -> String {
     let r = request(
         "POST",
-        &a.url("/auth/exchange"),
-        &[("authorization", &bearer(&key))],
+        &kg.url("/auth/exchange"),
+        &[("authorization", &bearer(key))],
         None,
     );
+    assert_eq!(r.status, 200, "exchange: {}", r.body);
+    r.json()["accessToken"].as_str().expect("jwt").to_string()
+}
+
+#[test]
+fn a_replica_started_while_redis_is_down_answers_503_then_comes_up_by_itself() {
+    let mut redis = RedisServer::start();
+    let echo = Echo::start();
+    let mut opts = Options::redis(echo.addr, &redis.url());
+    opts.routes_toml = token_routes();
+    let a = Keygate::start(&opts);
+    let account = a.create_account("acme");
+    let (revoked_id, revoked_key) = a.create_key(&account, json!({}));
+    let (_, good_key) = a.create_key(&account, json!({}));
+    let revoked_jwt = exchange(&a, &revoked_key);
+    let good_jwt = exchange(&a, &good_key);
+    let r = a.admin("POST", &format!("/admin/v1/keys/{revoked_id}/revoke"), None);
     assert_eq!(r.status, 200, "{}", r.body);
-    let jwt = r.json()["accessToken"].as_str().expect("jwt").to_string();
-    let r = get(&b.url("/any/x"), &[("authorization", &bearer(&jwt))]);
-    assert_eq!(r.status, 200, "B refused A's token: {}", r.body);
-    assert_eq!(r.json()["headers"]["x-keygate-auth-method"], "jwt");
+
+    // Redis is away when replica B starts: B starts anyway (no restart loop), is not ready, and
+    // answers 503 for everything it cannot check. In particular it cannot know that a token's key
+    // was revoked before it started, so it accepts no token at all.
+    redis.kill();
+    let b = Keygate::start(&opts);
+    assert_eq!(get(&b.ops_url("/readyz"), &[]).status, 503);
+    let hits = echo.hits();
+    for (what, credential) in [
+        ("revoked key's token", &revoked_jwt),
+        ("good token", &good_jwt),
+        ("good key", &good_key),
+    ] {
+        let r = get(&b.url("/any/x"), &[("authorization", &bearer(credential))]);
+        assert_eq!(
+            (r.status, r.json()["error"]["code"].clone()),
+            (503, json!("store_unavailable")),
+            "{what}: {}",
+            r.body
+        );
+    }
+    assert_eq!(echo.hits(), hits, "nothing reached the upstream");
+
+    // Redis returns (its append-only file kept everything): B comes up by itself.
+    redis.restart();
+    wait_until("B to become ready", Duration::from_secs(15), || {
+        get(&b.ops_url("/readyz"), &[]).status == 200
+    });
+    let r = get(
+        &b.url("/any/x"),
+        &[("authorization", &bearer(&revoked_jwt))],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (401, json!("key_revoked"))
+    );
+    for credential in [&good_jwt, &good_key] {
+        let r = get(&b.url("/any/x"), &[("authorization", &bearer(credential))]);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
 }

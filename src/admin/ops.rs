@@ -21,8 +21,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Ready when the config is loaded (it is, or we would not be running) and the store answers.
+/// Ready when the config is loaded (it is, or we would not be running), the store answers and
+/// the token cut-offs have been read.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if !shared.cache.cutoffs_loaded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: token cut-offs not loaded yet\n".to_string(),
+        );
+    }
     match shared.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
         Err(e) => {

@@ -43,6 +43,24 @@ pub fn free_port() -> u16 {
     panic!("no free port in {PORT_RANGE:?}")
 }
 
+/// A port for a Redis Cluster node, whose cluster bus listens on the port + 10000: both must be
+/// free and below the ephemeral range, so the node's port comes from 12000..20000.
+pub fn free_cluster_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id().wrapping_mul(7919) % 8_000;
+    for _ in 0..8_000 {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let Ok(port) = u16::try_from(12_000 + (start + step) % 8_000) else {
+            continue;
+        };
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair for a Redis Cluster node")
+}
+
 // ---------------------------------------------------------------- HTTP client
 
 #[derive(Debug, Clone)]

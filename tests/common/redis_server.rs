@@ -18,9 +18,22 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
+    /// A node for a Redis Cluster (`redis-cli --cluster create`), on a port whose cluster bus
+    /// port is free too.
+    pub fn start_cluster_node() -> RedisServer {
+        Self::start_on(
+            super::free_cluster_port(),
+            &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+        )
+    }
+
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_on(super::free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let mut r = RedisServer {
-            port: super::free_port(),
+            port,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -46,6 +59,8 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(&self.extra)
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -54,7 +69,12 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on port {}:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
