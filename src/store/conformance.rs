@@ -120,19 +120,13 @@ fn free_port() -> u16 {
     panic!("no free port for redis-server")
 }
 
-async fn redis_store() -> (Arc<dyn Store>, Guard) {
-    let port = free_port();
+/// Starts `redis-server` on `port` (no persistence) and waits until the port accepts.
+async fn spawn_redis(port: u16, extra: &[&str]) -> RedisChild {
     let dir = tempfile::tempdir().expect("tempdir");
     let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir.path())
         .stdin(std::process::Stdio::null())
@@ -141,30 +135,23 @@ async fn redis_store() -> (Arc<dyn Store>, Guard) {
         .spawn()
         .expect("redis-server must be installed for the Redis conformance tests");
     let guard = RedisChild { child, _dir: dir };
+    // Connect only once the port answers: the client's own retries back off for seconds.
+    wait_for(&format!("redis-server on port {port}"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    guard
+}
+
+async fn redis_store() -> (Arc<dyn Store>, Guard) {
+    let port = free_port();
+    let guard = spawn_redis(port, &[]).await;
     let url = format!("redis://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        // Connect only once the port answers: the client's own retries back off for seconds.
-        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        if !listening {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start on port {port}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
-        }
-        if let Ok(store) = redis::RedisStore::connect(&url, TIMEOUT).await {
-            if store.ping().await.is_ok() {
-                return (Arc::new(store), Box::new(guard));
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server did not start on port {port}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let store = redis::RedisStore::connect(&url, TIMEOUT)
+        .await
+        .expect("connect to redis-server");
+    store.ping().await.expect("ping redis-server");
+    (Arc::new(store), Box::new(guard))
 }
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -176,23 +163,8 @@ async fn cluster_store() -> (Arc<dyn Store>, Guard) {
     let mut urls = Vec::new();
     for _ in 0..3 {
         let port = free_port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed for the Redis Cluster conformance test");
-        nodes.push(RedisChild { child, _dir: dir });
-        wait_for(&format!("redis-server on port {port}"), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
+        let cluster = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"];
+        nodes.push(spawn_redis(port, &cluster).await);
         urls.push(format!("redis://127.0.0.1:{port}"));
     }
     let addrs: Vec<String> = urls
