@@ -411,3 +411,105 @@ fn only_canonical_paths_are_routed() {
         assert!(!is_canonical_path(bad), "{bad} should be refused");
     }
 }
+
+// ------------------------------------------------------------------ arbitrary input
+
+/// Arbitrary methods, paths and credential headers (mutations of a valid key, other schemes,
+/// raw bytes): the gate always decides, never panics, and lets a request through with a
+/// principal only when it carried the one valid key unchanged, on a route that needs it.
+#[test]
+fn arbitrary_requests_are_decided_without_panics_or_false_admissions() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let f = fixture();
+    let (_, valid) = rt.block_on(f.key(&["leads:read"]));
+
+    let method = prop_oneof![
+        Just("GET".to_string()),
+        Just("POST".to_string()),
+        Just("DELETE".to_string()),
+        "[A-Z]{0,12}",
+        ".{0,8}",
+    ];
+    let path = prop_oneof![
+        "(/(v1|open|leads|[a-z0-9%._~-]{0,10})){0,5}",
+        "/[\\x21-\\x7e]{0,40}",
+        ".{0,40}",
+    ];
+    let valid_for_strategy = valid.clone();
+    let credential = prop_oneof![
+        Just(valid.clone()),
+        (0..valid.len(), proptest::char::range('!', '~')).prop_map(move |(i, c)| {
+            let mut k: Vec<char> = valid_for_strategy.chars().collect();
+            k[i] = c;
+            k.into_iter().collect::<String>()
+        }),
+        "kg_unit_[A-Za-z0-9]{0,50}",
+        "[\\x20-\\x7e]{0,80}",
+        "[A-Za-z0-9_-]{1,20}\\.[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{0,40}",
+    ];
+    let header = prop_oneof![
+        Just("authorization"),
+        Just("x-api-key"),
+        Just("x-keygate-key-id"),
+        Just("cookie"),
+    ];
+    let scheme = prop_oneof![Just(""), Just("Bearer "), Just("bearer  "), Just("Basic ")];
+    let strategy = (
+        method,
+        path,
+        proptest::collection::vec((header, scheme, credential), 0..4),
+    );
+
+    let admitted = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(RunnerConfig::with_cases(2000));
+    let result = runner.run(&strategy, |(method, path, creds)| {
+        let mut h = HeaderMap::new();
+        let mut carries_valid = false;
+        for (name, scheme, value) in &creds {
+            let text = format!("{scheme}{value}");
+            let Ok(v) = HeaderValue::from_str(&text) else {
+                continue;
+            };
+            let as_source = match *name {
+                "authorization" => scheme.trim().eq_ignore_ascii_case("bearer"),
+                "x-api-key" => scheme.is_empty(),
+                _ => false,
+            };
+            carries_valid |= as_source && value == &valid;
+            h.append(HeaderName::from_static(name), v);
+        }
+        let decision = rt.block_on(f.decide(&method, &path, &h));
+        if let Decision::Forward {
+            route,
+            principal: Some(p),
+            ..
+        } = &decision
+        {
+            prop_assert!(
+                carries_valid,
+                "admitted without the valid key: {method} {path} {creds:?}"
+            );
+            prop_assert_ne!(f.gate.config.routes[*route].name.as_str(), "open");
+            prop_assert_eq!(
+                p.credential.key.scopes.clone(),
+                vec!["leads:read".to_string()]
+            );
+            admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // The generator reaches the admitting path too, so the check above is not vacuous.
+    assert!(
+        admitted.into_inner() > 0,
+        "no generated request carried the valid key through"
+    );
+}
