@@ -58,14 +58,18 @@ scopes = ["leads:read"]
             })
             .await
             .expect("account");
-        let plaintext = shared.config.key_format.generate();
+        let plaintext = shared.config.load().key_format.generate();
         let key = shared
             .store
             .create_key(NewKey {
                 account_id: account.id.clone(),
                 user_id: None,
                 name: "bench".into(),
-                display_prefix: shared.config.key_format.display_prefix(plaintext.expose()),
+                display_prefix: shared
+                    .config
+                    .load()
+                    .key_format
+                    .display_prefix(plaintext.expose()),
                 hash: shared.hasher.hash(plaintext.expose()),
                 scopes: vec!["leads:read".into()],
                 permission: Permission::ReadWrite,

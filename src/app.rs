@@ -23,7 +23,8 @@ use crate::usage::{self, UsageWriter};
 
 /// What the proxy, the admin API and the ops endpoints share.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The running configuration; a reload swaps it (lock-free reads).
+    pub config: arc_swap::ArcSwap<Config>,
     pub store: Arc<dyn Store>,
     pub cache: Arc<KeyCache>,
     pub hasher: KeyHasher,
@@ -230,7 +231,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     );
     Ok(App {
         shared: Arc::new(Shared {
-            config,
+            config: arc_swap::ArcSwap::new(config),
             store,
             cache,
             hasher,

@@ -19,7 +19,7 @@ use crate::errors::Reason;
 use crate::identity::AuthMethod;
 use crate::keys::KeyHasher;
 use crate::local::{Caller, LocalContext};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome, RouteCounters};
 use crate::ratelimit::{Limit, RateLimiter, RateStatus};
 use crate::router::Router;
 use crate::store::{
@@ -77,6 +77,8 @@ pub struct Charge {
 pub struct Gate {
     pub config: Arc<Config>,
     router: Router,
+    /// Request counters for this route table.
+    counters: RouteCounters,
     cache: Arc<KeyCache>,
     hasher: KeyHasher,
     usage: UsageRecorder,
@@ -98,9 +100,11 @@ impl Gate {
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let router = Router::new(&config.routes)?;
+        let counters = metrics.route_counters(&route_names(&config));
         Ok(Self {
             config,
             router,
+            counters,
             cache,
             hasher,
             usage,
@@ -110,6 +114,35 @@ impl Gate {
             tokens: None,
             local: None,
         })
+    }
+
+    /// The same gate on a new configuration (a reload): routes, limits, plans, templates and
+    /// credential sources from `config`; the cache, store, limiter, tokens and metrics shared.
+    pub fn reconfigured(&self, config: Arc<Config>) -> Result<Gate, String> {
+        let local = self.local.as_ref().map(|l| {
+            Arc::new(LocalContext {
+                config: config.clone(),
+                ..LocalContext::clone(l)
+            })
+        });
+        Ok(Gate {
+            router: Router::new(&config.routes)?,
+            counters: self.metrics.route_counters(&route_names(&config)),
+            config,
+            cache: self.cache.clone(),
+            hasher: self.hasher.clone(),
+            usage: self.usage.clone(),
+            metrics: self.metrics.clone(),
+            limiter: self.limiter.clone(),
+            store: self.store.clone(),
+            tokens: self.tokens.clone(),
+            local,
+        })
+    }
+
+    /// Counts a finished request under this gate's route table.
+    pub fn count_request(&self, route: Option<usize>, outcome: Outcome) {
+        self.counters.count(route, outcome);
     }
 
     /// Verifies access and session tokens with `tokens`.
@@ -454,6 +487,10 @@ impl Gate {
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
     }
+}
+
+fn route_names(config: &Config) -> Vec<String> {
+    config.routes.iter().map(|r| r.name.clone()).collect()
 }
 
 fn token_reason(e: TokenError) -> Reason {

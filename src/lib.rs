@@ -21,6 +21,7 @@ pub mod passwords;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod reload;
 pub mod router;
 pub mod secret;
 pub mod store;

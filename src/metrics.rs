@@ -44,6 +44,20 @@ const OUTCOMES: usize = 2 + Reason::ALL.len();
 /// The label used for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
 
+fn route_counters(requests: &IntCounterVec, routes: &[String]) -> RouteCounters {
+    let rows = routes
+        .iter()
+        .map(String::as_str)
+        .chain([NO_ROUTE])
+        .map(|route| {
+            (0..OUTCOMES)
+                .map(|i| requests.with_label_values(&[route, Outcome::label(i)]))
+                .collect()
+        })
+        .collect();
+    RouteCounters(rows)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum CacheResult {
     Hit,
@@ -51,10 +65,26 @@ pub enum CacheResult {
     Miss,
 }
 
+/// The request counters of one route table, resolved once per table (at start and on each
+/// reload) so counting is one atomic add: `[route index][outcome index]`, the last row for
+/// requests that matched no route.
+pub struct RouteCounters(Vec<Vec<IntCounter>>);
+
+impl RouteCounters {
+    /// `route` is the route index, or `None` when nothing matched.
+    pub fn count(&self, route: Option<usize>, outcome: Outcome) {
+        let row = route.and_then(|i| self.0.get(i)).or_else(|| self.0.last());
+        if let Some(c) = row.and_then(|r| r.get(outcome.index())) {
+            c.inc();
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
-    /// `[route index][outcome index]`; the last row is for unmatched requests.
-    requests: Vec<Vec<IntCounter>>,
+    requests_vec: IntCounterVec,
+    requests: RouteCounters,
+    config_reloads: IntCounterVec,
     decision_seconds: Histogram,
     cache_hit: IntCounter,
     cache_negative_hit: IntCounter,
@@ -88,13 +118,15 @@ impl Metrics {
             &["route", "outcome"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let mut requests = Vec::with_capacity(routes.len() + 1);
-        for route in routes.iter().map(String::as_str).chain([NO_ROUTE]) {
-            let row = (0..OUTCOMES)
-                .map(|i| requests_vec.with_label_values(&[route, Outcome::label(i)]))
-                .collect();
-            requests.push(row);
-        }
+        let requests = route_counters(&requests_vec, routes);
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "keygate_config_reloads_total",
+                "Configuration reloads on SIGHUP by result (ok, error).",
+            ),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let decision_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "keygate_auth_decision_seconds",
@@ -159,6 +191,8 @@ impl Metrics {
             cache_negative_hit: cache.with_label_values(&["negative_hit"]),
             cache_miss: cache.with_label_values(&["miss"]),
             requests,
+            requests_vec: requests_vec.clone(),
+            config_reloads: config_reloads.clone(),
             decision_seconds,
             store_errors,
             last_used_dropped,
@@ -173,6 +207,7 @@ impl Metrics {
         };
         for c in [
             Box::new(requests_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_reloads),
             Box::new(m.decision_seconds.clone()),
             Box::new(cache),
             Box::new(m.store_errors.clone()),
@@ -192,14 +227,20 @@ impl Metrics {
         m
     }
 
-    /// `route` is the route index, or `None` when nothing matched.
+    /// `route` is the route index, or `None` when nothing matched (the startup route table).
     pub fn request(&self, route: Option<usize>, outcome: Outcome) {
-        let row = route
-            .and_then(|i| self.requests.get(i))
-            .or_else(|| self.requests.last());
-        if let Some(c) = row.and_then(|r| r.get(outcome.index())) {
-            c.inc();
-        }
+        self.requests.count(route, outcome);
+    }
+
+    /// Counters for a route table, e.g. the one a reload brings.
+    pub fn route_counters(&self, routes: &[String]) -> RouteCounters {
+        route_counters(&self.requests_vec, routes)
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     pub fn decision_time(&self, seconds: f64) {

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderName;
@@ -24,12 +25,43 @@ use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::RateStatus;
 
 pub struct KeygateProxy {
-    gate: Arc<Gate>,
+    /// The running configuration's routing; a reload swaps it whole.
+    routing: Arc<ArcSwap<Routing>>,
     metrics: Arc<Metrics>,
+    identity_names: IdentityNames,
+}
+
+/// One configuration's request handling: the gate and each route's upstream peer, built
+/// together so route indexes always agree. A request keeps the routing it started with, so a
+/// reload never mixes two configurations within one request.
+struct Routing {
+    gate: Arc<Gate>,
     /// Upstream peers prepared once per route (address parsed, SNI set); `None` for local
     /// endpoints.
     peers: Vec<Option<HttpPeer>>,
-    identity_names: IdentityNames,
+}
+
+impl Routing {
+    fn new(gate: Arc<Gate>) -> Self {
+        let peers = gate
+            .config
+            .routes
+            .iter()
+            .map(|r| {
+                r.upstream
+                    .as_ref()
+                    .map(|u| match u.address.parse::<SocketAddr>() {
+                        Ok(addr) => HttpPeer::new(addr, u.tls, u.sni.clone()),
+                        Err(_) => HttpPeer::new(u.address.as_str(), u.tls, u.sni.clone()),
+                    })
+            })
+            .collect();
+        Self { gate, peers }
+    }
+
+    fn config(&self) -> &Config {
+        &self.gate.config
+    }
 }
 
 /// The identity header names as `&'static str`: pingora keeps a header's original case beside
@@ -64,6 +96,7 @@ impl IdentityNames {
 /// Per-request state.
 #[derive(Default)]
 pub struct RequestCtx {
+    routing: Option<Arc<Routing>>,
     route: Option<usize>,
     principal: Option<Arc<CachedCredential>>,
     outcome: Option<Outcome>,
@@ -72,41 +105,25 @@ pub struct RequestCtx {
 }
 
 impl KeygateProxy {
-    pub fn new(gate: Arc<Gate>, metrics: Arc<Metrics>) -> Self {
-        let peers = gate
-            .config
-            .routes
-            .iter()
-            .map(|r| {
-                r.upstream
-                    .as_ref()
-                    .map(|u| match u.address.parse::<SocketAddr>() {
-                        Ok(addr) => HttpPeer::new(addr, u.tls, u.sni.clone()),
-                        Err(_) => HttpPeer::new(u.address.as_str(), u.tls, u.sni.clone()),
-                    })
-            })
-            .collect();
-        let identity_names = IdentityNames::new(&gate.config.identity);
+    fn new(routing: Arc<ArcSwap<Routing>>, metrics: Arc<Metrics>) -> Self {
+        // Identity header names are restart-only (see `reload`), so they are read once.
+        let identity_names = IdentityNames::new(&routing.load().config().identity);
         Self {
-            gate,
+            routing,
             metrics,
-            peers,
             identity_names,
         }
-    }
-
-    fn config(&self) -> &Config {
-        &self.gate.config
     }
 
     async fn respond_rejection(
         &self,
         session: &mut Session,
+        routing: &Routing,
         reason: Reason,
         detail: &crate::errors::Detail,
         rate: Option<&RateStatus>,
     ) -> Result<()> {
-        let template = self.config().templates.get(reason);
+        let template = routing.config().templates.get(reason);
         let body = Bytes::from(template.render(reason, detail));
         let mut resp = ResponseHeader::build(template.status, Some(6))?;
         resp.insert_header(http::header::CONTENT_TYPE, template.content_type.as_str())?;
@@ -117,7 +134,7 @@ impl KeygateProxy {
                 resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
             }
         }
-        let bearer_accepted = self
+        let bearer_accepted = routing
             .config()
             .credential_sources
             .iter()
@@ -149,17 +166,24 @@ impl KeygateProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
+        routing: &Routing,
         route_index: usize,
         caller: Caller,
         key_id: Option<String>,
     ) -> Result<()> {
-        let route = self.config().routes.get(route_index);
+        let route = routing.config().routes.get(route_index);
         let endpoint = route.and_then(|r| r.local.as_ref());
-        let (Some(route), Some(endpoint), Some(local)) = (route, endpoint, self.gate.local())
+        let (Some(route), Some(endpoint), Some(local)) = (route, endpoint, routing.gate.local())
         else {
             ctx.outcome = Some(Outcome::Rejected(Reason::StoreUnavailable));
             return self
-                .respond_rejection(session, Reason::StoreUnavailable, &Default::default(), None)
+                .respond_rejection(
+                    session,
+                    routing,
+                    Reason::StoreUnavailable,
+                    &Default::default(),
+                    None,
+                )
                 .await;
         };
         let body = match read_body(session, crate::local::MAX_BODY).await? {
@@ -169,7 +193,7 @@ impl KeygateProxy {
                     Rejection::with_message(Reason::InvalidBody, "The request body is too large");
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
                 return self
-                    .respond_rejection(session, rejection.reason, &rejection.detail, None)
+                    .respond_rejection(session, routing, rejection.reason, &rejection.detail, None)
                     .await;
             }
         };
@@ -202,7 +226,7 @@ impl KeygateProxy {
             Err(rejection) => {
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
                 let rate = rejection.rate.as_ref().or(ctx.rate.as_ref());
-                self.respond_rejection(session, rejection.reason, &rejection.detail, rate)
+                self.respond_rejection(session, routing, rejection.reason, &rejection.detail, rate)
                     .await
             }
         }
@@ -236,8 +260,10 @@ impl ProxyHttp for KeygateProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let routing = self.routing.load_full();
+        ctx.routing = Some(routing.clone());
         let header = session.req_header();
-        let decision = self
+        let decision = routing
             .gate
             .decide(Request {
                 method: header.method.as_str(),
@@ -268,7 +294,7 @@ impl ProxyHttp for KeygateProxy {
             } => {
                 ctx.route = Some(route);
                 ctx.rate = rate;
-                self.respond_local(session, ctx, route, caller, key_id)
+                self.respond_local(session, ctx, &routing, route, caller, key_id)
                     .await?;
                 Ok(true)
             }
@@ -279,8 +305,14 @@ impl ProxyHttp for KeygateProxy {
             } => {
                 ctx.route = route;
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
-                self.respond_rejection(session, rejection.reason, &rejection.detail, rate.as_ref())
-                    .await?;
+                self.respond_rejection(
+                    session,
+                    &routing,
+                    rejection.reason,
+                    &rejection.detail,
+                    rate.as_ref(),
+                )
+                .await?;
                 Ok(true)
             }
         }
@@ -305,8 +337,10 @@ impl ProxyHttp for KeygateProxy {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let peer = ctx
-            .route
-            .and_then(|i| self.peers.get(i))
+            .routing
+            .as_ref()
+            .zip(ctx.route)
+            .and_then(|(routing, i)| routing.peers.get(i))
             .and_then(Option::as_ref)
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
         Ok(Box::new(peer.clone()))
@@ -320,7 +354,13 @@ impl ProxyHttp for KeygateProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let config = self.config();
+        let Some(routing) = &ctx.routing else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no routing selected",
+            ));
+        };
+        let config = routing.config();
         for source in &config.credential_sources {
             upstream_request.remove_header(&source.header);
         }
@@ -363,7 +403,10 @@ impl ProxyHttp for KeygateProxy {
         let outcome = ctx
             .outcome
             .unwrap_or(Outcome::Rejected(Reason::RouteNotFound));
-        self.metrics.request(ctx.route, outcome);
+        match &ctx.routing {
+            Some(routing) => routing.gate.count_request(ctx.route, outcome),
+            None => self.metrics.request(None, outcome),
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -371,7 +414,9 @@ impl ProxyHttp for KeygateProxy {
         // charge_on = "success": the reservation goes back unless the upstream answered 2xx.
         if let Some(charge) = ctx.charge.take() {
             if charge.refund_unless_success && (e.is_some() || !(200..300).contains(&status)) {
-                self.gate.refund(&charge).await;
+                if let Some(routing) = &ctx.routing {
+                    routing.gate.refund(&charge).await;
+                }
             }
         }
         // The access line names the key by id, never by value.
@@ -380,7 +425,7 @@ impl ProxyHttp for KeygateProxy {
             method = %session.req_header().method,
             path = session.req_header().uri.path(),
             status,
-            route = ctx.route.and_then(|i| self.config().routes.get(i)).map(|r| r.name.as_str()).unwrap_or("-"),
+            route = ctx.routing.as_ref().zip(ctx.route).and_then(|(r, i)| r.config().routes.get(i)).map(|r| r.name.as_str()).unwrap_or("-"),
             key_id = ctx.principal.as_ref().map(|p| p.credential.key.id.as_str()).unwrap_or("-"),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
@@ -466,9 +511,62 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-/// Runs keygate until a signal stops it: SIGTERM drains gracefully, SIGINT stops at once.
-pub fn run(app: crate::app::App) -> anyhow::Result<()> {
-    let config = app.shared.config.clone();
+/// Reloads the configuration on SIGHUP (see [`crate::reload`]).
+struct ReloadService {
+    routing: Arc<ArcSwap<Routing>>,
+    shared: Arc<crate::app::Shared>,
+    source: std::sync::Mutex<crate::reload::ConfigSource>,
+}
+
+impl ReloadService {
+    fn reload(&self) {
+        let Ok(mut source) = self.source.lock() else {
+            return;
+        };
+        let current = self.routing.load_full();
+        match crate::reload::reload(&source, &current.gate) {
+            Ok(reloaded) => {
+                let routes = reloaded.config.routes.len();
+                self.routing
+                    .store(Arc::new(Routing::new(Arc::new(reloaded.gate))));
+                self.shared.config.store(reloaded.config);
+                *source = reloaded.source;
+                self.shared.metrics.config_reload(true);
+                tracing::info!(routes, path = %source.path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                self.shared.metrics.config_reload(false);
+                tracing::error!(error = %e, "configuration not reloaded; still serving the previous one");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reloading is off");
+                return;
+            }
+        };
+        tracing::info!("send SIGHUP to reload routes, limits, plans and error templates");
+        loop {
+            tokio::select! {
+                Some(()) = hangups.recv() => self.reload(),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Runs keygate until a signal stops it: SIGTERM drains gracefully, SIGINT stops at once, SIGHUP
+/// reloads the configuration from `source`.
+pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow::Result<()> {
+    let config = app.shared.config.load_full();
     let admin = bind(config.listeners.admin, "admin")?;
     let ops = bind(config.listeners.ops, "ops")?;
     // Fail fast with a clear message when the public port is taken; pingora binds it itself.
@@ -484,7 +582,8 @@ pub fn run(app: crate::app::App) -> anyhow::Result<()> {
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let proxy = KeygateProxy::new(app.gate.clone(), app.shared.metrics.clone());
+    let routing = Arc::new(ArcSwap::from_pointee(Routing::new(app.gate.clone())));
+    let proxy = KeygateProxy::new(routing.clone(), app.shared.metrics.clone());
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "keygate proxy");
     proxy_service.add_tcp(&config.listeners.public.to_string());
@@ -511,6 +610,14 @@ pub fn run(app: crate::app::App) -> anyhow::Result<()> {
         UsageService {
             writer: std::sync::Mutex::new(Some(app.usage_writer)),
             shared: app.shared.clone(),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate reload",
+        ReloadService {
+            routing,
+            shared: app.shared.clone(),
+            source: std::sync::Mutex::new(source),
         },
     ));
     server.add_service(pingora::services::background::background_service(

@@ -89,7 +89,7 @@ pub async fn update(
         return Err(ApiError::invalid("nothing to change: set `plan`"));
     };
     let plan = plan
-        .map(|p| validate::plan(&shared.config.plans, &p))
+        .map(|p| validate::plan(&shared.config.load().plans, &p))
         .transpose()?;
     let current = shared.store.get_account(&id).await?.ok_or_else(not_found)?;
     let account = shared.store.set_account_plan(&id, plan).await?;

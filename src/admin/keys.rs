@@ -131,7 +131,8 @@ pub async fn create(
         }
     }
 
-    let format = &shared.config.key_format;
+    let config = shared.config.load();
+    let format = &config.key_format;
     let plaintext = format.generate();
     let hash = shared.hasher.hash(plaintext.expose());
     let key = shared
@@ -322,7 +323,8 @@ pub async fn rotate(
     let grace_end = req
         .grace_seconds
         .map(|g| now().saturating_add(i64::try_from(g).unwrap_or(i64::MAX)));
-    let format = &shared.config.key_format;
+    let config = shared.config.load();
+    let format = &config.key_format;
     let plaintext = format.generate();
     let hash = shared.hasher.hash(plaintext.expose());
     let (key, old) = shared

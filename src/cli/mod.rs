@@ -173,10 +173,10 @@ fn init_tracing() {
 
 fn serve(path: &std::path::Path) -> ExitCode {
     init_tracing();
-    let result = Config::load(path)
+    let result = crate::reload::ConfigSource::load(path)
         .map_err(anyhow::Error::from)
-        .and_then(crate::app::build)
-        .and_then(crate::proxy::run);
+        .and_then(|(config, source)| Ok((crate::app::build(config)?, source)))
+        .and_then(|(app, source)| crate::proxy::run(app, source));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

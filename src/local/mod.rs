@@ -62,6 +62,7 @@ pub struct LocalRequest<'a> {
 }
 
 /// Everything the handlers share, built once at startup.
+#[derive(Clone)]
 pub struct LocalContext {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,

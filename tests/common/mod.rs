@@ -403,6 +403,29 @@ address = "{upstream}"
         }
     }
 
+    /// Sends a signal (`"-HUP"`, ...) to the running process.
+    pub fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("keygate is running").id();
+        let status = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
+    /// Waits until the log has `needle` at least `times` times.
+    pub fn wait_for_log(&self, needle: &str, times: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log().matches(needle).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} (x{times}) in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("keygate.log")).unwrap_or_default()
     }

@@ -1,0 +1,168 @@
+//! SIGHUP reloads routes, limits and error templates in the running process, without dropping
+//! connections; a config that does not validate, or that changes what takes a restart, is
+//! refused and the previous configuration keeps serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+use serde_json::json;
+
+const READY: &str = "send SIGHUP to reload";
+const RELOADED: &str = "configuration reloaded";
+const REFUSED: &str = "configuration not reloaded";
+
+fn call(kg: &Keygate, path: &str, key: &str) -> Resp {
+    get(&kg.url(path), &[("authorization", &bearer(key))])
+}
+
+fn edit_config(kg: &Keygate, f: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(&kg.config_path).expect("read config");
+    std::fs::write(&kg.config_path, f(text)).expect("write config");
+}
+
+/// One HTTP/1.1 request on an open connection; returns the status. The connection stays open.
+fn on_connection(stream: &mut TcpStream, path: &str, key: &str) -> u16 {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\r\n"
+    )
+    .expect("write");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("status line");
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("header");
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().expect("length");
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("body");
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status")
+}
+
+#[test]
+fn sighup_reloads_routes_limits_and_templates_and_keeps_connections() {
+    let echo = Echo::start();
+    let kg = Keygate::start(&Options::new(echo.addr));
+    kg.wait_for_log(READY, 1);
+    let account = kg.create_account("acme");
+    let (_, key) = kg.create_key(&account, json!({}));
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+    let r = call(&kg, "/v2/x", &key);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (404, json!("route_not_found"))
+    );
+
+    // A connection opened before the reload.
+    let mut kept = TcpStream::connect(kg.public).expect("connect");
+    assert_eq!(on_connection(&mut kept, "/v1/x", &key), 200);
+
+    edit_config(&kg, |text| {
+        format!(
+            r#"{text}
+[[routes]]
+name = "v2"
+path = "/v2/{{*rest}}"
+upstream = "api"
+rate_limit = {{ requests = 1, per_seconds = 3600, burst = 2 }}
+
+[errors.missing_credential]
+status = 401
+body = '{{"message": "No apikey found"}}'
+"#
+        )
+    });
+    kg.signal("-HUP");
+    kg.wait_for_log(RELOADED, 1);
+
+    // The new route, its limit and the new template are live; the old route still works.
+    for _ in 0..2 {
+        let r = call(&kg, "/v2/x", &key);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("ratelimit-limit"), Some("2"));
+    }
+    assert_eq!(call(&kg, "/v2/x", &key).status, 429);
+    let r = get(&kg.url("/v1/x"), &[]);
+    assert_eq!(
+        (r.status, r.json()),
+        (401, json!({"message": "No apikey found"}))
+    );
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+    // The connection from before the reload still serves, with the new configuration.
+    assert_eq!(on_connection(&mut kept, "/v1/x", &key), 200);
+    assert_eq!(on_connection(&mut kept, "/v2/x", &key), 429);
+    // Counted, and the new route has its own metrics row.
+    let metrics = get(&kg.ops_url("/metrics"), &[]).body;
+    assert!(
+        metrics.contains(r#"keygate_config_reloads_total{result="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"keygate_requests_total{outcome="rate_limited",route="v2"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_bad_or_restart_only_change_is_refused_and_the_old_config_keeps_serving() {
+    let echo = Echo::start();
+    let kg = Keygate::start(&Options::new(echo.addr));
+    kg.wait_for_log(READY, 1);
+    let account = kg.create_account("acme");
+    let (_, key) = kg.create_key(&account, json!({}));
+    let original = std::fs::read_to_string(&kg.config_path).expect("read config");
+
+    // Not valid: an unknown field, named with its line in the log.
+    edit_config(&kg, |text| {
+        format!("{text}\n[[routes]]\nname = \"v2\"\npath = \"/v2/{{*rest}}\"\nupstream = \"api\"\nbogus = 1\n")
+    });
+    kg.signal("-HUP");
+    kg.wait_for_log(REFUSED, 1);
+    assert!(kg.log().contains("bogus"), "{}", kg.log());
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+    assert_eq!(call(&kg, "/v2/x", &key).status, 404);
+
+    // Valid, but it moves a listener (and adds a route): refused as a whole.
+    std::fs::write(
+        &kg.config_path,
+        original.replace(
+            &format!("ops = \"{}\"", kg.ops),
+            &format!("ops = \"127.0.0.1:{}\"", free_port()),
+        ) + "\n[[routes]]\nname = \"v2\"\npath = \"/v2/{*rest}\"\nupstream = \"api\"\n",
+    )
+    .expect("write config");
+    kg.signal("-HUP");
+    kg.wait_for_log(REFUSED, 2);
+    assert!(kg.log().contains("[listeners] changed"), "{}", kg.log());
+    assert_eq!(call(&kg, "/v2/x", &key).status, 404);
+    assert_eq!(get(&kg.ops_url("/healthz"), &[]).status, 200);
+    let metrics = get(&kg.ops_url("/metrics"), &[]).body;
+    assert!(
+        metrics.contains(r#"keygate_config_reloads_total{result="error"} 2"#),
+        "{metrics}"
+    );
+
+    // Put back and reload: the route-only change applies.
+    std::fs::write(
+        &kg.config_path,
+        original + "\n[[routes]]\nname = \"v2\"\npath = \"/v2/{*rest}\"\nupstream = \"api\"\n",
+    )
+    .expect("write config");
+    kg.signal("-HUP");
+    kg.wait_for_log(RELOADED, 1);
+    assert_eq!(call(&kg, "/v2/x", &key).status, 200);
+}
