@@ -32,9 +32,11 @@ fn main() -> ExitCode {
     let seconds = env_u64("KEYGATE_BENCH_SECONDS", 5).max(1);
     let connections = env_u64("KEYGATE_BENCH_CONNECTIONS", 32).max(1);
     let rounds = env_u64("KEYGATE_BENCH_ROUNDS", 1).max(1);
+    // Before any thread starts, so the upstream's threads and wrk inherit the load CPUs.
+    let pinned = load_run && pin_load_generator();
 
     let upstream = start_upstream();
-    let kg = Keygate::start(upstream);
+    let kg = Keygate::start(upstream, pinned);
 
     let admin = format!("http://{}", kg.admin);
     let created = admin_post(
@@ -81,7 +83,12 @@ fn main() -> ExitCode {
 
     println!(
         "e2e: wrk -t1 -c{connections} -d{seconds}s per target, {rounds} round(s); keygate \
-         threads=1, work_stealing=false; upstream {upstream}"
+         threads=1, work_stealing=false; upstream {upstream}; {}",
+        if pinned {
+            "keygate pinned to CPU 0, upstream and wrk to the others"
+        } else {
+            "not pinned (KEYGATE_BENCH_PIN=0, one CPU, or no taskset): all share the CPUs"
+        }
     );
     let auth = auth.as_str();
     let targets: [(&'static str, &str, Option<&str>); 3] = [
@@ -173,6 +180,28 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Keeps the load generator off keygate's CPU: this process (the bare upstream's threads) and
+/// the wrk it starts move to CPUs 1 and up, keygate goes to CPU 0. On a small shared machine the
+/// three otherwise fight for the same cores, and the ratios then measure the scheduler as much
+/// as keygate (pass-through and authenticated runs lose different amounts to it). Off with
+/// `KEYGATE_BENCH_PIN=0`, on one CPU, or without `taskset`.
+fn pin_load_generator() -> bool {
+    if std::env::var("KEYGATE_BENCH_PIN").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return false;
+    }
+    Command::new("taskset")
+        .args(["-a", "-cp", &format!("1-{}", cpus - 1)])
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 fn wrk_available() -> bool {
     Command::new("wrk")
         .arg("--version")
@@ -226,10 +255,10 @@ struct Keygate {
 impl Keygate {
     /// Starts keygate, retrying on fresh ports when one was taken between picking and binding
     /// (other processes on the machine may grab free ports too).
-    fn start(upstream: SocketAddr) -> Keygate {
+    fn start(upstream: SocketAddr, pinned: bool) -> Keygate {
         let mut attempt = 1;
         loop {
-            match Self::try_start(upstream) {
+            match Self::try_start(upstream, pinned) {
                 Ok(kg) => return kg,
                 Err(log) if attempt < 5 && log.contains("Address already in use") => attempt += 1,
                 Err(log) => panic!("keygate did not start:\n{log}"),
@@ -238,7 +267,7 @@ impl Keygate {
     }
 
     /// `Err` carries keygate's log when it exited before becoming ready.
-    fn try_start(upstream: SocketAddr) -> Result<Keygate, String> {
+    fn try_start(upstream: SocketAddr, pinned: bool) -> Result<Keygate, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
         let (public, admin, ops) = (addr(free_port()), addr(free_port()), addr(free_port()));
@@ -280,7 +309,14 @@ auth = "api_key"
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("keygate.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        let mut command = if pinned {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0", env!("CARGO_BIN_EXE_keygate")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_keygate"))
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
