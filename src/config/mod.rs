@@ -438,6 +438,16 @@ impl Validator<'_> {
                     format!("`{addr}` must be host:port"),
                 );
             }
+            if u.tls {
+                // pingora is built without a TLS backend here; without this check the upstream
+                // would get plaintext on its TLS port and every request would end in a 502.
+                self.problem(
+                    &format!("upstreams.{name}.tls"),
+                    &u.address.span(),
+                    "TLS to upstreams is not built into this keygate: reach the upstream over \
+                     plain HTTP (keygate usually runs beside it) or through a local TLS proxy",
+                );
+            }
             let sni = u
                 .sni
                 .clone()

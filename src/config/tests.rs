@@ -322,6 +322,17 @@ fn replicas_on_a_shared_store_derive_one_token_secret_from_the_pepper() {
 }
 
 #[test]
+fn tls_upstreams_are_refused_until_supported() {
+    let text = MINIMAL.replace(
+        "address = \"127.0.0.1:8000\"",
+        "address = \"api.example.com:443\"\ntls = true",
+    );
+    let p = problems(&text);
+    assert_problem(&p, "upstreams.api.tls", 3);
+    assert!(p.iter().any(|p| p.contains("plain HTTP")), "{p:#?}");
+}
+
+#[test]
 fn redis_timeout_defaults_to_a_second_and_is_bounded() {
     let redis = "[secrets]\npepper = { env = \"P\" }\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
     let c = Config::parse(&format!("{MINIMAL}\n{redis}"), "t").unwrap_or_else(|e| panic!("{e}"));
