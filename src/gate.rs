@@ -248,7 +248,8 @@ impl Gate {
         // 3. Verify, as the route's auth mode asks: a key (format first, so malformed keys cost
         //    no hashing, cache or store work), an access token or a session token (signature and
         //    claims checked locally, no store read).
-        let is_jwt = looks_like_jwt(candidate);
+        // Only routes that take tokens need to tell a token from a key.
+        let is_jwt = route.auth != AuthMode::ApiKey && looks_like_jwt(candidate);
         let verified = match (route.auth, is_jwt) {
             (AuthMode::Session, true) => match self.verify_session(candidate) {
                 Ok(session) => {
