@@ -254,6 +254,29 @@ fn wrong_credentials_get_one_answer_and_login_is_limited_per_email() {
 }
 
 #[test]
+fn login_is_limited_per_client_ip_across_emails() {
+    let echo = Echo::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("jwt_secret");
+    std::fs::write(&secret, JWT_SECRET).expect("secret");
+    let mut opts = auth_options(&echo, &secret);
+    let per_ip = "ip_rate_limit = { requests = 100, per_seconds = 60 }";
+    assert!(opts.routes_toml.contains(per_ip));
+    opts.routes_toml = opts
+        .routes_toml
+        .replace(per_ip, "ip_rate_limit = { requests = 4, per_seconds = 60 }");
+    let kg = Keygate::start(&opts);
+    // Each attempt uses a new email, so only the per-IP bucket (four a minute) can refuse it.
+    for i in 0..4 {
+        let r = login(&kg, &format!("guess{i}@example.com"), "password123");
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
+    }
+    let r = login(&kg, "guess4@example.com", "password123");
+    assert_eq!((r.status, code(&r)), (429, "rate_limited".into()));
+    assert!(r.header("retry-after").is_some());
+}
+
+#[test]
 fn rotation_keeps_the_old_key_until_revoked_or_the_grace_ends() {
     let env = start();
     let kg = &env.kg;
