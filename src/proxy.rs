@@ -387,14 +387,16 @@ impl ProxyHttp for KeygateProxy {
             (names.user_id, &values.user_id),
             (names.scopes, &values.scopes),
         ] {
+            // Append, not insert: every header in the namespace was removed above, so there is
+            // nothing to replace, and append skips pingora's search for one.
             if let Some(v) = value {
-                upstream_request.insert_header(name, v.clone())?;
+                upstream_request.append_header(name, v.clone())?;
             }
         }
-        upstream_request.insert_header(names.auth_method, principal.method.header_value())?;
+        upstream_request.append_header(names.auth_method, principal.method.header_value())?;
         if let Some(charge) = &ctx.charge {
             upstream_request
-                .insert_header(names.credits_remaining, charge.balance_after.to_string())?;
+                .append_header(names.credits_remaining, charge.balance_after.to_string())?;
         }
         Ok(())
     }
