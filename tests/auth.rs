@@ -77,6 +77,14 @@ auth = "any"
     o
 }
 
+/// [`auth_options`] with the HS256 secret in a temporary file, kept while the directory lives.
+fn options_with_secret(echo: &Echo) -> (Options, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("jwt_secret");
+    std::fs::write(&secret, JWT_SECRET).expect("secret");
+    (auth_options(echo, &secret), dir)
+}
+
 struct Env {
     echo: Echo,
     kg: Keygate,
@@ -85,10 +93,8 @@ struct Env {
 
 fn start() -> Env {
     let echo = Echo::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("jwt_secret");
-    std::fs::write(&secret, JWT_SECRET).expect("secret");
-    let kg = Keygate::start(&auth_options(&echo, &secret));
+    let (opts, dir) = options_with_secret(&echo);
+    let kg = Keygate::start(&opts);
     Env {
         echo,
         kg,
@@ -256,10 +262,7 @@ fn wrong_credentials_get_one_answer_and_login_is_limited_per_email() {
 #[test]
 fn login_is_limited_per_client_ip_across_emails() {
     let echo = Echo::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("jwt_secret");
-    std::fs::write(&secret, JWT_SECRET).expect("secret");
-    let mut opts = auth_options(&echo, &secret);
+    let (mut opts, _secret_dir) = options_with_secret(&echo);
     let per_ip = "ip_rate_limit = { requests = 100, per_seconds = 60 }";
     assert!(opts.routes_toml.contains(per_ip));
     opts.routes_toml = opts
@@ -382,10 +385,7 @@ fn exchange_gives_a_jwt_that_dies_with_its_key() {
 #[test]
 fn an_exchanged_token_shares_its_keys_plan_limit_and_ends_with_the_key() {
     let echo = Echo::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("jwt_secret");
-    std::fs::write(&secret, JWT_SECRET).expect("secret");
-    let mut opts = auth_options(&echo, &secret);
+    let (mut opts, _secret_dir) = options_with_secret(&echo);
     opts.extra_toml = r#"
 [plans.starter]
 key = { requests = 1, per_seconds = 60, burst = 4 }
@@ -582,10 +582,7 @@ fn resource_scopes_limit_keys_and_their_tokens() {
 fn a_revoked_keys_jwt_is_refused_by_every_replica_even_one_started_later() {
     let redis = RedisServer::start();
     let echo = Echo::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("jwt_secret");
-    std::fs::write(&secret, JWT_SECRET).expect("secret");
-    let mut opts = auth_options(&echo, &secret);
+    let (mut opts, _secret_dir) = options_with_secret(&echo);
     opts.store_toml = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\n", redis.url());
     let a = Keygate::start(&opts);
     let b = Keygate::start(&opts);

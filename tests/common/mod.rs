@@ -18,6 +18,16 @@ use serde_json::{json, Value};
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PEPPER: &str = "test-pepper-abcdefghijklmnop";
 
+/// `kill -SIG pid` for a child process (std can only SIGKILL).
+pub fn send_signal(child: &Child, which: &str) {
+    let pid = child.id();
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which} {pid}");
+}
+
 /// Ports the harness hands out lie below Linux's ephemeral range (32768 and up). A port the
 /// kernel picks for `bind(0)` is free only until the next outgoing connection takes it as its
 /// source port, and with many tests connecting in parallel that happens: CI once saw keygate
@@ -405,12 +415,7 @@ address = "{upstream}"
 
     /// Sends a signal (`"-HUP"`, ...) to the running process.
     pub fn signal(&self, which: &str) {
-        let pid = self.child.as_ref().expect("keygate is running").id();
-        let status = Command::new("kill")
-            .args([which, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {which} {pid}");
+        send_signal(self.child.as_ref().expect("keygate is running"), which);
     }
 
     /// Waits until the log has `needle` at least `times` times.

@@ -102,12 +102,7 @@ impl RedisServer {
     }
 
     fn signal(&self, which: &str) {
-        let pid = self.child.as_ref().expect("redis-server is running").id();
-        let status = Command::new("kill")
-            .args([which, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {which} {pid}");
+        super::send_signal(self.child.as_ref().expect("redis-server is running"), which);
     }
 
     pub fn restart(&mut self) {
