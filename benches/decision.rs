@@ -102,7 +102,7 @@ fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
     });
 
     // Wired as src/app.rs does it.
-    let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+    let route_names = config.route_names();
     let metrics = Arc::new(Metrics::new(&route_names));
     let cache = Arc::new(KeyCache::new(
         store,

@@ -152,8 +152,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     let config = Arc::new(config);
     let secrets = resolve_secrets(&config).context("resolving secrets")?;
     let OpenedStore { store, redis } = open_store(&config)?;
-    let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&route_names));
+    let metrics = Arc::new(Metrics::new(&config.route_names()));
     let cache = Arc::new(KeyCache::new(
         store.clone(),
         metrics.clone(),

@@ -100,7 +100,7 @@ impl Gate {
         metrics: Arc<Metrics>,
     ) -> Result<Self, String> {
         let router = Router::new(&config.routes)?;
-        let counters = metrics.route_counters(&route_names(&config));
+        let counters = metrics.route_counters(&config.route_names());
         Ok(Self {
             config,
             router,
@@ -127,7 +127,7 @@ impl Gate {
         });
         Ok(Gate {
             router: Router::new(&config.routes)?,
-            counters: self.metrics.route_counters(&route_names(&config)),
+            counters: self.metrics.route_counters(&config.route_names()),
             config,
             cache: self.cache.clone(),
             hasher: self.hasher.clone(),
@@ -488,10 +488,6 @@ impl Gate {
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store.as_ref()
     }
-}
-
-fn route_names(config: &Config) -> Vec<String> {
-    config.routes.iter().map(|r| r.name.clone()).collect()
 }
 
 fn token_reason(e: TokenError) -> Reason {

@@ -192,13 +192,7 @@ fn fixture() -> Fixture {
     let config = Arc::new(Config::parse(CONFIG, "gate-test").expect("config"));
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("kg.db")).expect("store"));
-    let metrics = Arc::new(Metrics::new(
-        &config
-            .routes
-            .iter()
-            .map(|r| r.name.clone())
-            .collect::<Vec<_>>(),
-    ));
+    let metrics = Arc::new(Metrics::new(&config.route_names()));
     let cache = Arc::new(KeyCache::new(
         store.clone(),
         metrics.clone(),

@@ -89,15 +89,6 @@ impl RedisConn {
         bounded(timeout, conn.shared.get()).await?;
         Ok(conn)
     }
-
-    /// Whether the first connection has been made.
-    pub fn is_connected(&self) -> bool {
-        self.shared.connected.initialized()
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
 }
 
 impl Shared {

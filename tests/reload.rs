@@ -53,13 +53,22 @@ fn on_connection(stream: &mut TcpStream, path: &str, key: &str) -> u16 {
         .expect("status")
 }
 
-#[test]
-fn sighup_reloads_routes_limits_and_templates_and_keeps_connections() {
+/// A route only the reloaded configs have.
+const V2_ROUTE: &str = "\n[[routes]]\nname = \"v2\"\npath = \"/v2/{*rest}\"\nupstream = \"api\"\n";
+
+/// keygate with the default routes, ready for SIGHUP, and one valid key.
+fn start_with_key() -> (Echo, Keygate, String) {
     let echo = Echo::start();
     let kg = Keygate::start(&Options::new(echo.addr));
     kg.wait_for_log(READY, 1);
     let account = kg.create_account("acme");
     let (_, key) = kg.create_key(&account, json!({}));
+    (echo, kg, key)
+}
+
+#[test]
+fn sighup_reloads_routes_limits_and_templates_and_keeps_connections() {
+    let (_echo, kg, key) = start_with_key();
     assert_eq!(call(&kg, "/v1/x", &key).status, 200);
     let r = call(&kg, "/v2/x", &key);
     assert_eq!(
@@ -119,17 +128,11 @@ body = '{{"message": "No apikey found"}}'
 
 #[test]
 fn a_bad_or_restart_only_change_is_refused_and_the_old_config_keeps_serving() {
-    let echo = Echo::start();
-    let kg = Keygate::start(&Options::new(echo.addr));
-    kg.wait_for_log(READY, 1);
-    let account = kg.create_account("acme");
-    let (_, key) = kg.create_key(&account, json!({}));
+    let (_echo, kg, key) = start_with_key();
     let original = std::fs::read_to_string(&kg.config_path).expect("read config");
 
     // Not valid: an unknown field, named with its line in the log.
-    edit_config(&kg, |text| {
-        format!("{text}\n[[routes]]\nname = \"v2\"\npath = \"/v2/{{*rest}}\"\nupstream = \"api\"\nbogus = 1\n")
-    });
+    edit_config(&kg, |text| format!("{text}{V2_ROUTE}bogus = 1\n"));
     kg.signal("-HUP");
     kg.wait_for_log(REFUSED, 1);
     assert!(kg.log().contains("bogus"), "{}", kg.log());
@@ -142,7 +145,7 @@ fn a_bad_or_restart_only_change_is_refused_and_the_old_config_keeps_serving() {
         original.replace(
             &format!("ops = \"{}\"", kg.ops),
             &format!("ops = \"127.0.0.1:{}\"", free_port()),
-        ) + "\n[[routes]]\nname = \"v2\"\npath = \"/v2/{*rest}\"\nupstream = \"api\"\n",
+        ) + V2_ROUTE,
     )
     .expect("write config");
     kg.signal("-HUP");
@@ -157,11 +160,7 @@ fn a_bad_or_restart_only_change_is_refused_and_the_old_config_keeps_serving() {
     );
 
     // Put back and reload: the route-only change applies.
-    std::fs::write(
-        &kg.config_path,
-        original + "\n[[routes]]\nname = \"v2\"\npath = \"/v2/{*rest}\"\nupstream = \"api\"\n",
-    )
-    .expect("write config");
+    std::fs::write(&kg.config_path, original + V2_ROUTE).expect("write config");
     kg.signal("-HUP");
     kg.wait_for_log(RELOADED, 1);
     assert_eq!(call(&kg, "/v2/x", &key).status, 200);

@@ -184,6 +184,11 @@ impl Config {
         Self::parse(&text, &path.display().to_string())
     }
 
+    /// Route names in config order (metric labels, route tables).
+    pub fn route_names(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.name.clone()).collect()
+    }
+
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let raw: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),

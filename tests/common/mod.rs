@@ -33,42 +33,34 @@ pub fn send_signal(child: &Child, which: &str) {
 /// source port, and with many tests connecting in parallel that happens: CI once saw keygate
 /// fail with "Address already in use" on such a port. Ports in this range are never used as
 /// source ports, so one that binds here stays free until the test's own process binds it.
-const PORT_RANGE: std::ops::Range<u32> = 20_000..32_000;
-
 pub fn free_port() -> u16 {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let span = PORT_RANGE.end - PORT_RANGE.start;
-    // Test binaries may run side by side (nextest); each starts at its own place in the range.
-    let start = std::process::id().wrapping_mul(7919) % span;
-    for _ in 0..span {
-        let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
-        let port = PORT_RANGE.start + (start + step) % span;
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {PORT_RANGE:?}")
+    pick_port(20_000..32_000, &[0])
 }
 
 /// A port for a Redis Cluster node, whose cluster bus listens on the port + 10000: both must be
 /// free and below the ephemeral range, so the node's port comes from 12000..20000.
 pub fn free_cluster_port() -> u16 {
+    pick_port(12_000..20_000, &[0, 10_000])
+}
+
+/// A port in `range` such that it and each `port + offset` bind now.
+fn pick_port(range: std::ops::Range<u16>, offsets: &[u16]) -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let start = std::process::id().wrapping_mul(7919) % 8_000;
-    for _ in 0..8_000 {
+    let span = u32::from(range.end - range.start);
+    // Test binaries may run side by side (nextest); each starts at its own place in the range.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
         let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
-        let Ok(port) = u16::try_from(12_000 + (start + step) % 8_000) else {
+        let Ok(offset) = u16::try_from((start + step) % span) else {
             continue;
         };
-        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 10_000) {
+        let port = range.start + offset;
+        let free = |o: &u16| TcpListener::bind(("127.0.0.1", port + o)).is_ok();
+        if offsets.iter().all(free) {
             return port;
         }
     }
-    panic!("no free port pair for a Redis Cluster node")
+    panic!("no free port in {range:?} (with offsets {offsets:?})")
 }
 
 // ---------------------------------------------------------------- HTTP client
