@@ -6,21 +6,13 @@
 //! machine).
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 
-use keygate::cache::KeyCache;
-use keygate::config::Config;
 use keygate::errors::Reason;
-use keygate::gate::{Decision, Gate, Request};
-use keygate::keys::KeyHasher;
-use keygate::metrics::Metrics;
-use keygate::secret::Secret;
-use keygate::store::sqlite::SqliteStore;
-use keygate::store::{NewAccount, NewKey, Permission, Store};
-use keygate::usage::{self, UsageWriter};
+use keygate::gate::{Decision, Request};
+use keygate::test_util::TestGate;
 
 const CONFIG: &str = r#"
 [server]
@@ -51,12 +43,8 @@ scopes = ["leads:read"]
 "#;
 
 struct Fixture {
-    config: Arc<Config>,
-    gate: Gate,
-    hasher: KeyHasher,
+    t: TestGate,
     key: String,
-    /// Held so the usage queue has a receiver (the bounded queue drops and counts when full).
-    _usage: UsageWriter,
     _dir: tempfile::TempDir,
 }
 
@@ -68,61 +56,12 @@ fn bearer(key: &str) -> HeaderMap {
     headers
 }
 
+/// The gate wired as src/app.rs wires it, over a SQLite store with one key.
 fn fixture(rt: &tokio::runtime::Runtime) -> Fixture {
-    let config = Arc::new(Config::parse(CONFIG, "bench").expect("bench config"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("bench.db")).expect("open SQLite store"));
-    let hasher = KeyHasher::new(&Secret::new("pepper"));
-    let plaintext = config.key_format.generate();
-    let key = plaintext.expose().to_string();
-    rt.block_on(async {
-        let account = store
-            .create_account(NewAccount {
-                name: "bench".into(),
-            })
-            .await
-            .expect("create account");
-        store
-            .create_key(NewKey {
-                account_id: account.id,
-                user_id: None,
-                name: "bench key".into(),
-                display_prefix: config.key_format.display_prefix(&key),
-                hash: hasher.hash(&key),
-                scopes: vec!["leads:read".into()],
-                permission: Permission::ReadWrite,
-                expires_at: None,
-                rate_limit: None,
-                resources: None,
-                rotated_from: None,
-            })
-            .await
-            .expect("create key");
-    });
-
-    // Wired as src/app.rs does it.
-    let route_names = config.route_names();
-    let metrics = Arc::new(Metrics::new(&route_names));
-    let cache = Arc::new(KeyCache::new(
-        store,
-        metrics.clone(),
-        config.cache.ttl,
-        config.cache.negative_ttl,
-        config.cache.max_stale,
-        config.cache.max_entries,
-    ));
-    let (recorder, writer) = usage::channel(config.last_used_interval, metrics.clone());
-    let gate =
-        Gate::new(config.clone(), cache, hasher.clone(), recorder, metrics).expect("gate routes");
-    Fixture {
-        config,
-        gate,
-        hasher,
-        key,
-        _usage: writer,
-        _dir: dir,
-    }
+    let t = rt.block_on(TestGate::new(CONFIG, &dir.path().join("bench.db")));
+    let (_, key) = rt.block_on(t.key(&["leads:read"]));
+    Fixture { t, key, _dir: dir }
 }
 
 fn decision(c: &mut Criterion) {
@@ -142,6 +81,7 @@ fn decision(c: &mut Criterion) {
     // Warm the cache and check every case decides what it is meant to.
     rt.block_on(async {
         let warm = fx
+            .t
             .gate
             .decide(Request {
                 method: "GET",
@@ -155,6 +95,7 @@ fn decision(c: &mut Criterion) {
             "valid key was not forwarded: {warm:?}"
         );
         let bad = fx
+            .t
             .gate
             .decide(Request {
                 method: "GET",
@@ -168,6 +109,7 @@ fn decision(c: &mut Criterion) {
             "malformed key was not rejected as malformed: {bad:?}"
         );
         let open = fx
+            .t
             .gate
             .decide(Request {
                 method: "GET",
@@ -185,7 +127,7 @@ fn decision(c: &mut Criterion) {
     let mut g = c.benchmark_group("decision");
     g.bench_function("cached_valid_key", |b| {
         b.to_async(&rt).iter(|| {
-            fx.gate.decide(Request {
+            fx.t.gate.decide(Request {
                 method: "GET",
                 path: black_box("/v1/x"),
                 headers: black_box(&valid),
@@ -194,14 +136,14 @@ fn decision(c: &mut Criterion) {
         })
     });
     g.bench_function("key_format_validate", |b| {
-        b.iter(|| fx.config.key_format.validate(black_box(fx.key.as_str())))
+        b.iter(|| fx.t.config.key_format.validate(black_box(fx.key.as_str())))
     });
     g.bench_function("key_hmac_sha256", |b| {
-        b.iter(|| fx.hasher.hash(black_box(fx.key.as_str())))
+        b.iter(|| fx.t.hasher.hash(black_box(fx.key.as_str())))
     });
     g.bench_function("malformed_key", |b| {
         b.to_async(&rt).iter(|| {
-            fx.gate.decide(Request {
+            fx.t.gate.decide(Request {
                 method: "GET",
                 path: black_box("/v1/x"),
                 headers: black_box(&malformed),
@@ -211,7 +153,7 @@ fn decision(c: &mut Criterion) {
     });
     g.bench_function("auth_none_route", |b| {
         b.to_async(&rt).iter(|| {
-            fx.gate.decide(Request {
+            fx.t.gate.decide(Request {
                 method: "GET",
                 path: black_box("/open/x"),
                 headers: black_box(&anonymous),

@@ -1,11 +1,11 @@
 //! Criterion: the whole decision for an access JWT (signature, claims, revocation cut-offs, the
 //! same authorization as a key) next to the decision for a cached API key, in one run, on an
-//! `auth = "any"` route of a gate built exactly as `keygate serve` builds it.
+//! `auth = "any"` route of a gate wired as `keygate serve` wires it (`keygate::test_util`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, HeaderValue};
 use keygate::gate::{Decision, Request};
-use keygate::store::{NewAccount, NewKey, Permission};
+use keygate::test_util::TestGate;
 use keygate::tokens::{ClaimsDraft, TokenKind};
 
 fn bearer(token: &str) -> HeaderMap {
@@ -15,77 +15,32 @@ fn bearer(token: &str) -> HeaderMap {
     h
 }
 
-fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::env::set_var("KEYGATE_BENCH_PEPPER", "bench-pepper-0123456789abcdef");
-    std::env::set_var("KEYGATE_BENCH_ADMIN", "bench-admin-token-0123456789");
-    std::env::set_var(
-        "KEYGATE_BENCH_JWT",
-        "bench-jwt-secret-0123456789abcdef0123456789",
-    );
-    let toml = format!(
-        r#"
-[server]
-data_dir = "{}"
-[secrets]
-pepper = {{ env = "KEYGATE_BENCH_PEPPER" }}
-admin_token = {{ env = "KEYGATE_BENCH_ADMIN" }}
-[tokens]
-secret = {{ env = "KEYGATE_BENCH_JWT" }}
+const CONFIG: &str = r#"
 [upstreams.api]
 address = "127.0.0.1:1"
 [[routes]]
-path = "/v1/{{*rest}}"
+path = "/v1/{*rest}"
 upstream = "api"
 auth = "any"
 scopes = ["leads:read"]
-"#,
-        dir.path().display()
-    );
-    let config = keygate::config::Config::parse(&toml, "bench").expect("config");
-    let app = keygate::app::build(config).expect("app");
+"#;
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let gate = app.gate.clone();
-    let shared = app.shared.clone();
+    let t = rt.block_on(TestGate::new(CONFIG, &dir.path().join("bench.db")));
+    let gate = &t.gate;
     let (key_headers, jwt_headers) = rt.block_on(async {
-        let account = shared
-            .store
-            .create_account(NewAccount {
-                name: "bench".into(),
-            })
-            .await
-            .expect("account");
-        let plaintext = shared.config.load().key_format.generate();
-        let key = shared
-            .store
-            .create_key(NewKey {
-                account_id: account.id.clone(),
-                user_id: None,
-                name: "bench".into(),
-                display_prefix: shared
-                    .config
-                    .load()
-                    .key_format
-                    .display_prefix(plaintext.expose()),
-                hash: shared.hasher.hash(plaintext.expose()),
-                scopes: vec!["leads:read".into()],
-                permission: Permission::ReadWrite,
-                expires_at: None,
-                rate_limit: None,
-                resources: None,
-                rotated_from: None,
-            })
-            .await
-            .expect("key");
-        let tokens = &gate.local().expect("local endpoints").tokens;
-        let (jwt, _) = tokens
+        let (key, plaintext) = t.key(&["leads:read"]).await;
+        let (jwt, _) = t
+            .tokens
             .issue(
                 ClaimsDraft {
                     sub: key.id.clone(),
-                    acc: account.id.clone(),
+                    acc: key.account_id.clone(),
                     usr: None,
                     kid_key: Some(key.id.clone()),
                     scopes: key.scopes.clone(),
@@ -95,7 +50,7 @@ scopes = ["leads:read"]
                 TokenKind::Access,
             )
             .expect("jwt");
-        (bearer(plaintext.expose()), bearer(&jwt))
+        (bearer(&plaintext), bearer(&jwt))
     });
     // Both must be let through before anything is timed (this also warms the key's cache entry).
     for headers in [&key_headers, &jwt_headers] {
@@ -139,7 +94,7 @@ scopes = ["leads:read"]
         });
     });
     g.finish();
-    drop(app);
+    drop(t);
 }
 
 criterion_group!(benches, bench);

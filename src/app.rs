@@ -6,10 +6,9 @@ use anyhow::Context;
 
 use crate::cache::KeyCache;
 use crate::config::{resolve_secrets, Config, RateLimitMode, StoreSettings};
-use crate::gate::Gate;
+use crate::gate::{Gate, GateParts};
 use crate::invalidation::redis::RedisBus;
 use crate::keys::KeyHasher;
-use crate::local::LocalContext;
 use crate::metrics::Metrics;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::RateLimiter;
@@ -207,27 +206,16 @@ pub fn build(config: Config) -> anyhow::Result<App> {
                 .context("loading token cut-offs")?;
         }
     }
-    let gate = Arc::new(
-        Gate::new(
-            config.clone(),
-            cache.clone(),
-            hasher.clone(),
-            recorder,
-            metrics.clone(),
-        )
-        .map_err(|e| anyhow::anyhow!("routes: {e}"))?
-        .with_limiter(limiter.clone())
-        .with_store(store.clone())
-        .with_tokens(tokens.clone())
-        .with_local(Arc::new(LocalContext {
-            config: config.clone(),
-            store: store.clone(),
-            cache: cache.clone(),
-            tokens,
-            hasher: hasher.clone(),
-            limiter,
-        })),
-    );
+    let gate = Arc::new(Gate::new(GateParts {
+        config: config.clone(),
+        store: store.clone(),
+        cache: cache.clone(),
+        tokens,
+        hasher: hasher.clone(),
+        limiter,
+        usage: recorder,
+        metrics: metrics.clone(),
+    }));
     Ok(App {
         shared: Arc::new(Shared {
             config: arc_swap::ArcSwap::new(config),

@@ -16,12 +16,10 @@ use crate::authz::{self, Rejection};
 use crate::cache::{CachedCredential, KeyCache, Lookup};
 use crate::config::{AuthMode, ChargeOn, Config, CredentialSource, Route};
 use crate::errors::Reason;
-use crate::identity::AuthMethod;
 use crate::keys::KeyHasher;
-use crate::local::{Caller, LocalContext};
+use crate::local::LocalContext;
 use crate::metrics::{Metrics, Outcome, RouteCounters};
 use crate::ratelimit::{Limit, RateLimiter, RateStatus};
-use crate::router::Router;
 use crate::store::{
     Account, AccountStatus, ChargeOutcome, Credential, KeyRecord, KeyStatus, Permission, Store,
 };
@@ -35,6 +33,36 @@ pub struct Request<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub client_ip: Option<IpAddr>,
+}
+
+/// Who the caller proved to be, as the route's auth mode asked.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An `auth = "none"` route: nobody in particular.
+    Anonymous,
+    /// An API key, from the cache or the store.
+    Key(Arc<CachedCredential>),
+    /// An access token exchanged from a key; it carries that key's rights, read from its claims.
+    Token(Arc<CachedCredential>),
+    /// A session token from login, for the key-management endpoints.
+    Session(Arc<Claims>),
+}
+
+impl Principal {
+    /// The key (or the key behind a token) the request acts as.
+    pub fn credential(&self) -> Option<&Arc<CachedCredential>> {
+        match self {
+            Principal::Key(c) | Principal::Token(c) => Some(c),
+            Principal::Anonymous | Principal::Session(_) => None,
+        }
+    }
+
+    fn into_credential(self) -> Option<Arc<CachedCredential>> {
+        match self {
+            Principal::Key(c) | Principal::Token(c) => Some(c),
+            Principal::Anonymous | Principal::Session(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +79,7 @@ pub enum Decision {
     /// Answered by keygate itself (a local endpoint).
     Local {
         route: usize,
-        caller: Caller,
+        caller: Principal,
         rate: Option<RateStatus>,
         /// The `{key_id}` path parameter, for the self-service key endpoints.
         key_id: Option<String>,
@@ -74,9 +102,23 @@ pub struct Charge {
     pub refund_unless_success: bool,
 }
 
+/// Everything the request path uses, built once at startup (`src/app.rs`, or
+/// [`crate::test_util`] in tests and benches). None of it is optional: a wiring mistake is a
+/// compile error, not an `invalid_token` at run time.
+#[derive(Clone)]
+pub struct GateParts {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<KeyCache>,
+    pub tokens: Arc<Tokens>,
+    pub hasher: KeyHasher,
+    pub limiter: Arc<RateLimiter>,
+    pub usage: UsageRecorder,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct Gate {
     pub config: Arc<Config>,
-    router: Router,
     /// Request counters for this route table.
     counters: RouteCounters,
     cache: Arc<KeyCache>,
@@ -84,59 +126,57 @@ pub struct Gate {
     usage: UsageRecorder,
     metrics: Arc<Metrics>,
     limiter: Arc<RateLimiter>,
-    /// For credits; `None` only in tests and benches of routes that cost nothing.
-    store: Option<Arc<dyn Store>>,
-    /// For JWT routes and local endpoints; `None` only in tests and benches without them.
-    tokens: Option<Arc<Tokens>>,
-    local: Option<Arc<LocalContext>>,
+    store: Arc<dyn Store>,
+    tokens: Arc<Tokens>,
+    local: Arc<LocalContext>,
 }
 
 impl Gate {
-    pub fn new(
-        config: Arc<Config>,
-        cache: Arc<KeyCache>,
-        hasher: KeyHasher,
-        usage: UsageRecorder,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
-        let router = Router::new(&config.routes)?;
-        let counters = metrics.route_counters(&config.route_names());
-        Ok(Self {
+    pub fn new(parts: GateParts) -> Self {
+        let GateParts {
             config,
-            router,
-            counters,
+            store,
+            cache,
+            tokens,
+            hasher,
+            limiter,
+            usage,
+            metrics,
+        } = parts;
+        let local = Arc::new(LocalContext {
+            config: config.clone(),
+            store: store.clone(),
+            cache: cache.clone(),
+            tokens: tokens.clone(),
+            hasher: hasher.clone(),
+            limiter: limiter.clone(),
+        });
+        Self {
+            counters: metrics.route_counters(&config.route_names()),
+            config,
             cache,
             hasher,
             usage,
-            limiter: Arc::new(RateLimiter::local(metrics.clone())),
             metrics,
-            store: None,
-            tokens: None,
-            local: None,
-        })
+            limiter,
+            store,
+            tokens,
+            local,
+        }
     }
 
     /// The same gate on a new configuration (a reload): routes, limits, plans, templates and
     /// credential sources from `config`; the cache, store, limiter, tokens and metrics shared.
-    pub fn reconfigured(&self, config: Arc<Config>) -> Result<Gate, String> {
-        let local = self.local.as_ref().map(|l| {
-            Arc::new(LocalContext {
-                config: config.clone(),
-                ..LocalContext::clone(l)
-            })
-        });
-        Ok(Gate {
-            router: Router::new(&config.routes)?,
-            counters: self.metrics.route_counters(&config.route_names()),
+    pub fn reconfigured(&self, config: Arc<Config>) -> Gate {
+        Gate::new(GateParts {
             config,
+            store: self.store.clone(),
             cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
             hasher: self.hasher.clone(),
+            limiter: self.limiter.clone(),
             usage: self.usage.clone(),
             metrics: self.metrics.clone(),
-            limiter: self.limiter.clone(),
-            store: self.store.clone(),
-            tokens: self.tokens.clone(),
-            local,
         })
     }
 
@@ -145,46 +185,21 @@ impl Gate {
         self.counters.count(route, outcome);
     }
 
-    /// Verifies access and session tokens with `tokens`.
-    pub fn with_tokens(mut self, tokens: Arc<Tokens>) -> Self {
-        self.tokens = Some(tokens);
-        self
-    }
-
     /// What local endpoints need to answer.
-    pub fn with_local(mut self, local: Arc<LocalContext>) -> Self {
-        self.local = Some(local);
-        self
-    }
-
-    pub fn local(&self) -> Option<&Arc<LocalContext>> {
-        self.local.as_ref()
-    }
-
-    /// Uses `limiter` (local or Redis-backed) instead of the default local one.
-    pub fn with_limiter(mut self, limiter: Arc<RateLimiter>) -> Self {
-        self.limiter = limiter;
-        self
-    }
-
-    /// The store credits are charged to.
-    pub fn with_store(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
-        self
+    pub fn local(&self) -> &Arc<LocalContext> {
+        &self.local
     }
 
     /// Periodic upkeep off the request path: forgets full rate-limit buckets and token cut-offs
     /// older than the longest token lifetime (no token they could stop is still valid).
     pub fn housekeeping(&self) {
         self.limiter.retain_recent();
-        if let Some(tokens) = &self.tokens {
-            let longest = tokens.longest_ttl_secs();
-            let dropped = self
-                .cache
-                .prune_cutoffs(crate::store::now().saturating_sub(longest));
-            if dropped > 0 {
-                tracing::debug!(dropped, "forgot expired token cut-offs");
-            }
+        let longest = self.tokens.longest_ttl_secs();
+        let dropped = self
+            .cache
+            .prune_cutoffs(crate::store::now().saturating_sub(longest));
+        if dropped > 0 {
+            tracing::debug!(dropped, "forgot expired token cut-offs");
         }
     }
 
@@ -200,152 +215,198 @@ impl Gate {
         decision
     }
 
+    /// The pipeline. Every step runs for every principal; a step that has nothing to do for
+    /// one (no scopes on a session, no bucket for an anonymous caller) does nothing, and there
+    /// is no early exit past a later step.
     async fn decide_inner(&self, req: Request<'_>) -> Decision {
         // 1. Route, on canonical paths only: `/open/../v1/x` must not match `/open/{*rest}` and
         //    then reach an upstream that resolves the dot segments into a protected route.
         if !is_canonical_path(req.path) {
             return reject(None, Reason::InvalidPath);
         }
-        let Some(matched) = self.router.find(&self.config.routes, req.method, req.path) else {
+        let Some(matched) = self.config.routes.find(req.method, req.path) else {
             return reject(None, Reason::RouteNotFound);
         };
-        let index = matched.index;
-        let Some(route) = self.config.routes.get(index) else {
-            return reject(None, Reason::RouteNotFound);
-        };
-        if route.auth == AuthMode::None {
-            let rate = match (route.ip_limit, req.client_ip) {
-                (Some(limit), Some(ip)) => {
-                    let status = self.limiter.check(&format!("ip:{ip}"), limit).await;
-                    if !status.allowed() {
-                        return limited(index, status);
-                    }
-                    Some(status)
-                }
-                _ => None,
-            };
-            if route.local.is_some() {
-                return Decision::Local {
-                    route: index,
-                    caller: Caller::Anonymous,
-                    rate,
-                    key_id: None,
-                };
-            }
-            return Decision::Forward {
-                route: index,
-                principal: None,
-                rate,
-                charge: None,
-            };
-        }
+        let (index, route) = (matched.index, matched.route);
 
-        // 2. Extract.
-        let Some(candidate) = extract(&self.config.credential_sources, req.headers) else {
-            return reject(Some(index), Reason::MissingCredential);
-        };
-
-        // 3. Verify, as the route's auth mode asks: a key (format first, so malformed keys cost
-        //    no hashing, cache or store work), an access token or a session token (signature and
-        //    claims checked locally, no store read).
-        // Only routes that take tokens need to tell a token from a key.
-        let is_jwt = route.auth != AuthMode::ApiKey && looks_like_jwt(candidate);
-        let verified = match (route.auth, is_jwt) {
-            (AuthMode::Session, true) => match self.verify_session(candidate) {
-                Ok(session) => {
-                    return Decision::Local {
-                        route: index,
-                        caller: Caller::Session(session),
-                        rate: None,
-                        key_id: matched.params.get("key_id").map(str::to_string),
-                    }
-                }
-                Err(reason) => Err(reason),
-            },
-            // A key is refused where a session is required, and a token where a key is.
-            (AuthMode::Session, false) => Err(Reason::InvalidToken),
-            (AuthMode::Jwt | AuthMode::Any, true) => self.verify_access(candidate),
-            (AuthMode::Jwt, false) => Err(Reason::InvalidToken),
-            (AuthMode::ApiKey | AuthMode::Any, _) => self.verify_key(candidate).await,
-            (AuthMode::None, _) => Err(Reason::RouteNotFound),
-        };
-        let cached = match verified {
-            Ok(c) => c,
+        // 2 and 3. Extract and verify, as the route's auth mode asks.
+        let principal = match self.authenticate(route, req.headers).await {
+            Ok(principal) => principal,
             Err(reason) => return reject(Some(index), reason),
         };
 
         // 4. Authorize: status, expiry, account, permission, scopes, resources.
         let now = crate::store::now();
-        let credential = &cached.credential;
-        let authorized = authz::authorize(credential, route, req.method, now).and_then(|()| {
-            authz::check_resources(credential, route, |name| {
-                matched.params.get(name).map(str::to_string)
-            })
-        });
-        if let Err(rejection) = authorized {
-            return Decision::Reject {
-                route: Some(index),
-                rejection,
-                rate: None,
-            };
+        if let Some(cached) = principal.credential() {
+            let credential = &cached.credential;
+            let authorized = authz::authorize(credential, route, req.method, now).and_then(|()| {
+                authz::check_resources(credential, route, |name| {
+                    matched.params.get(name).map(str::to_string)
+                })
+            });
+            if let Err(rejection) = authorized {
+                return Decision::Reject {
+                    route: Some(index),
+                    rejection,
+                    rate: None,
+                };
+            }
         }
 
-        // 5. Rate limit: the key's bucket, then the account's.
-        let (key_limit, account_limit) = self.limits(route, credential);
-        let mut rate = None;
-        if let Some((limit, per_route)) = key_limit {
-            // A route's own limit is per key on that route (an exchange endpoint's 10/min does
-            // not eat into the API's budget); a plan or key override is per key overall.
-            let status = if per_route {
-                let bucket = format!("{}|{}", route.name, credential.key.id);
-                self.limiter.check(&bucket, limit).await
-            } else {
-                self.limiter.check(&credential.key.id, limit).await
-            };
-            if !status.allowed() {
-                return limited(index, status);
-            }
-            rate = Some(status);
-        }
-        if let Some(limit) = account_limit {
-            let status = self.limiter.check(&credential.account.id, limit).await;
-            if !status.allowed() {
-                return limited(index, status);
-            }
-            rate = rate.or(Some(status));
-        }
+        // 5. Rate limit: the client IP's bucket, the caller's, then its account's.
+        let rate = match self.limit(route, &principal, req.client_ip).await {
+            Ok(rate) => rate,
+            Err(status) => return limited(index, status),
+        };
 
         // 6. Record (off the request path: a queued, debounced write).
-        if cached.method == AuthMethod::ApiKey {
+        if let Principal::Key(cached) = &principal {
             self.usage
-                .touch(&credential.key.id, &cached.last_used_sent, now);
+                .touch(&cached.credential.key.id, &cached.last_used_sent, now);
         }
 
         if route.local.is_some() {
             return Decision::Local {
                 route: index,
-                caller: Caller::Key(cached),
+                caller: principal,
                 rate,
-                key_id: None,
+                key_id: matched.params.get("key_id").map(str::to_string),
             };
         }
 
         // 7. Charge credits.
-        let charge = match self.charge(route, credential).await {
-            Ok(charge) => charge,
-            Err(reason) => {
-                return Decision::Reject {
-                    route: Some(index),
-                    rejection: Rejection::new(reason),
-                    rate,
+        let charge = match principal.credential() {
+            Some(cached) => match self.charge(route, &cached.credential).await {
+                Ok(charge) => charge,
+                Err(reason) => {
+                    return Decision::Reject {
+                        route: Some(index),
+                        rejection: Rejection::new(reason),
+                        rate,
+                    }
                 }
-            }
+            },
+            None => None,
         };
         Decision::Forward {
             route: index,
-            principal: Some(cached),
+            principal: principal.into_credential(),
             rate,
             charge,
+        }
+    }
+
+    /// Extract and verify: a key (format first, so malformed keys cost no hashing, cache or
+    /// store work), an access token or a session token (signature and claims checked locally,
+    /// no store read). A key is refused where a session is required, and a token where a key is.
+    async fn authenticate(&self, route: &Route, headers: &HeaderMap) -> Result<Principal, Reason> {
+        if route.auth == AuthMode::None {
+            return Ok(Principal::Anonymous);
+        }
+        let candidate =
+            extract(&self.config.credential_sources, headers).ok_or(Reason::MissingCredential)?;
+        // Only routes that take tokens need to tell a token from a key.
+        let is_jwt = route.auth != AuthMode::ApiKey && looks_like_jwt(candidate);
+        match (route.auth, is_jwt) {
+            (AuthMode::Session, true) => self.verify_session(candidate).map(Principal::Session),
+            (AuthMode::Session | AuthMode::Jwt, false) => Err(Reason::InvalidToken),
+            (AuthMode::Jwt | AuthMode::Any, true) => {
+                self.verify_access(candidate).map(Principal::Token)
+            }
+            (AuthMode::ApiKey | AuthMode::Any, _) => {
+                self.verify_key(candidate).await.map(Principal::Key)
+            }
+            (AuthMode::None, _) => Ok(Principal::Anonymous),
+        }
+    }
+
+    /// Every bucket that applies to this request, in one step for every principal: the client
+    /// IP's (`ip_rate_limit`), the caller's (`rate_limit`: a key, the key behind a token, or a
+    /// session's user) and its account's (`account_rate_limit`, or the plan's). The first one
+    /// that refuses decides; otherwise the `RateLimit-*` headers report the caller's bucket,
+    /// else the account's, else the IP's.
+    async fn limit(
+        &self,
+        route: &Route,
+        principal: &Principal,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Option<RateStatus>, RateStatus> {
+        let mut by_ip = None;
+        if let (Some(limit), Some(ip)) = (route.ip_limit, client_ip) {
+            let status = self.limiter.check(&format!("ip:{ip}"), limit).await;
+            if !status.allowed() {
+                return Err(status);
+            }
+            by_ip = Some(status);
+        }
+        let (caller, account) = self.buckets(route, principal);
+        let mut by_caller = None;
+        if let Some((bucket, limit)) = caller {
+            let status = self.limiter.check(&bucket, limit).await;
+            if !status.allowed() {
+                return Err(status);
+            }
+            by_caller = Some(status);
+        }
+        let mut by_account = None;
+        if let Some((bucket, limit)) = account {
+            let status = self.limiter.check(&bucket, limit).await;
+            if !status.allowed() {
+                return Err(status);
+            }
+            by_account = Some(status);
+        }
+        Ok(by_caller.or(by_account).or(by_ip))
+    }
+
+    /// The caller's and the account's bucket names and limits.
+    ///
+    /// A key's limit is its own override, else its account's plan, else the route's; the
+    /// account's is its plan's, else the route's. A route's own limit is per caller on that
+    /// route (an exchange endpoint's 10/min does not eat into the API's budget); a plan or key
+    /// override is per key overall. A keygate endpoint (the exchange, the balance) keeps its own
+    /// limits: a generous plan must not lift the exchange's 10 a minute. A session is limited
+    /// per user on the route, and per account.
+    fn buckets(&self, route: &Route, principal: &Principal) -> (Option<Bucket>, Option<Bucket>) {
+        let per_route = |caller: &str| format!("{}|{caller}", route.name);
+        match principal {
+            Principal::Anonymous => (None, None),
+            Principal::Session(claims) => (
+                route.key_limit.map(|l| (per_route(&claims.sub), l)),
+                route.account_limit.map(|l| (claims.acc.clone(), l)),
+            ),
+            Principal::Key(cached) | Principal::Token(cached) => {
+                let c = &cached.credential;
+                if route.local.is_some() {
+                    return (
+                        route.key_limit.map(|l| (per_route(&c.key.id), l)),
+                        route.account_limit.map(|l| (c.account.id.clone(), l)),
+                    );
+                }
+                let plan = c
+                    .account
+                    .plan
+                    .as_deref()
+                    .and_then(|p| self.config.plans.get(p));
+                let own = c
+                    .key
+                    .rate_limit
+                    .map(|l| Limit {
+                        requests: l.requests,
+                        per_seconds: l.per_seconds,
+                        burst: l.burst,
+                    })
+                    .or(plan.and_then(|p| p.key));
+                let key = match own {
+                    Some(limit) => Some((c.key.id.clone(), limit)),
+                    None => route.key_limit.map(|l| (per_route(&c.key.id), l)),
+                };
+                let account = plan
+                    .and_then(|p| p.account)
+                    .or(route.account_limit)
+                    .map(|l| (c.account.id.clone(), l));
+                (key, account)
+            }
         }
     }
 
@@ -366,7 +427,7 @@ impl Gate {
 
     /// An access token stands for its key until it expires or its key, user or account is cut.
     fn verify_access(&self, token: &str) -> Result<Arc<CachedCredential>, Reason> {
-        let tokens = self.tokens.as_ref().ok_or(Reason::InvalidToken)?;
+        let tokens = &self.tokens;
         if !self.cache.cutoffs_loaded() {
             // Started while the store was away: revocations made before we started are unknown.
             return Err(Reason::StoreUnavailable);
@@ -394,7 +455,7 @@ impl Gate {
     }
 
     fn verify_session(&self, token: &str) -> Result<Arc<Claims>, Reason> {
-        let tokens = self.tokens.as_ref().ok_or(Reason::InvalidToken)?;
+        let tokens = &self.tokens;
         if !self.cache.cutoffs_loaded() {
             return Err(Reason::StoreUnavailable);
         }
@@ -409,40 +470,11 @@ impl Gate {
         Ok(Arc::new(claims))
     }
 
-    /// The key's limit: its own override, else its account's plan, else the route's. The
-    /// account's: its plan's, else the route's. A keygate endpoint (the exchange, the balance)
-    /// keeps its own limits: a generous plan must not lift the exchange's 10 a minute.
-    fn limits(&self, route: &Route, c: &Credential) -> (Option<(Limit, bool)>, Option<Limit>) {
-        if route.local.is_some() {
-            return (route.key_limit.map(|l| (l, true)), route.account_limit);
-        }
-        let plan = c
-            .account
-            .plan
-            .as_deref()
-            .and_then(|p| self.config.plans.get(p));
-        let key = c
-            .key
-            .rate_limit
-            .map(|l| Limit {
-                requests: l.requests,
-                per_seconds: l.per_seconds,
-                burst: l.burst,
-            })
-            .or(plan.and_then(|p| p.key))
-            .map(|l| (l, false))
-            .or(route.key_limit.map(|l| (l, true)));
-        let account = plan.and_then(|p| p.account).or(route.account_limit);
-        (key, account)
-    }
-
     async fn charge(&self, route: &Route, c: &Credential) -> Result<Option<Charge>, Reason> {
         if route.cost == 0 {
             return Ok(None);
         }
-        let Some(store) = &self.store else {
-            return Err(Reason::StoreUnavailable);
-        };
+        let store = &self.store;
         let amount = i64::try_from(route.cost).map_err(|_| Reason::InsufficientCredits)?;
         let outcome = store
             .charge_credits(&c.account.id, amount, Some(&c.key.id), &route.name)
@@ -469,7 +501,7 @@ impl Gate {
 
     /// Gives back a `charge_on = "success"` reservation after a response that was not 2xx.
     pub async fn refund(&self, charge: &Charge) {
-        let Some(store) = &self.store else { return };
+        let store = &self.store;
         let Ok(amount) = i64::try_from(charge.amount) else {
             return;
         };
@@ -485,8 +517,8 @@ impl Gate {
         }
     }
 
-    pub fn store(&self) -> Option<&Arc<dyn Store>> {
-        self.store.as_ref()
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 }
 
@@ -543,6 +575,9 @@ fn reject(route: Option<usize>, reason: Reason) -> Decision {
         rate: None,
     }
 }
+
+/// A rate-limit bucket's name and its limit.
+type Bucket = (String, Limit);
 
 fn limited(route: usize, status: RateStatus) -> Decision {
     Decision::Reject {

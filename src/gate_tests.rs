@@ -1,16 +1,12 @@
 //! Unit tests for [`crate::gate`]: credential extraction, and the pipeline end to end over a real
 //! SQLite store (no sockets).
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
 use crate::keys::KeyFormat;
-use crate::secret::Secret;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{KeyPatch, KeyStatus, NewAccount, NewKey, Permission, Store};
+use crate::store::{KeyPatch, KeyStatus};
+use crate::test_util::TestGate;
 
 fn sources() -> Vec<CredentialSource> {
     vec![
@@ -179,78 +175,44 @@ upstream = "api"
 "#;
 
 struct Fixture {
-    gate: Gate,
-    store: Arc<SqliteStore>,
-    hasher: KeyHasher,
-    metrics: Arc<Metrics>,
-    format: KeyFormat,
-    _usage: crate::usage::UsageWriter,
+    t: TestGate,
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
-    let config = Arc::new(Config::parse(CONFIG, "gate-test").expect("config"));
+async fn fixture_with(config: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("kg.db")).expect("store"));
-    let metrics = Arc::new(Metrics::new(&config.route_names()));
-    let cache = Arc::new(KeyCache::new(
-        store.clone(),
-        metrics.clone(),
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-        Duration::from_secs(60),
-        1000,
-    ));
-    let hasher = KeyHasher::new(&Secret::new("unit-pepper"));
-    let (recorder, writer) = crate::usage::channel(Duration::from_secs(60), metrics.clone());
-    let format = config.key_format.clone();
-    let gate = Gate::new(config, cache, hasher.clone(), recorder, metrics.clone()).expect("gate");
-    Fixture {
-        gate,
-        store,
-        hasher,
-        metrics,
-        format,
-        _usage: writer,
-        _dir: dir,
-    }
+    let t = TestGate::new(config, &dir.path().join("kg.db")).await;
+    Fixture { t, _dir: dir }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(CONFIG).await
 }
 
 impl Fixture {
     async fn key(&self, scopes: &[&str]) -> (String, String) {
-        let account = self
-            .store
-            .create_account(NewAccount { name: "a".into() })
-            .await
-            .expect("account");
-        let plain = self.format.generate();
-        let rec = self
-            .store
-            .create_key(NewKey {
-                account_id: account.id,
-                user_id: None,
-                name: "k".into(),
-                display_prefix: self.format.display_prefix(plain.expose()),
-                hash: self.hasher.hash(plain.expose()),
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                permission: Permission::ReadWrite,
-                expires_at: None,
-                rate_limit: None,
-                resources: None,
-                rotated_from: None,
-            })
-            .await
-            .expect("key");
-        (rec.id, plain.expose().to_string())
+        let (rec, plain) = self.t.key(scopes).await;
+        (rec.id, plain)
     }
 
     async fn decide(&self, method: &str, path: &str, h: &HeaderMap) -> Decision {
-        self.gate
+        self.decide_from(method, path, h, None).await
+    }
+
+    async fn decide_from(
+        &self,
+        method: &str,
+        path: &str,
+        h: &HeaderMap,
+        client_ip: Option<IpAddr>,
+    ) -> Decision {
+        self.t
+            .gate
             .decide(Request {
                 method,
                 path,
                 headers: h,
-                client_ip: None,
+                client_ip,
             })
             .await
     }
@@ -265,7 +227,7 @@ fn rejected(d: &Decision) -> Option<Reason> {
 
 #[tokio::test]
 async fn pipeline_decides_each_stage() {
-    let f = fixture();
+    let f = fixture().await;
     let none = HeaderMap::new();
 
     let d = f.decide("GET", "/nothing", &none).await;
@@ -276,7 +238,7 @@ async fn pipeline_decides_each_stage() {
         Decision::Forward {
             route, principal, ..
         } => {
-            assert_eq!(f.gate.config.routes[route].name, "open");
+            assert_eq!(f.t.gate.config.routes[route].name, "open");
             assert!(principal.is_none());
         }
         other => panic!("open route not forwarded: {other:?}"),
@@ -304,14 +266,14 @@ async fn pipeline_decides_each_stage() {
     assert_eq!(rejected(&d), Some(Reason::MalformedCredential));
     // A malformed key costs no cache lookup.
     assert!(
-        f.metrics
+        f.t.metrics
             .render()
             .contains(r#"keygate_cache_lookups_total{result="miss"} 0"#),
         "{}",
-        f.metrics.render()
+        f.t.metrics.render()
     );
 
-    let unknown = f.format.generate();
+    let unknown = f.t.config.key_format.generate();
     let d = f
         .decide("GET", "/v1/x", &headers(&[("x-api-key", unknown.expose())]))
         .await;
@@ -340,7 +302,7 @@ async fn pipeline_decides_each_stage() {
             assert_eq!(rejection.reason, Reason::InsufficientScope);
             assert_eq!(rejection.detail.scope.as_deref(), Some("leads:read"));
             assert_eq!(
-                route.map(|r| f.gate.config.routes[r].name.as_str()),
+                route.map(|r| f.t.gate.config.routes[r].name.as_str()),
                 Some("leads")
             );
         }
@@ -350,11 +312,11 @@ async fn pipeline_decides_each_stage() {
 
 #[tokio::test]
 async fn pipeline_sees_store_changes_after_invalidation() {
-    let f = fixture();
+    let f = fixture().await;
     let (id, key) = f.key(&["leads:read"]).await;
     let h = headers(&[("x-api-key", &key)]);
     assert_eq!(rejected(&f.decide("GET", "/leads/a", &h).await), None);
-    f.store
+    f.t.store
         .update_key(
             &id,
             KeyPatch {
@@ -364,9 +326,8 @@ async fn pipeline_sees_store_changes_after_invalidation() {
         )
         .await
         .expect("revoke");
-    f.gate
-        .cache
-        .invalidate(crate::cache::Invalidation::Key(f.hasher.hash(&key)))
+    f.t.cache
+        .invalidate(crate::cache::Invalidation::Key(f.t.hasher.hash(&key)))
         .await;
     assert_eq!(
         rejected(&f.decide("GET", "/leads/a", &h).await),
@@ -420,7 +381,7 @@ fn arbitrary_requests_are_decided_without_panics_or_false_admissions() {
         .enable_all()
         .build()
         .expect("runtime");
-    let f = fixture();
+    let f = rt.block_on(fixture());
     let (_, valid) = rt.block_on(f.key(&["leads:read"]));
 
     let method = prop_oneof![
@@ -489,7 +450,7 @@ fn arbitrary_requests_are_decided_without_panics_or_false_admissions() {
                 carries_valid,
                 "admitted without the valid key: {method} {path} {creds:?}"
             );
-            prop_assert_ne!(f.gate.config.routes[*route].name.as_str(), "open");
+            prop_assert_ne!(f.t.gate.config.routes[*route].name.as_str(), "open");
             prop_assert_eq!(
                 p.credential.key.scopes.clone(),
                 vec!["leads:read".to_string()]

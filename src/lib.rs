@@ -25,5 +25,7 @@ pub mod reload;
 pub mod router;
 pub mod secret;
 pub mod store;
+#[doc(hidden)]
+pub mod test_util;
 pub mod tokens;
 pub mod usage;

@@ -19,8 +19,9 @@ use crate::authz::Rejection;
 use crate::cache::CachedCredential;
 use crate::config::Config;
 use crate::errors::Reason;
+use crate::gate::Principal;
 use crate::gate::{Charge, Decision, Gate, Request};
-use crate::local::{Caller, LocalRequest};
+use crate::local::LocalRequest;
 use crate::metrics::{Metrics, Outcome};
 use crate::ratelimit::RateStatus;
 
@@ -168,12 +169,13 @@ impl KeygateProxy {
         ctx: &mut RequestCtx,
         routing: &Routing,
         route_index: usize,
-        caller: Caller,
+        caller: Principal,
         key_id: Option<String>,
     ) -> Result<()> {
         let route = routing.config().routes.get(route_index);
         let endpoint = route.and_then(|r| r.local.as_ref());
-        let (Some(route), Some(endpoint), Some(local)) = (route, endpoint, routing.gate.local())
+        let (Some(route), Some(endpoint), Some(local)) =
+            (route, endpoint, Some(routing.gate.local()))
         else {
             ctx.outcome = Some(Outcome::Rejected(Reason::StoreUnavailable));
             return self

@@ -63,8 +63,6 @@ pub enum ReloadError {
         path: String,
         sections: Vec<&'static str>,
     },
-    #[error("{path}: routes: {message}")]
-    Routes { path: String, message: String },
 }
 
 /// A validated new configuration and the gate built on it, ready to swap in.
@@ -87,12 +85,7 @@ pub fn reload(running: &ConfigSource, gate: &Gate) -> Result<Reloaded, ReloadErr
         });
     }
     let config = Arc::new(config);
-    let gate = gate
-        .reconfigured(config.clone())
-        .map_err(|message| ReloadError::Routes {
-            path: origin,
-            message,
-        })?;
+    let gate = gate.reconfigured(config.clone());
     Ok(Reloaded {
         config,
         gate,

@@ -49,7 +49,8 @@ pub struct Config {
     pub cache: CacheSettings,
     pub identity: IdentityHeaders,
     pub last_used_interval: Duration,
-    pub routes: Vec<Route>,
+    /// The routes with their matcher, built once per load.
+    pub routes: crate::router::RouteTable,
     pub templates: Templates,
     pub rate_limit_mode: RateLimitMode,
     pub plans: HashMap<String, Plan>,
@@ -186,7 +187,7 @@ impl Config {
 
     /// Route names in config order (metric labels, route tables).
     pub fn route_names(&self) -> Vec<String> {
-        self.routes.iter().map(|r| r.name.clone()).collect()
+        self.routes.names()
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -248,6 +249,62 @@ impl Validator<'_> {
                 );
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
+        }
+    }
+
+    /// Every knob a route accepts must act on it: one the gate cannot apply to this kind of
+    /// route is a problem here rather than a setting that silently does nothing.
+    fn knobs_apply(
+        &mut self,
+        r: &file::RouteSection,
+        field: &dyn Fn(&str) -> String,
+        span: &Range<usize>,
+    ) {
+        let refuse = |this: &mut Self, knob: &str, set: bool, why: &str| {
+            if set {
+                this.problem(&field(knob), span, why);
+            }
+        };
+        let anonymous = r.auth == AuthMode::None;
+        let session = r.auth == AuthMode::Session;
+        if anonymous || session {
+            let who = if anonymous {
+                "a route without auth has no key"
+            } else {
+                "a session route is guarded by the user's role, not by a key"
+            };
+            refuse(self, "scopes", !r.scopes.is_empty(), who);
+            refuse(self, "resources", !r.resources.is_empty(), who);
+            refuse(self, "permission", r.permission.is_some(), who);
+        }
+        if anonymous {
+            refuse(
+                self,
+                "account_rate_limit",
+                r.account_rate_limit.is_some(),
+                "a route without auth has no account to limit",
+            );
+            // Login limits attempts per email with it; no other anonymous route has a caller.
+            refuse(
+                self,
+                "rate_limit",
+                r.rate_limit.is_some() && r.local != Some(LocalKind::Login),
+                "a route without auth has no key to limit (use `ip_rate_limit`)",
+            );
+        }
+        refuse(
+            self,
+            "auth",
+            session && r.local.is_none(),
+            "session tokens are for keygate's key-management endpoints, not for forwarded routes",
+        );
+        if r.local.is_some() {
+            refuse(
+                self,
+                "cost",
+                r.cost > 0,
+                "local endpoints are answered by keygate and never charged",
+            );
         }
     }
 
@@ -540,6 +597,7 @@ impl Validator<'_> {
                     "only local endpoints have a `body`",
                 );
             }
+            self.knobs_apply(&r, &field, &route_span);
             let key_limit = self.limit(&field("rate_limit"), r.rate_limit.as_ref());
             let account_limit =
                 self.limit(&field("account_rate_limit"), r.account_rate_limit.as_ref());
@@ -606,9 +664,11 @@ impl Validator<'_> {
                     .collect(),
             });
         }
-        if let Err(e) = crate::router::Router::new(&routes) {
-            self.problem("routes", &none, e);
-        }
+        // A table that fails to build leaves a problem, so the empty one is never returned.
+        let routes = crate::router::RouteTable::new(routes).unwrap_or_else(|e| {
+            self.problem("routes", &none, e.to_string());
+            crate::router::RouteTable::empty()
+        });
 
         let mut plans = HashMap::new();
         for (name, p) in &raw.plans {

@@ -433,3 +433,43 @@ fn secrets_are_generated_once_with_mode_0600() {
     assert_eq!(first.pepper, second.pepper);
     assert_eq!(first.admin_token, second.admin_token);
 }
+
+/// A knob the gate cannot apply to a route's kind is refused, never accepted and ignored.
+#[test]
+fn knobs_that_cannot_act_on_a_route_are_refused() {
+    let route = |body: &str| {
+        format!(
+            "[upstreams.api]\naddress = \"127.0.0.1:8000\"\n\n[[routes]]\npath = \"/x/{{key_id}}\"\n{body}\n"
+        )
+    };
+    for (body, field) in [
+        ("upstream = \"api\"\nauth = \"none\"\nscopes = [\"a\"]", "routes[0].scopes"),
+        ("upstream = \"api\"\nauth = \"none\"\npermission = \"read\"", "routes[0].permission"),
+        (
+            "upstream = \"api\"\nauth = \"none\"\nrate_limit = { requests = 1, per_seconds = 1 }",
+            "routes[0].rate_limit",
+        ),
+        (
+            "upstream = \"api\"\nauth = \"none\"\naccount_rate_limit = { requests = 1, per_seconds = 1 }",
+            "routes[0].account_rate_limit",
+        ),
+        ("upstream = \"api\"\nauth = \"session\"", "routes[0].auth"),
+        ("local = \"key\"\nauth = \"session\"\nscopes = [\"a\"]", "routes[0].scopes"),
+        ("local = \"key\"\nauth = \"session\"\ncost = 1", "routes[0].cost"),
+        ("local = \"balance\"\ncost = 1", "routes[0].cost"),
+    ] {
+        let p = problems(&route(body));
+        assert_problem(&p, field, 5);
+    }
+    // What does apply is accepted: IP limits anywhere, caller and account limits on sessions,
+    // and login's per-email `rate_limit`.
+    for body in [
+        "upstream = \"api\"\nip_rate_limit = { requests = 1, per_seconds = 1 }",
+        "local = \"key\"\nauth = \"session\"\nrate_limit = { requests = 1, per_seconds = 1 }\naccount_rate_limit = { requests = 1, per_seconds = 1 }\nip_rate_limit = { requests = 1, per_seconds = 1 }",
+        "local = \"login\"\nauth = \"none\"\nrate_limit = { requests = 1, per_seconds = 1 }",
+    ] {
+        if let Err(e) = Config::parse(&route(body), "t") {
+            panic!("{body}: {e}");
+        }
+    }
+}

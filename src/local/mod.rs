@@ -3,7 +3,7 @@
 //! upstream never sees these requests.
 //!
 //! The gate has already authenticated the caller as the route demands (a key, a session token,
-//! or nobody for login and JWKS); each handler gets that [`Caller`], the request body and
+//! or nobody for login and JWKS); each handler gets that [`Principal`], the request body and
 //! parameters, and returns a JSON answer or a [`Rejection`] rendered in the configured format.
 
 mod credits;
@@ -15,13 +15,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::authz::Rejection;
-use crate::cache::{CachedCredential, KeyCache};
+use crate::cache::KeyCache;
 use crate::config::{Config, LocalEndpoint, LocalKind, Route};
 use crate::errors::Reason;
+use crate::gate::Principal;
 use crate::keys::KeyHasher;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
-use crate::tokens::{Claims, Tokens};
+use crate::tokens::Tokens;
 
 pub use credits::DEFAULT_BALANCE_BODY;
 
@@ -40,14 +41,6 @@ impl LocalResponse {
             body: value.to_string(),
         }
     }
-}
-
-/// Who is calling, as the gate established it.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    Key(Arc<CachedCredential>),
-    Session(Arc<Claims>),
-    Anonymous,
 }
 
 /// What a local handler needs from the request.
@@ -76,18 +69,19 @@ pub async fn answer(
     ctx: &LocalContext,
     route: &Route,
     endpoint: &LocalEndpoint,
-    caller: &Caller,
+    caller: &Principal,
     req: LocalRequest<'_>,
 ) -> Result<LocalResponse, Rejection> {
     match (endpoint.kind, caller) {
-        (LocalKind::Balance | LocalKind::Transactions, Caller::Key(principal)) => {
-            credits::answer(endpoint, principal, ctx.store.as_ref(), req.query)
-                .await
-                .map_err(Rejection::new)
-        }
+        (
+            LocalKind::Balance | LocalKind::Transactions,
+            Principal::Key(principal) | Principal::Token(principal),
+        ) => credits::answer(endpoint, principal, ctx.store.as_ref(), req.query)
+            .await
+            .map_err(Rejection::new),
         (LocalKind::Login, _) => login::login(ctx, route, req).await,
-        (LocalKind::Exchange, Caller::Key(principal)) => exchange::exchange(ctx, principal),
-        (LocalKind::Keys | LocalKind::Key | LocalKind::KeyRotate, Caller::Session(session)) => {
+        (LocalKind::Exchange, Principal::Key(principal)) => exchange::exchange(ctx, principal),
+        (LocalKind::Keys | LocalKind::Key | LocalKind::KeyRotate, Principal::Session(session)) => {
             keys::handle(ctx, endpoint.kind, session, req).await
         }
         (LocalKind::Jwks, _) => Ok(LocalResponse::json(200, ctx.tokens.jwks())),
