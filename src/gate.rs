@@ -587,25 +587,36 @@ fn limited(route: usize, status: RateStatus) -> Decision {
     }
 }
 
-/// A path keygate can route safely: absolute, with no `.` or `..` segment (also percent-encoded),
-/// no encoded slash or backslash, and no raw backslash. Such paths are refused rather than
-/// normalised, so keygate and the upstream can never disagree about which route was asked for.
+/// A path keygate can route safely: absolute, with no `.` or `..` segment (also percent-encoded,
+/// and also before a `;` path parameter, which Tomcat and Spring strip before resolving dot
+/// segments: `/public/..;/secret`), no encoded slash or backslash, nothing encoded twice
+/// (`%252e`, `%252f`), no raw backslash, and percent-escapes that decode to UTF-8 (an overlong
+/// form such as `%c0%ae` for `.` is not UTF-8). Such paths are refused rather than normalised,
+/// so keygate and the upstream can never disagree about which route was asked for.
 pub fn is_canonical_path(path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') {
         return false;
     }
-    let lower_has = |needle: &str| {
+    let has = |needle: &str| {
         path.as_bytes()
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
     };
-    if lower_has("%2f") || lower_has("%5c") {
-        return false;
+    if path.contains('%') {
+        let encoded_twice = ["%252e", "%252f", "%255c"];
+        if has("%2f") || has("%5c") || encoded_twice.iter().any(|n| has(n)) {
+            return false;
+        }
+        if !percent_decodes_to_utf8(path.as_bytes()) {
+            return false;
+        }
     }
     // A segment is a dot segment when every unit is `.` or `%2e`: at most two units, so a
     // segment longer than six bytes never is. No allocation on this per-request path.
-    path.split('/')
-        .all(|segment| !is_dot_segment(segment.as_bytes()))
+    path.split('/').all(|segment| {
+        let before_params = segment.split(';').next().unwrap_or(segment);
+        !is_dot_segment(before_params.as_bytes())
+    })
 }
 
 fn is_dot_segment(mut s: &[u8]) -> bool {
@@ -627,6 +638,30 @@ fn is_dot_segment(mut s: &[u8]) -> bool {
         }
     }
     true
+}
+
+/// Whether the bytes the path's percent-escapes stand for, with the literal ones, are UTF-8. A
+/// malformed escape (`%zz`, a `%` at the end) counts as not.
+fn percent_decodes_to_utf8(path: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        if path[i] == b'%' {
+            let hex = path
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(byte) => decoded.push(byte),
+                None => return false,
+            }
+            i += 3;
+        } else {
+            decoded.push(path[i]);
+            i += 1;
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// The first configured source that carries a credential. A present but empty header counts as

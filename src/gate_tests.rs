@@ -347,6 +347,10 @@ fn only_canonical_paths_are_routed() {
         "/v1/.%2e.",
         "/v1/a%20b",
         "/v1/x?a=../b",
+        "/v1/x;v=1/y",
+        "/v1/caf%C3%A9",
+        "/v1/..x;y",
+        "/v1/%25",
     ] {
         assert!(is_canonical_path(ok), "{ok} should be accepted");
     }
@@ -360,6 +364,20 @@ fn only_canonical_paths_are_routed() {
         "/open/x%5c..",
         "/open\\..\\v1",
         "/v1/..",
+        "/public/..;/secret",
+        "/public/%2e%2e;/secret",
+        "/public/%2E.;jsessionid=x/secret",
+        "/public/x;/..;/..;/secret",
+        "/public/.;/x",
+        "/public/%252e%252e/secret",
+        "/public/%252E%252E/secret",
+        "/public/..%252fsecret",
+        "/public/%c0%ae%c0%ae/secret",
+        "/public/%e0%80%ae%e0%80%ae/secret",
+        "/public/%C0%AE./secret",
+        "/public/%zz",
+        "/public/%",
+        "/public/%2",
         "v1/x",
         "",
     ] {
