@@ -496,6 +496,19 @@ fn tokens_are_verified_with_the_pinned_algorithm_and_claims() {
                 JWT_SECRET,
             ),
         ),
+        (
+            // RFC 7515 4.1.11: an extension marked critical that keygate does not understand.
+            "crit header",
+            encode(
+                &Header {
+                    crit: Some(vec!["exp-ext".into()]),
+                    ..Header::new(Algorithm::HS256)
+                },
+                &good(now() + 600, "keygate-test", "api-test", "access"),
+                &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+            )
+            .expect("forge"),
+        ),
     ];
     for (what, token) in &cases {
         let r = with_bearer("GET", kg, "/v1/x", token, None);

@@ -38,6 +38,10 @@ pub enum TokenError {
         expected: TokenKind,
         found: TokenKind,
     },
+    /// The header lists `crit` extensions, which keygate implements none of (RFC 7515 4.1.11:
+    /// a recipient that does not understand one must refuse the token).
+    #[error("token names critical header extensions that are not understood")]
+    UnknownCritical,
     /// Signing failed (a key the crypto backend refused at signing time).
     #[error("could not sign token: {0}")]
     Signing(String),
@@ -54,6 +58,7 @@ impl TokenError {
             TokenError::Expired => "token_expired",
             TokenError::WrongIssuerOrAudience => "token_issuer_audience",
             TokenError::WrongKind { .. } => "token_kind",
+            TokenError::UnknownCritical => "token_crit",
             TokenError::Signing(_) => "token_signing",
         }
     }

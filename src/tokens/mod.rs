@@ -237,6 +237,9 @@ impl Tokens {
                 return Err(mapped);
             }
         };
+        if data.header.crit.is_some() {
+            return Err(TokenError::UnknownCritical);
+        }
         if data.claims.kind != expected {
             return Err(TokenError::WrongKind {
                 expected,

@@ -885,3 +885,22 @@ proptest! {
         prop_assert!(t.verify(&changed, TokenKind::Access).is_err());
     }
 }
+
+#[test]
+fn a_token_with_critical_extensions_is_refused() {
+    let t = tokens(Algorithm::Hs256);
+    let claims = claims_for(&t, TokenKind::Access);
+    let key = EncodingKey::from_secret(HS_SECRET.as_bytes());
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    let plain = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+    assert!(t.verify(&plain, TokenKind::Access).is_ok(), "control");
+    for crit in [vec!["b64".to_string()], vec!["exp-ext".to_string()], vec![]] {
+        header.crit = Some(crit.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key).expect("sign");
+        assert_eq!(
+            t.verify(&token, TokenKind::Access),
+            Err(TokenError::UnknownCritical),
+            "{crit:?}"
+        );
+    }
+}
