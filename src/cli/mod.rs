@@ -162,13 +162,37 @@ fn call_admin(
     }
 }
 
+/// Set to `1` to let pingora's own debug and trace lines through. They include raw request
+/// headers of malformed requests, so API keys, tokens and passwords: the name says so.
+pub const LOG_PINGORA_WITH_SECRETS: &str = "KEYGATE_LOG_PINGORA_WITH_SECRETS";
+
+/// `RUST_LOG` (default `info`) for keygate's own lines. pingora's are capped at `info` whatever
+/// the filter says, unless [`LOG_PINGORA_WITH_SECRETS`] is `1`: at `debug` pingora logs the raw
+/// header bytes of requests it cannot parse, credentials included.
 fn init_tracing() {
+    use tracing_subscriber::prelude::*;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let pingora_secrets = std::env::var(LOG_PINGORA_WITH_SECRETS).is_ok_and(|v| v == "1");
+    let pingora_cap = tracing_subscriber::filter::filter_fn(move |meta| {
+        pingora_secrets
+            || *meta.level() <= tracing::Level::INFO
+            || !meta.target().starts_with("pingora")
+    });
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .with_filter(pingora_cap),
+        )
         .try_init();
+    if pingora_secrets {
+        tracing::warn!(
+            "{LOG_PINGORA_WITH_SECRETS}=1: pingora's debug lines may carry API keys and tokens"
+        );
+    }
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {

@@ -221,6 +221,10 @@ pub struct Options {
     pub store_toml: String,
     /// Extra lines for the `[cache]` section (e.g. `max_stale_seconds = 2`).
     pub cache_extra_toml: String,
+    /// `RUST_LOG` for the process.
+    pub rust_log: String,
+    /// Further environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -234,6 +238,8 @@ impl Options {
             last_used_interval_seconds: 1,
             store_toml: String::new(),
             cache_extra_toml: String::new(),
+            rust_log: "info".into(),
+            env: Vec::new(),
         }
     }
 
@@ -280,6 +286,8 @@ pub struct Keygate {
     pub ops: SocketAddr,
     pub config_path: PathBuf,
     child: Option<Child>,
+    rust_log: String,
+    env: Vec<(String, String)>,
 }
 
 impl Keygate {
@@ -347,6 +355,8 @@ address = "{upstream}"
             ops,
             config_path,
             child: None,
+            rust_log: opts.rust_log.clone(),
+            env: opts.env.clone(),
         };
         kg.spawn();
         kg
@@ -360,7 +370,8 @@ address = "{upstream}"
             .arg(&self.config_path)
             .env("KEYGATE_TEST_PEPPER", PEPPER)
             .env("KEYGATE_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -523,6 +534,8 @@ impl Keygate {
             ops: slots.ops,
             config_path,
             child: None,
+            rust_log: "info".into(),
+            env: Vec::new(),
         };
         kg.spawn();
         kg
