@@ -45,7 +45,10 @@ fn every_reason_round_trips_through_its_code() {
     }
     assert_eq!(Reason::from_code("no_such_reason"), None);
     let e = serde_json::from_str::<Reason>("\"no_such_reason\"").expect_err("unknown code");
-    assert!(e.to_string().contains("unknown variant `no_such_reason`"), "{e}");
+    assert!(
+        e.to_string().contains("unknown variant `no_such_reason`"),
+        "{e}"
+    );
 }
 
 #[test]
