@@ -20,27 +20,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The counter's column: forwarded, local, then one per reason in [`Reason::index`] order.
     fn index(self) -> usize {
         match self {
             Outcome::Forwarded => 0,
             Outcome::Local => 1,
-            Outcome::Rejected(r) => 2 + Reason::ALL.iter().position(|x| *x == r).unwrap_or(0),
+            Outcome::Rejected(r) => 2 + r.index(),
         }
     }
 
+    /// The `outcome` label of column `i`; a rejection is labelled with its reason code.
     fn label(i: usize) -> &'static str {
         match i {
             0 => "forwarded",
             1 => "local",
-            n => Reason::ALL
-                .get(n - 2)
-                .map(|r| r.as_str())
-                .unwrap_or("unknown"),
+            n => Reason::CODES.get(n - 2).copied().unwrap_or("unknown"),
         }
     }
 }
 
-const OUTCOMES: usize = 2 + Reason::ALL.len();
+const OUTCOMES: usize = 2 + Reason::COUNT;
 /// The label used for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
 
@@ -315,5 +314,27 @@ mod tests {
         assert!(
             text.contains(r#"keygate_requests_total{outcome="route_not_found",route="(none)"} 1"#)
         );
+    }
+
+    #[test]
+    fn every_outcome_has_its_own_counter() {
+        let m = Metrics::new(&["r".to_string()]);
+        for (n, reason) in Reason::ALL.into_iter().enumerate() {
+            for _ in 0..=n {
+                m.request(Some(0), Outcome::Rejected(reason));
+            }
+        }
+        m.request(Some(0), Outcome::Local);
+        let text = m.render();
+        for (n, reason) in Reason::ALL.into_iter().enumerate() {
+            let line = format!(
+                "keygate_requests_total{{outcome=\"{}\",route=\"r\"}} {}\n",
+                reason.code(),
+                n + 1
+            );
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(text.contains("keygate_requests_total{outcome=\"local\",route=\"r\"} 1\n"));
+        assert!(text.contains("keygate_requests_total{outcome=\"forwarded\",route=\"r\"} 0\n"));
     }
 }

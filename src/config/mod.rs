@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 
-use crate::errors::{Reason, Template, Templates, DEFAULT_BODY};
+use crate::errors::{Template, Templates, DEFAULT_BODY};
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
@@ -720,7 +720,6 @@ impl Validator<'_> {
             }
             overrides.insert(reason, tpl);
         }
-        let _: &[Reason] = &Reason::ALL;
 
         Config {
             server: ServerSettings {

@@ -4,6 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 use crate::errors::Detail;
+use crate::errors::Reason;
 
 const EXAMPLE: &str = include_str!("../../config/keygate.toml");
 

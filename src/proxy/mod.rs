@@ -1,0 +1,21 @@
+//! The pingora glue: the only module that imports pingora.
+//!
+//! `request_filter` hands the request to the [`Gate`](crate::gate::Gate) and either answers with
+//! the configured error or lets pingora forward it; `upstream_request_filter` strips credentials
+//! and spoofable identity headers and adds the real ones. Everything else is pingora's defaults.
+//!
+//! - `phases`: the `ProxyHttp` phases and the per-request state;
+//! - `respond`: the responses keygate writes itself (rejections, local endpoints);
+//! - `routing`: what one configuration prepares for the request path (gate, peers);
+//! - `services`: the background services (admin and ops listeners, last-used writer, reload,
+//!   housekeeping);
+//! - `server`: the pingora server that runs them all.
+
+mod phases;
+mod respond;
+mod routing;
+mod server;
+mod services;
+
+pub use phases::{KeygateProxy, RequestCtx};
+pub use server::run;

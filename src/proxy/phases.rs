@@ -1,0 +1,239 @@
+//! The `ProxyHttp` phases: decide in `request_filter`, pick the route's peer, rewrite the
+//! identity headers on the way up, add rate-limit headers on the way down, count and log.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::HeaderName;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use super::respond::add_rate_headers;
+use super::routing::{IdentityNames, Routing};
+use crate::cache::CachedCredential;
+use crate::errors::Reason;
+use crate::gate::{Charge, Decision, Request};
+use crate::metrics::{Metrics, Outcome};
+use crate::ratelimit::RateStatus;
+
+/// The `ProxyHttp` implementation: one per server, shared by every worker thread.
+pub struct KeygateProxy {
+    /// The running configuration's routing; a reload swaps it whole.
+    pub(super) routing: Arc<ArcSwap<Routing>>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) identity_names: IdentityNames,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    pub(super) routing: Option<Arc<Routing>>,
+    pub(super) route: Option<usize>,
+    pub(super) principal: Option<Arc<CachedCredential>>,
+    pub(super) outcome: Option<Outcome>,
+    pub(super) rate: Option<RateStatus>,
+    pub(super) charge: Option<Charge>,
+}
+
+impl KeygateProxy {
+    pub(super) fn new(routing: Arc<ArcSwap<Routing>>, metrics: Arc<Metrics>) -> Self {
+        // Identity header names are restart-only (see `reload`), so they are read once.
+        let identity_names = IdentityNames::new(&routing.load().config().identity);
+        Self {
+            routing,
+            metrics,
+            identity_names,
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for KeygateProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
+
+    /// Decides the request. `Ok(true)` means keygate already answered (a rejection or a local
+    /// endpoint).
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let routing = self.routing.load_full();
+        ctx.routing = Some(routing.clone());
+        let header = session.req_header();
+        let decision = routing
+            .gate
+            .decide(Request {
+                method: header.method.as_str(),
+                path: header.uri.path(),
+                headers: &header.headers,
+                client_ip,
+            })
+            .await;
+        match decision {
+            Decision::Forward {
+                route,
+                principal,
+                rate,
+                charge,
+            } => {
+                ctx.route = Some(route);
+                ctx.principal = principal;
+                ctx.rate = rate;
+                ctx.charge = charge;
+                ctx.outcome = Some(Outcome::Forwarded);
+                Ok(false)
+            }
+            Decision::Local {
+                route,
+                caller,
+                rate,
+                key_id,
+            } => {
+                ctx.route = Some(route);
+                ctx.rate = rate;
+                self.respond_local(session, ctx, &routing, route, caller, key_id)
+                    .await?;
+                Ok(true)
+            }
+            Decision::Reject {
+                route,
+                rejection,
+                rate,
+            } => {
+                ctx.route = route;
+                ctx.outcome = Some(Outcome::Rejected(rejection.reason));
+                self.respond_rejection(
+                    session,
+                    &routing,
+                    rejection.reason,
+                    &rejection.detail,
+                    rate.as_ref(),
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// RateLimit headers on every response of a limited route.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(rate) = &ctx.rate {
+            add_rate_headers(upstream_response, rate)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let peer = ctx
+            .routing
+            .as_ref()
+            .zip(ctx.route)
+            .and_then(|(routing, i)| routing.peers.get(i))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
+        Ok(Box::new(peer.clone()))
+    }
+
+    /// Anti-spoofing and identity: credentials and every client-sent header in the identity
+    /// namespace are removed, then keygate's own identity headers are added.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(routing) = &ctx.routing else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no routing selected",
+            ));
+        };
+        let config = routing.config();
+        for source in &config.credential_sources {
+            upstream_request.remove_header(&source.header);
+        }
+        let namespace = config.identity.namespace.as_str();
+        let spoofed: Vec<HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|name| name.as_str().starts_with(namespace))
+            .cloned()
+            .collect();
+        for name in &spoofed {
+            upstream_request.remove_header(name);
+        }
+
+        let Some(principal) = &ctx.principal else {
+            return Ok(());
+        };
+        let names = &self.identity_names;
+        let values = &principal.identity;
+        for (name, value) in [
+            (names.key_id, &values.key_id),
+            (names.key_name, &values.key_name),
+            (names.account_id, &values.account_id),
+            (names.user_id, &values.user_id),
+            (names.scopes, &values.scopes),
+        ] {
+            // Append, not insert: every header in the namespace was removed above, so there is
+            // nothing to replace, and append skips pingora's search for one.
+            if let Some(v) = value {
+                upstream_request.append_header(name, v.clone())?;
+            }
+        }
+        upstream_request.append_header(names.auth_method, principal.method.header_value())?;
+        if let Some(charge) = &ctx.charge {
+            upstream_request
+                .append_header(names.credits_remaining, charge.balance_after.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let outcome = ctx
+            .outcome
+            .unwrap_or(Outcome::Rejected(Reason::RouteNotFound));
+        match &ctx.routing {
+            Some(routing) => routing.gate.count_request(ctx.route, outcome),
+            None => self.metrics.request(None, outcome),
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        // charge_on = "success": the reservation goes back unless the upstream answered 2xx.
+        if let Some(charge) = ctx.charge.take() {
+            if charge.refund_unless_success && (e.is_some() || !(200..300).contains(&status)) {
+                if let Some(routing) = &ctx.routing {
+                    routing.gate.refund(&charge).await;
+                }
+            }
+        }
+        // The access line names the key by id, never by value.
+        tracing::debug!(
+            target: "keygate::access",
+            method = %session.req_header().method,
+            path = session.req_header().uri.path(),
+            status,
+            route = ctx.routing.as_ref().zip(ctx.route).and_then(|(r, i)| r.config().routes.get(i)).map(|r| r.name.as_str()).unwrap_or("-"),
+            key_id = ctx.principal.as_ref().map(|p| p.credential.key.id.as_str()).unwrap_or("-"),
+            error = e.map(|e| e.to_string()).unwrap_or_default(),
+        );
+    }
+}

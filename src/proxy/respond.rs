@@ -1,0 +1,149 @@
+//! The responses keygate writes itself: a rejection in its configured template, a local
+//! endpoint's answer, and the `RateLimit-*` headers both carry.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::phases::{KeygateProxy, RequestCtx};
+use super::routing::Routing;
+use crate::authz::Rejection;
+use crate::errors::Reason;
+use crate::gate::Principal;
+use crate::local::LocalRequest;
+use crate::metrics::Outcome;
+use crate::ratelimit::RateStatus;
+
+impl KeygateProxy {
+    pub(super) async fn respond_rejection(
+        &self,
+        session: &mut Session,
+        routing: &Routing,
+        reason: Reason,
+        detail: &crate::errors::Detail,
+        rate: Option<&RateStatus>,
+    ) -> Result<()> {
+        let template = routing.config().templates.get(reason);
+        let body = Bytes::from(template.render(reason, detail));
+        let mut resp = ResponseHeader::build(template.status, Some(6))?;
+        resp.insert_header(http::header::CONTENT_TYPE, template.content_type.as_str())?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        if let Some(rate) = rate {
+            add_rate_headers(&mut resp, rate)?;
+            if let Some(retry) = rate.retry_after_secs {
+                resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
+            }
+        }
+        let bearer_accepted = routing
+            .config()
+            .credential_sources
+            .iter()
+            .any(|s| s.scheme.as_deref() == Some("bearer "));
+        if bearer_accepted
+            && matches!(
+                reason,
+                Reason::MissingCredential | Reason::InvalidKey | Reason::MalformedCredential
+            )
+        {
+            resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(())
+    }
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers).
+pub(super) fn add_rate_headers(resp: &mut ResponseHeader, rate: &RateStatus) -> Result<()> {
+    resp.insert_header("ratelimit-limit", rate.limit.to_string())?;
+    resp.insert_header("ratelimit-remaining", rate.remaining.to_string())?;
+    resp.insert_header("ratelimit-reset", rate.reset_secs.to_string())?;
+    Ok(())
+}
+
+impl KeygateProxy {
+    pub(super) async fn respond_local(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        routing: &Routing,
+        route_index: usize,
+        caller: Principal,
+        key_id: Option<String>,
+    ) -> Result<()> {
+        let route = routing.config().routes.get(route_index);
+        let endpoint = route.and_then(|r| r.local.as_ref());
+        let local = routing.gate.local();
+        let (Some(route), Some(endpoint)) = (route, endpoint) else {
+            // The gate decided `Local` on a route of this table, so both exist; answer rather
+            // than panic if that ever stops being true.
+            ctx.outcome = Some(Outcome::Rejected(Reason::StoreUnavailable));
+            return self
+                .respond_rejection(
+                    session,
+                    routing,
+                    Reason::StoreUnavailable,
+                    &Default::default(),
+                    None,
+                )
+                .await;
+        };
+        let body = match read_body(session, crate::local::MAX_BODY).await? {
+            Some(body) => body,
+            None => {
+                let rejection =
+                    Rejection::with_message(Reason::InvalidBody, "The request body is too large");
+                ctx.outcome = Some(Outcome::Rejected(rejection.reason));
+                return self
+                    .respond_rejection(session, routing, rejection.reason, &rejection.detail, None)
+                    .await;
+            }
+        };
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let header = session.req_header();
+        let request = LocalRequest {
+            method: header.method.as_str(),
+            query: header.uri.query(),
+            body: &body,
+            key_id: key_id.as_deref(),
+            client_ip,
+        };
+        match crate::local::answer(local, route, endpoint, &caller, request).await {
+            Ok(answer) => {
+                ctx.outcome = Some(Outcome::Local);
+                let body = Bytes::from(answer.body);
+                let mut resp = ResponseHeader::build(answer.status, Some(5))?;
+                resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+                resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+                resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+                if let Some(rate) = &ctx.rate {
+                    add_rate_headers(&mut resp, rate)?;
+                }
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(body), true).await
+            }
+            Err(rejection) => {
+                ctx.outcome = Some(Outcome::Rejected(rejection.reason));
+                let rate = rejection.rate.as_ref().or(ctx.rate.as_ref());
+                self.respond_rejection(session, routing, rejection.reason, &rejection.detail, rate)
+                    .await
+            }
+        }
+    }
+}
+
+/// Reads the whole request body, up to `limit` bytes; `None` when it is larger.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}

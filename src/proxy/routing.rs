@@ -1,0 +1,72 @@
+//! What one configuration prepares for the request path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderName;
+use pingora::prelude::*;
+
+use crate::config::Config;
+use crate::gate::Gate;
+
+/// One configuration's request handling: the gate and each route's upstream peer, built
+/// together so route indexes always agree. A request keeps the routing it started with, so a
+/// reload never mixes two configurations within one request.
+pub(super) struct Routing {
+    pub(super) gate: Arc<Gate>,
+    /// Upstream peers prepared once per route (address parsed, SNI set); `None` for local
+    /// endpoints.
+    pub(super) peers: Vec<Option<HttpPeer>>,
+}
+
+impl Routing {
+    pub(super) fn new(gate: Arc<Gate>) -> Self {
+        let peers = gate
+            .config
+            .routes
+            .iter()
+            .map(|r| {
+                r.upstream
+                    .as_ref()
+                    .map(|u| match u.address.parse::<SocketAddr>() {
+                        Ok(addr) => HttpPeer::new(addr, u.tls, u.sni.clone()),
+                        Err(_) => HttpPeer::new(u.address.as_str(), u.tls, u.sni.clone()),
+                    })
+            })
+            .collect();
+        Self { gate, peers }
+    }
+
+    pub(super) fn config(&self) -> &Config {
+        &self.gate.config
+    }
+}
+
+/// The identity header names as `&'static str`: pingora keeps a header's original case beside
+/// it, and only a static name skips the copy it otherwise makes on every insert. Leaked once at
+/// startup (seven short strings), so the request path allocates nothing for them.
+pub(super) struct IdentityNames {
+    pub(super) key_id: &'static str,
+    pub(super) key_name: &'static str,
+    pub(super) account_id: &'static str,
+    pub(super) user_id: &'static str,
+    pub(super) scopes: &'static str,
+    pub(super) auth_method: &'static str,
+    pub(super) credits_remaining: &'static str,
+}
+
+impl IdentityNames {
+    pub(super) fn new(h: &crate::config::IdentityHeaders) -> Self {
+        let leak =
+            |n: &HeaderName| -> &'static str { Box::leak(n.as_str().to_owned().into_boxed_str()) };
+        Self {
+            key_id: leak(&h.key_id),
+            key_name: leak(&h.key_name),
+            account_id: leak(&h.account_id),
+            user_id: leak(&h.user_id),
+            scopes: leak(&h.scopes),
+            auth_method: leak(&h.auth_method),
+            credits_remaining: leak(&h.credits_remaining),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The pingora server: the public proxy plus every background service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::phases::KeygateProxy;
+use super::routing::Routing;
+use super::services::{HttpService, Janitor, ReloadService, UsageService};
+
+fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    use anyhow::Context;
+    let l = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} ({what} listener)"))?;
+    l.set_nonblocking(true)
+        .with_context(|| format!("{what} listener"))?;
+    Ok(l)
+}
+
+/// Runs keygate until a signal stops it: SIGTERM drains gracefully, SIGINT stops at once, SIGHUP
+/// reloads the configuration from `source`.
+pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow::Result<()> {
+    let config = app.shared.config.load_full();
+    let admin = bind(config.listeners.admin, "admin")?;
+    let ops = bind(config.listeners.ops, "ops")?;
+    // Fail fast with a clear message when the public port is taken; pingora binds it itself.
+    drop(bind(config.listeners.public, "public")?);
+
+    let conf = pingora::server::configuration::ServerConf {
+        threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
+        grace_period_seconds: Some(config.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let routing = Arc::new(ArcSwap::from_pointee(Routing::new(app.gate.clone())));
+    let proxy = KeygateProxy::new(routing.clone(), app.shared.metrics.clone());
+    let mut proxy_service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "keygate proxy");
+    proxy_service.add_tcp(&config.listeners.public.to_string());
+    server.add_service(proxy_service);
+
+    server.add_service(pingora::services::background::background_service(
+        "keygate admin",
+        HttpService {
+            listener: std::sync::Mutex::new(Some(admin)),
+            serve: crate::admin::serve_admin,
+            shared: app.shared.clone(),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate ops",
+        HttpService {
+            listener: std::sync::Mutex::new(Some(ops)),
+            serve: crate::admin::ops::serve_ops,
+            shared: app.shared.clone(),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate last-used writer",
+        UsageService {
+            writer: std::sync::Mutex::new(Some(app.usage_writer)),
+            shared: app.shared.clone(),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate reload",
+        ReloadService {
+            routing,
+            shared: app.shared.clone(),
+            source: std::sync::Mutex::new(source),
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate housekeeping",
+        Janitor {
+            gate: app.gate.clone(),
+        },
+    ));
+    tracing::info!(
+        public = %config.listeners.public,
+        admin = %config.listeners.admin,
+        ops = %config.listeners.ops,
+        "keygate listening"
+    );
+    server.run_forever();
+}
