@@ -9,6 +9,7 @@ use crate::config::{resolve_secrets, Config, RateLimitMode, StoreSettings};
 use crate::gate::Gate;
 use crate::invalidation::redis::RedisBus;
 use crate::keys::KeyHasher;
+use crate::keyservice::KeyService;
 use crate::local::LocalContext;
 use crate::metrics::Metrics;
 use crate::ratelimit::redis::RedisLimiter;
@@ -28,6 +29,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub cache: Arc<KeyCache>,
     pub hasher: KeyHasher,
+    /// Every change to keys, users and accounts (admin API and self-service alike).
+    pub keys: Arc<KeyService>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Secret,
 }
@@ -170,6 +173,12 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         ));
     }
     let hasher = KeyHasher::new(&secrets.pepper);
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        cache.clone(),
+        hasher.clone(),
+        config.key_format.clone(),
+    ));
     let (recorder, usage_writer) = usage::channel(config.last_used_interval, metrics.clone());
     let limiter = Arc::new(build_limiter(&config, redis.as_ref(), metrics.clone())?);
     let tokens = Arc::new(
@@ -226,6 +235,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
             tokens,
             hasher: hasher.clone(),
             limiter,
+            keys: keys.clone(),
         })),
     );
     Ok(App {
@@ -234,6 +244,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
             store,
             cache,
             hasher,
+            keys,
             metrics,
             admin_token: secrets.admin_token,
         }),

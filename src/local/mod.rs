@@ -19,6 +19,7 @@ use crate::cache::{CachedCredential, KeyCache};
 use crate::config::{Config, LocalEndpoint, LocalKind, Route};
 use crate::errors::Reason;
 use crate::keys::KeyHasher;
+use crate::keyservice::KeyService;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::tokens::{Claims, Tokens};
@@ -70,6 +71,8 @@ pub struct LocalContext {
     pub tokens: Arc<Tokens>,
     pub hasher: KeyHasher,
     pub limiter: Arc<RateLimiter>,
+    /// Every self-service key change goes through it (the same one the admin API uses).
+    pub keys: Arc<KeyService>,
 }
 
 pub async fn answer(
