@@ -99,3 +99,6 @@ impl KeyService {
         cut
     }
 }
+
+#[cfg(test)]
+mod tests;
