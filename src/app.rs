@@ -9,6 +9,7 @@ use crate::config::{resolve_secrets, Config, RateLimitMode, StoreSettings};
 use crate::gate::{Gate, GateParts};
 use crate::invalidation::redis::RedisBus;
 use crate::keys::KeyHasher;
+use crate::keyservice::KeyService;
 use crate::metrics::Metrics;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::RateLimiter;
@@ -27,6 +28,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub cache: Arc<KeyCache>,
     pub hasher: KeyHasher,
+    /// Every change to keys, users and accounts (admin API and self-service alike).
+    pub keys: Arc<KeyService>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Secret,
 }
@@ -169,6 +172,12 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         ));
     }
     let hasher = KeyHasher::new(&secrets.pepper);
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        cache.clone(),
+        hasher.clone(),
+        config.key_format.clone(),
+    ));
     let (recorder, usage_writer) = usage::channel(config.last_used_interval, metrics.clone());
     let limiter = Arc::new(build_limiter(&config, redis.as_ref(), metrics.clone())?);
     let tokens = Arc::new(
@@ -215,6 +224,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         limiter,
         usage: recorder,
         metrics: metrics.clone(),
+        keys: keys.clone(),
     }));
     Ok(App {
         shared: Arc::new(Shared {
@@ -222,6 +232,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
             store,
             cache,
             hasher,
+            keys,
             metrics,
             admin_token: secrets.admin_token,
         }),

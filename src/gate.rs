@@ -17,6 +17,7 @@ use crate::cache::{CachedCredential, KeyCache, Lookup};
 use crate::config::{AuthMode, ChargeOn, Config, CredentialSource, Route};
 use crate::errors::Reason;
 use crate::keys::KeyHasher;
+use crate::keyservice::KeyService;
 use crate::local::LocalContext;
 use crate::metrics::{Metrics, Outcome, RouteCounters};
 use crate::ratelimit::{Limit, RateLimiter, RateStatus};
@@ -115,6 +116,8 @@ pub struct GateParts {
     pub limiter: Arc<RateLimiter>,
     pub usage: UsageRecorder,
     pub metrics: Arc<Metrics>,
+    /// Key, user and account changes, for the self-service endpoints.
+    pub keys: Arc<KeyService>,
 }
 
 pub struct Gate {
@@ -142,6 +145,7 @@ impl Gate {
             limiter,
             usage,
             metrics,
+            keys,
         } = parts;
         let local = Arc::new(LocalContext {
             config: config.clone(),
@@ -150,6 +154,7 @@ impl Gate {
             tokens: tokens.clone(),
             hasher: hasher.clone(),
             limiter: limiter.clone(),
+            keys,
         });
         Self {
             counters: metrics.route_counters(&config.route_names()),
@@ -177,6 +182,7 @@ impl Gate {
             limiter: self.limiter.clone(),
             usage: self.usage.clone(),
             metrics: self.metrics.clone(),
+            keys: self.local.keys.clone(),
         })
     }
 

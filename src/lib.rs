@@ -15,6 +15,7 @@ pub mod gate;
 pub mod identity;
 pub mod invalidation;
 pub mod keys;
+pub mod keyservice;
 pub mod local;
 pub mod metrics;
 pub mod passwords;

@@ -11,6 +11,7 @@ use crate::cache::KeyCache;
 use crate::config::Config;
 use crate::gate::{Gate, GateParts};
 use crate::keys::{KeyFormat, KeyHasher};
+use crate::keyservice::KeyService;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secret::Secret;
@@ -71,6 +72,12 @@ impl TestGate {
         );
         let hasher = KeyHasher::new(&Secret::new(PEPPER));
         let (recorder, writer) = usage::channel(config.last_used_interval, metrics.clone());
+        let keys = Arc::new(KeyService::new(
+            store.clone(),
+            cache.clone(),
+            hasher.clone(),
+            config.key_format.clone(),
+        ));
         let gate = Gate::new(GateParts {
             config: config.clone(),
             store: store.clone(),
@@ -80,6 +87,7 @@ impl TestGate {
             limiter: Arc::new(RateLimiter::local(metrics.clone())),
             usage: recorder,
             metrics: metrics.clone(),
+            keys,
         });
         Self {
             gate,

@@ -1,4 +1,8 @@
 //! `/admin/v1/accounts`: create, list, get, set the plan, suspend, reactivate, delete (soft).
+//! Every write is the [`KeyService`]'s (cache, token cut-offs, audit), with the operator as the
+//! actor.
+//!
+//! [`KeyService`]: crate::keyservice::KeyService
 
 use std::sync::Arc;
 
@@ -7,14 +11,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::audit;
 use super::error::{ApiError, ApiResult};
 use super::extract::{present, Body, Id, Query};
-use super::validate;
 use super::views::{next_cursor, AccountList, AccountView};
 use crate::app::Shared;
-use crate::cache::Invalidation;
-use crate::store::{AccountStatus, NewAccount, Page};
+use crate::keyservice::Actor;
+use crate::store::{AccountStatus, Page};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,15 +45,10 @@ pub async fn create(
     State(shared): State<Arc<Shared>>,
     Body(req): Body<CreateAccount>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
-    let name = validate::name("name", &req.name)?;
-    let account = shared.store.create_account(NewAccount { name }).await?;
-    audit::record(
-        &shared,
-        "account.create",
-        &account.id,
-        format!("name={:?}", account.name),
-    )
-    .await;
+    let account = shared
+        .keys
+        .create_account(&Actor::Operator, &req.name)
+        .await?;
     Ok((StatusCode::CREATED, Json(account.into())))
 }
 
@@ -88,27 +85,12 @@ pub async fn update(
     let Some(plan) = req.plan else {
         return Err(ApiError::invalid("nothing to change: set `plan`"));
     };
-    let plan = plan
-        .map(|p| validate::plan(&shared.config.load().plans, &p))
-        .transpose()?;
-    let current = shared.store.get_account(&id).await?.ok_or_else(not_found)?;
-    let account = shared.store.set_account_plan(&id, plan).await?;
-    // Cached credentials carry the account, plan included.
-    shared
-        .cache
-        .invalidate(Invalidation::Account(account.id.clone()))
-        .await;
-    audit::record(
-        &shared,
-        "account.plan",
-        &account.id,
-        format!(
-            "plan {} -> {}",
-            current.plan.as_deref().unwrap_or("none"),
-            account.plan.as_deref().unwrap_or("none")
-        ),
-    )
-    .await;
+    // Plans change on reload: validated against the configuration serving now.
+    let config = shared.config.load();
+    let account = shared
+        .keys
+        .set_account_plan(&Actor::Operator, &id, plan, &config.plans)
+        .await?;
     Ok(Json(account.into()))
 }
 
@@ -116,66 +98,28 @@ pub async fn suspend(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
 ) -> ApiResult<Json<AccountView>> {
-    set_status(&shared, &id, AccountStatus::Suspended, "account.suspend").await
+    set_status(&shared, &id, AccountStatus::Suspended).await
 }
 
 pub async fn reactivate(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
 ) -> ApiResult<Json<AccountView>> {
-    set_status(&shared, &id, AccountStatus::Active, "account.reactivate").await
+    set_status(&shared, &id, AccountStatus::Active).await
 }
 
 pub async fn delete(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<AccountView>> {
-    set_status(&shared, &id, AccountStatus::Deleted, "account.delete").await
+    set_status(&shared, &id, AccountStatus::Deleted).await
 }
 
-/// Writes the status, then drops the account's cached credentials so the next proxied request
-/// sees it. A deleted account stays deleted (deleting it again is a no-op success).
-async fn set_status(
-    shared: &Arc<Shared>,
-    id: &str,
-    to: AccountStatus,
-    action: &str,
-) -> ApiResult<Json<AccountView>> {
-    let current = shared.store.get_account(id).await?.ok_or_else(not_found)?;
-    if current.status == AccountStatus::Deleted {
-        if to == AccountStatus::Deleted {
-            return Ok(Json(current.into()));
-        }
-        return Err(ApiError::Conflict(
-            "the account is deleted; it cannot be suspended or reactivated".to_string(),
-        ));
-    }
-    let account = shared.store.set_account_status(id, to).await?;
-    shared
-        .cache
-        .invalidate(Invalidation::Account(account.id.clone()))
-        .await;
-    audit::record(
-        shared,
-        action,
-        &account.id,
-        format!(
-            "status {} -> {}",
-            status_str(current.status),
-            status_str(account.status)
-        ),
-    )
-    .await;
-    if to != AccountStatus::Active {
-        // Every token of the account dies (keys' exchange tokens and users' sessions alike).
-        super::cut_tokens(shared, &account.id).await?;
-    }
+/// A deleted account stays deleted (deleting it again is a no-op success); stopping an account
+/// cuts off its tokens (503 if that fails; the status is written and retrying is safe).
+async fn set_status(shared: &Shared, id: &str, to: AccountStatus) -> ApiResult<Json<AccountView>> {
+    let account = shared
+        .keys
+        .set_account_status(&Actor::Operator, id, to)
+        .await?;
     Ok(Json(account.into()))
-}
-
-fn status_str(s: AccountStatus) -> &'static str {
-    match s {
-        AccountStatus::Active => "active",
-        AccountStatus::Suspended => "suspended",
-        AccountStatus::Deleted => "deleted",
-    }
 }
 
 pub(super) fn not_found() -> ApiError {

@@ -1,4 +1,5 @@
-//! The audit log: every admin write appends one entry; `GET /audit` reads them back.
+//! The audit log: every change (by an operator or a user) appends one entry, written by the
+//! [`KeyService`](crate::keyservice::KeyService); `GET /audit` reads them back.
 
 use std::sync::Arc;
 
@@ -10,26 +11,6 @@ use super::error::ApiResult;
 use super::extract::Query;
 use super::views::{AuditList, AuditView};
 use crate::app::Shared;
-use crate::store::NewAudit;
-
-/// The only actor the admin token represents.
-pub const ACTOR: &str = "admin";
-
-/// Appends an entry after a write has committed. `detail` must never hold a secret.
-///
-/// A failure here is logged, not returned: the write it describes already happened (and for a
-/// new key, failing would lose the plaintext the client can never see again).
-pub async fn record(shared: &Shared, action: &str, target: &str, detail: String) {
-    let entry = NewAudit {
-        actor: ACTOR.to_string(),
-        action: action.to_string(),
-        target: target.to_string(),
-        detail,
-    };
-    if let Err(e) = shared.store.append_audit(entry).await {
-        tracing::error!(error = %e, action, target, "admin audit entry was not written");
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,12 +10,11 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::accounts::not_found;
-use super::audit;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Id, Query};
-use super::validate;
 use super::views::{next_cursor, Balance, TransactionList, TransactionView};
 use crate::app::Shared;
+use crate::keyservice::{validate, Actor};
 use crate::store::Page;
 
 /// `POST .../credits`: a positive delta tops up, a negative one deducts (never below zero).
@@ -65,13 +64,15 @@ pub async fn adjust(
         .store
         .adjust_credits(&id, req.delta, None, &reason)
         .await?;
-    audit::record(
-        &shared,
-        "credits.adjust",
-        &id,
-        format!("delta={:+} balance={balance} reason={reason:?}", req.delta),
-    )
-    .await;
+    shared
+        .keys
+        .record(
+            &Actor::Operator,
+            "credits.adjust",
+            &id,
+            format!("delta={:+} balance={balance} reason={reason:?}", req.delta),
+        )
+        .await;
     Ok(Json(Balance { balance }))
 }
 
@@ -83,13 +84,15 @@ pub async fn set(
     let balance = validate::balance("balance", req.balance)?;
     let reason = reason(req.reason, "set")?;
     let balance = shared.store.set_credits(&id, balance, &reason).await?;
-    audit::record(
-        &shared,
-        "credits.set",
-        &id,
-        format!("balance={balance} reason={reason:?}"),
-    )
-    .await;
+    shared
+        .keys
+        .record(
+            &Actor::Operator,
+            "credits.set",
+            &id,
+            format!("balance={balance} reason={reason:?}"),
+        )
+        .await;
     Ok(Json(Balance { balance }))
 }
 
@@ -126,7 +129,7 @@ pub async fn transactions(
 /// The given reason (a checked display text), or the default.
 fn reason(given: Option<String>, default: &str) -> ApiResult<String> {
     match given {
-        Some(r) => validate::name("reason", &r),
+        Some(r) => Ok(validate::name("reason", &r)?),
         None => Ok(default.to_string()),
     }
 }

@@ -2,8 +2,12 @@
 //! behind a Bearer admin token. The only module (with `ops`) that imports axum.
 //!
 //! One concern per file: `auth` (the token), `error` (the JSON error type), `extract`
-//! (extractors that answer 422 JSON), `validate`, `views` (what is returned), and the handlers
-//! in `accounts`, `credits`, `keys`, `users`, `audit`; `openapi` describes them all.
+//! (extractors that answer 422 JSON), `views` (what is returned), and the handlers in
+//! `accounts`, `credits`, `keys`, `users`, `audit`; `openapi` describes them all. The handlers
+//! that change keys, users and accounts are adapters over the [`KeyService`], which validates,
+//! writes, invalidates, cuts tokens and audits.
+//!
+//! [`KeyService`]: crate::keyservice::KeyService
 
 pub mod accounts;
 pub mod audit;
@@ -15,7 +19,6 @@ pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod users;
-pub mod validate;
 pub mod views;
 
 use std::future::Future;
@@ -27,7 +30,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::Shared;
-use error::ApiResult;
+use crate::keyservice::ServiceError;
+use error::ApiError;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -74,15 +78,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Kills every token whose subject is `subject` (a key, account or user id) issued until now,
-/// through a cut-off in the store: replicas read cut-offs when they start, so a token dies even
-/// on a replica that was not running when its key, account or user was stopped. Called after the
-/// write it follows has committed; a failure is 503 (retrying the write is safe).
-pub(crate) async fn cut_tokens(shared: &Shared, subject: &str) -> ApiResult<()> {
-    // Through the cache: it persists the cut-off, applies it here and publishes it to every
-    // replica, so a revoked key's access tokens fail on the next request everywhere.
-    shared.cache.cut_tokens(subject).await?;
-    Ok(())
+/// The service's refusals in the admin API's shape: a refused field is 422 `invalid_body` with
+/// the message naming it; a token cut that failed after the write committed is 503, like any
+/// store failure (retrying the change is safe).
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid { message, .. } => Self::InvalidBody(message),
+            ServiceError::NotFound(m) => Self::NotFound(m),
+            ServiceError::Conflict(m) => Self::Conflict(m),
+            ServiceError::StoreUnavailable(detail) | ServiceError::TokenCutFailed(detail) => {
+                Self::StoreUnavailable(detail)
+            }
+            ServiceError::Internal(detail) => Self::Internal(detail),
+        }
+    }
 }
 
 pub fn serve_admin(

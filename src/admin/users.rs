@@ -1,8 +1,10 @@
 //! `/admin/v1/users`: create, list, get, change role or status, set the password.
 //!
-//! Passwords arrive as [`Secret`]s, are hashed with argon2id on the blocking pool, and never
-//! reach a response, an audit entry or a log line. A role or status change drops the cached
-//! credentials of the user's account (they carry the user) and cuts off the user's tokens.
+//! Passwords arrive as [`Secret`]s and never reach a response, an audit entry or a log line.
+//! Every write is the [`KeyService`]'s (hashing, cache, token cut-offs, audit), with the
+//! operator as the actor.
+//!
+//! [`KeyService`]: crate::keyservice::KeyService
 
 use std::sync::Arc;
 
@@ -11,16 +13,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
-use super::audit;
 use super::error::{ApiError, ApiResult};
 use super::extract::{secret, Body, Id, Query};
-use super::validate;
 use super::views::{next_cursor, UserList, UserView};
 use crate::app::Shared;
-use crate::cache::Invalidation;
-use crate::passwords;
+use crate::keyservice::{Actor, NewUserInput, UserChange};
 use crate::secret::Secret;
-use crate::store::{AccountStatus, NewUser, Page, Role, UserPatch, UserStatus};
+use crate::store::{Page, Role, UserStatus};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,44 +66,19 @@ pub async fn create(
     State(shared): State<Arc<Shared>>,
     Body(req): Body<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    let email = validate::email(&req.email)?;
-    passwords::validate_new(req.password.expose()).map_err(ApiError::InvalidBody)?;
-    let account = shared
-        .store
-        .get_account(&req.account_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("account not found".to_string()))?;
-    if account.status == AccountStatus::Deleted {
-        return Err(ApiError::Conflict(
-            "the account is deleted; it cannot get new users".to_string(),
-        ));
-    }
-    // Cheap before the expensive hash; the store checks again, atomically.
-    if shared.store.find_user_by_email(&email).await?.is_some() {
-        return Err(duplicate_email());
-    }
-    let password_hash = hash(req.password).await?;
-    let user = shared
-        .store
-        .create_user(NewUser {
-            account_id: account.id,
-            email,
-            password_hash,
-            role: req.role,
-        })
-        .await?;
-    audit::record(
-        &shared,
-        "user.create",
-        &user.id,
-        format!(
-            "account={} email={:?} role={}",
-            user.account_id,
-            user.email,
-            role_str(user.role)
-        ),
-    )
-    .await;
+    let CreateUser {
+        account_id,
+        email,
+        password,
+        role,
+    } = req;
+    let input = NewUserInput {
+        account_id,
+        email,
+        password,
+        role,
+    };
+    let user = shared.keys.create_user(&Actor::Operator, input).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -126,55 +100,26 @@ pub async fn list(
 }
 
 pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<UserView>> {
-    let user = shared.store.get_user(&id).await?.ok_or_else(not_found)?;
+    let user = shared
+        .store
+        .get_user(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user not found".to_string()))?;
     Ok(Json(user.into()))
 }
 
+/// A role or status change; the user's tokens are cut off (503 if that fails; the change is
+/// written and retrying is safe).
 pub async fn update(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
     Body(req): Body<UpdateUser>,
 ) -> ApiResult<Json<UserView>> {
-    if req.role.is_none() && req.status.is_none() {
-        return Err(ApiError::invalid(
-            "nothing to change: set `role` or `status`",
-        ));
-    }
-    let current = shared.store.get_user(&id).await?.ok_or_else(not_found)?;
+    let UpdateUser { role, status } = req;
     let user = shared
-        .store
-        .update_user(
-            &id,
-            UserPatch {
-                role: req.role,
-                status: req.status,
-                password_hash: None,
-            },
-        )
+        .keys
+        .update_user(&Actor::Operator, &id, UserChange { role, status })
         .await?;
-    // Cached credentials carry the user (role and status); tokens issued to the user carry the
-    // old role, so they die too.
-    shared
-        .cache
-        .invalidate(Invalidation::Account(user.account_id.clone()))
-        .await;
-    let mut changes = Vec::new();
-    if req.role.is_some() {
-        changes.push(format!(
-            "role {} -> {}",
-            role_str(current.role),
-            role_str(user.role)
-        ));
-    }
-    if req.status.is_some() {
-        changes.push(format!(
-            "status {} -> {}",
-            status_str(current.status),
-            status_str(user.status)
-        ));
-    }
-    audit::record(&shared, "user.update", &user.id, changes.join(" ")).await;
-    super::cut_tokens(&shared, &user.id).await?;
     Ok(Json(user.into()))
 }
 
@@ -184,55 +129,11 @@ pub async fn set_password(
     Id(id): Id,
     Body(req): Body<SetPassword>,
 ) -> ApiResult<Json<UserView>> {
-    passwords::validate_new(req.password.expose()).map_err(ApiError::InvalidBody)?;
-    // 404 before spending a hash on a user that does not exist.
-    shared.store.get_user(&id).await?.ok_or_else(not_found)?;
-    let password_hash = hash(req.password).await?;
     let user = shared
-        .store
-        .update_user(
-            &id,
-            UserPatch {
-                password_hash: Some(password_hash),
-                ..UserPatch::default()
-            },
-        )
+        .keys
+        .set_password(&Actor::Operator, &id, req.password)
         .await?;
-    audit::record(&shared, "user.password", &user.id, "password set".into()).await;
-    super::cut_tokens(&shared, &user.id).await?;
     Ok(Json(user.into()))
-}
-
-/// argon2id on the blocking pool (tens of milliseconds of CPU).
-async fn hash(password: Secret) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || passwords::hash(&password))
-        .await
-        .map_err(|e| ApiError::Internal(format!("password hashing task failed: {e}")))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-fn duplicate_email() -> ApiError {
-    ApiError::Conflict("a user with this email exists".to_string())
-}
-
-fn not_found() -> ApiError {
-    ApiError::NotFound("user not found".to_string())
-}
-
-fn role_str(r: Role) -> &'static str {
-    match r {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-        Role::ReadOnly => "read_only",
-    }
-}
-
-fn status_str(s: UserStatus) -> &'static str {
-    match s {
-        UserStatus::Active => "active",
-        UserStatus::Disabled => "disabled",
-    }
 }
 
 #[cfg(test)]

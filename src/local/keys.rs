@@ -1,6 +1,13 @@
 //! Self-service keys for the user of a session token (Encrata's step 2): create a named key
 //! (plaintext shown once), list, rename, revoke and rotate one's own keys. A user only ever sees
 //! and touches keys whose `user_id` is theirs; another user's key answers 404 like a missing one.
+//!
+//! Every change is the [`KeyService`]'s, with the user as the actor: validated like an
+//! operator's (the same field-naming messages), audited, and answered 503 when the token cut-off
+//! that must follow a revocation could not be written. This file only maps bodies in and
+//! [`ServiceError`]s out, in the configured error format.
+//!
+//! [`KeyService`]: crate::keyservice::KeyService
 
 use std::collections::BTreeMap;
 
@@ -9,10 +16,10 @@ use serde_json::{json, Value};
 
 use super::{parse_body, rfc3339, LocalContext, LocalRequest, LocalResponse};
 use crate::authz::{self, Rejection};
-use crate::cache::Invalidation;
-use crate::config::{valid_scope, LocalKind};
+use crate::config::LocalKind;
 use crate::errors::Reason;
-use crate::store::{KeyPatch, KeyRecord, KeyStatus, NewKey, Page, Permission, StoreError};
+use crate::keyservice::{Actor, KeyChange, NewKeyInput, ServiceError};
+use crate::store::{KeyRecord, KeyStatus, Page, Permission, StoreError};
 use crate::tokens::Claims;
 
 #[derive(Deserialize)]
@@ -42,6 +49,23 @@ fn invalid(message: impl Into<String>) -> Rejection {
     Rejection::with_message(Reason::InvalidBody, message)
 }
 
+/// The service's refusals in the local endpoints' format. A missing key and another user's key
+/// read alike; a failed token cut (after the change committed) is 503, as in the admin API.
+fn refused(e: ServiceError) -> Rejection {
+    match e {
+        ServiceError::Invalid { message, .. } => {
+            invalid(format!("Invalid request body: {message}"))
+        }
+        ServiceError::NotFound(_) => Rejection::new(Reason::RouteNotFound),
+        ServiceError::Conflict(m) => invalid(m),
+        ServiceError::StoreUnavailable(_) => Rejection::new(Reason::StoreUnavailable),
+        ServiceError::TokenCutFailed(_) | ServiceError::Internal(_) => {
+            tracing::warn!(error = %e, "self-service key change");
+            Rejection::new(Reason::StoreUnavailable)
+        }
+    }
+}
+
 fn store_err(e: StoreError) -> Rejection {
     match e {
         StoreError::NotFound(_) => Rejection::new(Reason::RouteNotFound),
@@ -68,14 +92,11 @@ pub fn view(k: &KeyRecord) -> Value {
     })
 }
 
-fn check_name(name: &str) -> Result<String, Rejection> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(invalid(
-            "Invalid request body: `name` must be 1-200 printable characters",
-        ));
+fn actor(session: &Claims) -> Actor {
+    Actor::User {
+        user_id: session.sub.clone(),
+        account_id: session.acc.clone(),
     }
-    Ok(name.to_string())
 }
 
 pub async fn handle(
@@ -104,16 +125,7 @@ async fn own_key(
     key_id: Option<&str>,
 ) -> Result<KeyRecord, Rejection> {
     let id = key_id.ok_or_else(|| Rejection::new(Reason::RouteNotFound))?;
-    let key = ctx.store.get_key(id).await.map_err(store_err)?;
-    match key {
-        Some(k)
-            if k.user_id.as_deref() == Some(session.sub.as_str())
-                && k.account_id == session.acc =>
-        {
-            Ok(k)
-        }
-        _ => Err(Rejection::new(Reason::RouteNotFound)),
-    }
+    ctx.keys.key_for(&actor(session), id).await.map_err(refused)
 }
 
 async fn list(ctx: &LocalContext, session: &Claims) -> Result<LocalResponse, Rejection> {
@@ -168,47 +180,31 @@ async fn create(
     session: &Claims,
     body: &[u8],
 ) -> Result<LocalResponse, Rejection> {
-    let body: CreateBody = parse_body(body)?;
-    let name = check_name(&body.name)?;
-    if let Some(bad) = body.scopes.iter().find(|s| !valid_scope(s)) {
-        return Err(invalid(format!(
-            "Invalid request body: `scopes`: `{bad}` is not a scope"
-        )));
-    }
-    let permission = permission_for(session, body.permission.as_deref())?;
-    let expires_at = match body.expires_at.as_deref() {
-        None => None,
-        Some(t) => {
-            let at = chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|_| {
-                    invalid("Invalid request body: `expires_at` must be an RFC 3339 time")
-                })?
-                .timestamp();
-            if at <= crate::store::now() {
-                return Err(invalid("Invalid request body: `expires_at` is in the past"));
-            }
-            Some(at)
-        }
-    };
-    let plaintext = ctx.config.key_format.generate();
-    let hash = ctx.hasher.hash(plaintext.expose());
-    let new = NewKey {
+    let CreateBody {
+        name,
+        scopes,
+        permission,
+        expires_at,
+        resources,
+    } = parse_body(body)?;
+    let permission = permission_for(session, permission.as_deref())?;
+    let input = NewKeyInput {
         account_id: session.acc.clone(),
         user_id: Some(session.sub.clone()),
         name,
-        display_prefix: ctx.config.key_format.display_prefix(plaintext.expose()),
-        hash,
-        scopes: body.scopes,
+        scopes,
         permission,
         expires_at,
         rate_limit: None,
-        resources: body.resources,
-        rotated_from: None,
+        resources,
     };
-    let key = ctx.store.create_key(new).await.map_err(store_err)?;
-    ctx.cache.invalidate(Invalidation::Key(hash)).await;
-    let mut v = view(&key);
-    v["key"] = json!(plaintext.expose());
+    let created = ctx
+        .keys
+        .create_key(&actor(session), input)
+        .await
+        .map_err(refused)?;
+    let mut v = view(&created.key);
+    v["key"] = json!(created.plaintext.expose());
     Ok(LocalResponse::json(201, v))
 }
 
@@ -217,18 +213,19 @@ async fn rename(
     session: &Claims,
     req: LocalRequest<'_>,
 ) -> Result<LocalResponse, Rejection> {
-    let key = own_key(ctx, session, req.key_id).await?;
-    let body: RenameBody = parse_body(req.body)?;
-    let patch = KeyPatch {
-        name: Some(check_name(&body.name)?),
-        ..Default::default()
+    let id = req
+        .key_id
+        .ok_or_else(|| Rejection::new(Reason::RouteNotFound))?;
+    let RenameBody { name } = parse_body(req.body)?;
+    let change = KeyChange {
+        name: Some(name),
+        ..KeyChange::default()
     };
     let key = ctx
-        .store
-        .update_key(&key.id, patch)
+        .keys
+        .update_key(&actor(session), id, change)
         .await
-        .map_err(store_err)?;
-    ctx.cache.invalidate(Invalidation::Key(key.hash)).await;
+        .map_err(refused)?;
     Ok(LocalResponse::json(200, view(&key)))
 }
 
@@ -237,20 +234,12 @@ async fn revoke(
     session: &Claims,
     key_id: Option<&str>,
 ) -> Result<LocalResponse, Rejection> {
-    let key = own_key(ctx, session, key_id).await?;
-    let patch = KeyPatch {
-        status: Some(KeyStatus::Revoked),
-        ..Default::default()
-    };
+    let id = key_id.ok_or_else(|| Rejection::new(Reason::RouteNotFound))?;
     let key = ctx
-        .store
-        .update_key(&key.id, patch)
+        .keys
+        .set_key_status(&actor(session), id, KeyStatus::Revoked)
         .await
-        .map_err(store_err)?;
-    ctx.cache.invalidate(Invalidation::Key(key.hash)).await;
-    if let Err(e) = ctx.cache.cut_tokens(&key.id).await {
-        tracing::warn!(error = %e, "could not persist a token cut-off");
-    }
+        .map_err(refused)?;
     Ok(LocalResponse::json(200, view(&key)))
 }
 
@@ -259,40 +248,17 @@ async fn rotate(
     session: &Claims,
     req: LocalRequest<'_>,
 ) -> Result<LocalResponse, Rejection> {
-    let old = own_key(ctx, session, req.key_id).await?;
-    if old.status == KeyStatus::Revoked {
-        return Err(invalid("A revoked key cannot be rotated"));
-    }
-    let body: RotateBody = parse_body(req.body)?;
-    let plaintext = ctx.config.key_format.generate();
-    let hash = ctx.hasher.hash(plaintext.expose());
-    let new = NewKey {
-        account_id: old.account_id.clone(),
-        user_id: old.user_id.clone(),
-        name: old.name.clone(),
-        display_prefix: ctx.config.key_format.display_prefix(plaintext.expose()),
-        hash,
-        scopes: old.scopes.clone(),
-        permission: old.permission,
-        expires_at: old.expires_at,
-        rate_limit: old.rate_limit,
-        resources: old.resources.clone(),
-        rotated_from: Some(old.id.clone()),
-    };
-    let old_expires = body
-        .grace_seconds
-        .map(|g| crate::store::now().saturating_add(i64::try_from(g).unwrap_or(i64::MAX)));
-    let (new_key, old_after) = ctx
-        .store
-        .rotate_key(&old.id, new, old_expires)
+    let id = req
+        .key_id
+        .ok_or_else(|| Rejection::new(Reason::RouteNotFound))?;
+    let RotateBody { grace_seconds } = parse_body(req.body)?;
+    let rotated = ctx
+        .keys
+        .rotate_key(&actor(session), id, grace_seconds)
         .await
-        .map_err(store_err)?;
-    ctx.cache.invalidate(Invalidation::Key(hash)).await;
-    ctx.cache
-        .invalidate(Invalidation::Key(old_after.hash))
-        .await;
-    let mut v = view(&new_key);
-    v["key"] = json!(plaintext.expose());
-    v["old"] = view(&old_after);
+        .map_err(refused)?;
+    let mut v = view(&rotated.key);
+    v["key"] = json!(rotated.plaintext.expose());
+    v["old"] = view(&rotated.old);
     Ok(LocalResponse::json(201, v))
 }

@@ -20,6 +20,7 @@ use crate::config::{Config, LocalEndpoint, LocalKind, Route};
 use crate::errors::Reason;
 use crate::gate::Principal;
 use crate::keys::KeyHasher;
+use crate::keyservice::KeyService;
 use crate::ratelimit::RateLimiter;
 use crate::store::Store;
 use crate::tokens::Tokens;
@@ -63,6 +64,8 @@ pub struct LocalContext {
     pub tokens: Arc<Tokens>,
     pub hasher: KeyHasher,
     pub limiter: Arc<RateLimiter>,
+    /// Every self-service key change goes through it (the same one the admin API uses).
+    pub keys: Arc<KeyService>,
 }
 
 pub async fn answer(

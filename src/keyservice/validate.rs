@@ -1,11 +1,13 @@
-//! Checks on admin request values beyond what the JSON types enforce. Each message names the field.
+//! Checks on the values of a key, user or account change beyond what the JSON types enforce,
+//! the same whether an operator or a user asks. Each error carries the field and a message that
+//! names it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::DateTime;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ServiceError, ServiceResult};
 use crate::config::{valid_scope, Plan};
 use crate::store::{normalize_email, RateLimit, Resources, MAX_CREDITS};
 
@@ -13,38 +15,47 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_SCOPES: usize = 100;
 
 /// A display name: not blank, at most [`MAX_NAME_CHARS`] characters. Returns it trimmed.
-pub fn name(field: &str, value: &str) -> ApiResult<String> {
+pub fn name(field: &str, value: &str) -> ServiceResult<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::invalid(format!("`{field}` must not be empty")));
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must not be empty"),
+        ));
     }
     if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must be at most {MAX_NAME_CHARS} characters"
-        )));
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must not contain control characters"
-        )));
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must not contain control characters"),
+        ));
     }
     Ok(trimmed.to_string())
 }
 
 /// Scopes: each valid, duplicates dropped, order kept.
-pub fn scopes(values: Vec<String>) -> ApiResult<Vec<String>> {
+pub fn scopes(values: Vec<String>) -> ServiceResult<Vec<String>> {
     if values.len() > MAX_SCOPES {
-        return Err(ApiError::invalid(format!(
-            "`scopes` may hold at most {MAX_SCOPES} entries"
-        )));
+        return Err(ServiceError::invalid(
+            "scopes",
+            format!("`scopes` may hold at most {MAX_SCOPES} entries"),
+        ));
     }
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for s in values {
         if !valid_scope(&s) {
-            return Err(ApiError::invalid(format!(
-                "`scopes`: `{}` is not a scope (1-64 letters, digits, and : . _ -)",
-                s.escape_debug()
-            )));
+            return Err(ServiceError::invalid(
+                "scopes",
+                format!(
+                    "`scopes`: `{}` is not a scope (1-64 letters, digits, and : . _ -)",
+                    s.escape_debug()
+                ),
+            ));
         }
         if !out.contains(&s) {
             out.push(s);
@@ -59,9 +70,9 @@ pub const MAX_RESOURCE_IDS: usize = 1000;
 
 /// An email address: `local@domain`, no spaces or control characters, at most
 /// [`MAX_EMAIL_CHARS`]. Returns it trimmed and lower-cased (as the store keeps it).
-pub fn email(value: &str) -> ApiResult<String> {
+pub fn email(value: &str) -> ServiceResult<String> {
     let email = normalize_email(value);
-    let bad = |why: &str| ApiError::invalid(format!("`email` {why}"));
+    let bad = |why: &str| ServiceError::invalid("email", format!("`email` {why}"));
     if email.is_empty() {
         return Err(bad("must not be empty"));
     }
@@ -102,29 +113,34 @@ pub fn valid_resource_name(s: &str) -> bool {
 
 /// A key's resources (`{"projects": ["p1"]}`): kinds and ids checked, duplicate ids dropped in
 /// order. An empty id list is kept (the key reaches none of that kind).
-pub fn resources(value: BTreeMap<String, Vec<String>>) -> ApiResult<Resources> {
+pub fn resources(value: BTreeMap<String, Vec<String>>) -> ServiceResult<Resources> {
     if value.len() > MAX_RESOURCE_KINDS {
-        return Err(ApiError::invalid(format!(
-            "`resources` may hold at most {MAX_RESOURCE_KINDS} kinds"
-        )));
+        return Err(ServiceError::invalid(
+            "resources",
+            format!("`resources` may hold at most {MAX_RESOURCE_KINDS} kinds"),
+        ));
     }
     let mut out = Resources::new();
     for (kind, ids) in value {
         if !valid_resource_name(&kind) {
-            return Err(ApiError::invalid(format!(
-                "`resources`: `{}` is not a resource kind (1-64 letters, digits, and _ . : -)",
-                kind.escape_debug()
-            )));
+            return Err(ServiceError::invalid(
+                "resources",
+                format!(
+                    "`resources`: `{}` is not a resource kind (1-64 letters, digits, and _ . : -)",
+                    kind.escape_debug()
+                ),
+            ));
         }
         if ids.len() > MAX_RESOURCE_IDS {
-            return Err(ApiError::invalid(format!(
-                "`resources.{kind}` may hold at most {MAX_RESOURCE_IDS} ids"
-            )));
+            return Err(ServiceError::invalid(
+                format!("resources.{kind}"),
+                format!("`resources.{kind}` may hold at most {MAX_RESOURCE_IDS} ids"),
+            ));
         }
         let mut kept: Vec<String> = Vec::with_capacity(ids.len());
         for id in ids {
             if !valid_resource_name(&id) {
-                return Err(ApiError::invalid(format!(
+                return Err(ServiceError::invalid(format!("resources.{kind}"), format!(
                     "`resources.{kind}`: `{}` is not a resource id (1-64 letters, digits, and _ . : -)",
                     id.escape_debug()
                 )));
@@ -139,14 +155,17 @@ pub fn resources(value: BTreeMap<String, Vec<String>>) -> ApiResult<Resources> {
 }
 
 /// An RFC 3339 time as Unix seconds.
-pub fn time(field: &str, value: &str) -> ApiResult<i64> {
+pub fn time(field: &str, value: &str) -> ServiceResult<i64> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.timestamp())
         .map_err(|e| {
-            ApiError::invalid(format!(
-                "`{field}`: `{}` is not an RFC 3339 time ({e})",
-                value.escape_debug()
-            ))
+            ServiceError::invalid(
+                field,
+                format!(
+                    "`{field}`: `{}` is not an RFC 3339 time ({e})",
+                    value.escape_debug()
+                ),
+            )
         })
 }
 
@@ -161,7 +180,7 @@ pub struct RateLimitBody {
 
 /// The bounds the config puts on limits (`requests` 1..=10^9, `per_seconds` up to a leap year,
 /// `burst` up to 2^32 - 1), so an override can express what the config can.
-pub fn rate_limit(field: &str, body: RateLimitBody) -> ApiResult<RateLimit> {
+pub fn rate_limit(field: &str, body: RateLimitBody) -> ServiceResult<RateLimit> {
     let checks = [
         ("requests", body.requests, 1_000_000_000),
         ("per_seconds", body.per_seconds, 86_400 * 366),
@@ -169,9 +188,10 @@ pub fn rate_limit(field: &str, body: RateLimitBody) -> ApiResult<RateLimit> {
     ];
     for (name, value, max) in checks {
         if !(1..=max).contains(&value) {
-            return Err(ApiError::invalid(format!(
-                "`{field}.{name}` must be between 1 and {max}"
-            )));
+            return Err(ServiceError::invalid(
+                format!("{field}.{name}"),
+                format!("`{field}.{name}` must be between 1 and {max}"),
+            ));
         }
     }
     Ok(RateLimit {
@@ -182,7 +202,7 @@ pub fn rate_limit(field: &str, body: RateLimitBody) -> ApiResult<RateLimit> {
 }
 
 /// A plan name: one of the config's `[plans.*]`.
-pub fn plan(plans: &HashMap<String, Plan>, value: &str) -> ApiResult<String> {
+pub fn plan(plans: &HashMap<String, Plan>, value: &str) -> ServiceResult<String> {
     if plans.contains_key(value) {
         return Ok(value.to_string());
     }
@@ -193,21 +213,25 @@ pub fn plan(plans: &HashMap<String, Plan>, value: &str) -> ApiResult<String> {
     } else {
         format!("configured: {}", known.join(", "))
     };
-    Err(ApiError::invalid(format!(
-        "`plan`: unknown plan `{}` ({known})",
-        value.escape_debug()
-    )))
+    Err(ServiceError::invalid(
+        "plan",
+        format!("`plan`: unknown plan `{}` ({known})", value.escape_debug()),
+    ))
 }
 
 /// A credit balance an operator sets: 0..=[`MAX_CREDITS`].
-pub fn balance(field: &str, value: i64) -> ApiResult<i64> {
+pub fn balance(field: &str, value: i64) -> ServiceResult<i64> {
     if value < 0 {
-        return Err(ApiError::invalid(format!("`{field}` must be at least 0")));
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must be at least 0"),
+        ));
     }
     if value > MAX_CREDITS {
-        return Err(ApiError::invalid(format!(
-            "`{field}` must be at most {MAX_CREDITS}"
-        )));
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must be at most {MAX_CREDITS}"),
+        ));
     }
     Ok(value)
 }

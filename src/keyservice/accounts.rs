@@ -1,0 +1,106 @@
+//! Accounts: create, set the plan, suspend, reactivate, delete (soft). Cached credentials carry
+//! their account (status and plan), so every change drops them; stopping an account also cuts
+//! off every token of it (keys' exchange tokens and users' sessions alike).
+
+use std::collections::HashMap;
+
+use super::audit::account_status_str;
+use super::validate;
+use super::{Actor, KeyService, ServiceError, ServiceResult};
+use crate::cache::Invalidation;
+use crate::config::Plan;
+use crate::store::{Account, AccountStatus, NewAccount};
+
+fn account_not_found() -> ServiceError {
+    ServiceError::NotFound("account not found".to_string())
+}
+
+impl KeyService {
+    pub async fn create_account(&self, actor: &Actor, name: &str) -> ServiceResult<Account> {
+        let name = validate::name("name", name)?;
+        let account = self.store.create_account(NewAccount { name }).await?;
+        self.record(
+            actor,
+            "account.create",
+            &account.id,
+            format!("name={:?}", account.name),
+        )
+        .await;
+        Ok(account)
+    }
+
+    /// Puts the account on a plan (`None` takes it off). `plans` are the running config's: they
+    /// change on reload, so the caller passes the ones it serves with.
+    pub async fn set_account_plan(
+        &self,
+        actor: &Actor,
+        id: &str,
+        plan: Option<String>,
+        plans: &HashMap<String, Plan>,
+    ) -> ServiceResult<Account> {
+        let plan = plan.map(|p| validate::plan(plans, &p)).transpose()?;
+        let current = self
+            .store
+            .get_account(id)
+            .await?
+            .ok_or_else(account_not_found)?;
+        let account = self.store.set_account_plan(id, plan).await?;
+        self.invalidate(Invalidation::Account(account.id.clone()))
+            .await;
+        self.record(
+            actor,
+            "account.plan",
+            &account.id,
+            format!(
+                "plan {} -> {}",
+                current.plan.as_deref().unwrap_or("none"),
+                account.plan.as_deref().unwrap_or("none")
+            ),
+        )
+        .await;
+        Ok(account)
+    }
+
+    /// Suspend, reactivate or delete. A deleted account stays deleted (deleting it again is a
+    /// no-op success, with no audit entry; suspending or reactivating it is a conflict).
+    pub async fn set_account_status(
+        &self,
+        actor: &Actor,
+        id: &str,
+        to: AccountStatus,
+    ) -> ServiceResult<Account> {
+        let current = self
+            .store
+            .get_account(id)
+            .await?
+            .ok_or_else(account_not_found)?;
+        if current.status == AccountStatus::Deleted {
+            if to == AccountStatus::Deleted {
+                return Ok(current);
+            }
+            return Err(ServiceError::Conflict(
+                "the account is deleted; it cannot be suspended or reactivated".to_string(),
+            ));
+        }
+        let account = self.store.set_account_status(id, to).await?;
+        self.invalidate(Invalidation::Account(account.id.clone()))
+            .await;
+        let action = match to {
+            AccountStatus::Active => "account.reactivate",
+            AccountStatus::Suspended => "account.suspend",
+            AccountStatus::Deleted => "account.delete",
+        };
+        let detail = format!(
+            "status {} -> {}",
+            account_status_str(current.status),
+            account_status_str(account.status)
+        );
+        if to == AccountStatus::Active {
+            self.record(actor, action, &account.id, detail).await;
+        } else {
+            self.cut_then_record(&account.id, actor, action, &account.id, detail)
+                .await?;
+        }
+        Ok(account)
+    }
+}
