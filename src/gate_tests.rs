@@ -10,7 +10,7 @@ use super::*;
 use crate::keys::KeyFormat;
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{KeyPatch, KeyStatus, NewAccount, NewKey, Permission, Store};
+use crate::store::{Directory, KeyPatch, KeyStatus, NewAccount, NewKey, Permission};
 
 fn sources() -> Vec<CredentialSource> {
     vec![

@@ -30,10 +30,11 @@ use ::redis::{AsyncCommands, Script};
 use async_trait::async_trait;
 
 use super::{
+    Audit, CredentialReads, Credits, Directory,
     below_zero, check_balance, check_charge, check_delta, ledger_after, normalize_email, now,
     over_max, Account, AccountStatus, AuditEntry, ChargeOutcome, Credential, Deserialize, KeyHash,
     KeyPatch, KeyRecord, KeyStatus, LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page,
-    RateLimit, Resources, Serialize, Store, StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
+    RateLimit, Resources, Serialize, StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
 };
 use crate::keys::new_id;
 use crate::redis_conn::RedisConn;
@@ -477,7 +478,131 @@ fn user_from(map: &HashMap<String, String>) -> Option<(User, String)> {
 }
 
 #[async_trait]
-impl Store for RedisStore {
+impl CredentialReads for RedisStore {
+    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
+        let _: i64 = Script::new(SET_TOKEN_CUTOFF)
+            .key(TOKEN_CUTOFFS)
+            .arg(subject)
+            .arg(at)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        let all: HashMap<String, String> = self
+            .conn()
+            .hgetall(TOKEN_CUTOFFS)
+            .await
+            .map_err(unavailable)?;
+        let mut out: Vec<(String, i64)> = all
+            .into_iter()
+            .filter_map(|(subject, at)| at.parse::<i64>().ok().map(|at| (subject, at)))
+            .filter(|(_, at)| *at >= since)
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
+        let id: Option<String> = self.conn().get(hash_key(hash)).await.map_err(unavailable)?;
+        let Some(id) = id else { return Ok(None) };
+        let Some(key) = self.read_key(&id).await? else {
+            return Ok(None);
+        };
+        let Some(account) = self.read_account(&key.account_id).await? else {
+            return Ok(None);
+        };
+        let user = match &key.user_id {
+            Some(u) => self.read_user(u).await?.map(|(user, _)| user),
+            None => None,
+        };
+        Ok(Some(Credential { key, account, user }))
+    }
+}
+
+#[async_trait]
+impl Credits for RedisStore {
+    async fn charge_credits(
+        &self,
+        account_id: &str,
+        amount: i64,
+        key_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<ChargeOutcome> {
+        check_charge(amount)?;
+        // Clamped: an amount past any balance is short either way, and the script's arithmetic
+        // stays within 2^53.
+        let delta = -amount.min(MAX_CREDITS + 1);
+        let (code, balance) = self
+            .credits_script(&CHANGE_CREDITS_SCRIPT, account_id, delta, key_id, reason)
+            .await?;
+        match code {
+            0 => Err(StoreError::NotFound("account")),
+            1 => Ok(ChargeOutcome::Charged { balance }),
+            _ => Ok(ChargeOutcome::Insufficient { balance }),
+        }
+    }
+
+    async fn adjust_credits(
+        &self,
+        account_id: &str,
+        delta: i64,
+        key_id: Option<&str>,
+        reason: &str,
+    ) -> StoreResult<i64> {
+        check_delta(delta)?;
+        let (code, balance) = self
+            .credits_script(&CHANGE_CREDITS_SCRIPT, account_id, delta, key_id, reason)
+            .await?;
+        match code {
+            0 => Err(StoreError::NotFound("account")),
+            1 => Ok(balance),
+            2 => Err(below_zero()),
+            _ => Err(over_max()),
+        }
+    }
+
+    async fn set_credits(&self, account_id: &str, balance: i64, reason: &str) -> StoreResult<i64> {
+        check_balance(balance)?;
+        let (code, balance) = self
+            .credits_script(&SET_CREDITS_SCRIPT, account_id, balance, None, reason)
+            .await?;
+        match code {
+            0 => Err(StoreError::NotFound("account")),
+            _ => Ok(balance),
+        }
+    }
+
+    async fn list_ledger(&self, account_id: &str, page: &Page) -> StoreResult<Vec<LedgerEntry>> {
+        let after = ledger_after(page)?;
+        if self.read_account(account_id).await?.is_none() {
+            return Err(StoreError::NotFound("account"));
+        }
+        // Entry `n` of the list has id `n + 1` (ids and appends happen in one script, and the
+        // list is never trimmed), so the page after id `a` starts at index `a`.
+        let limit = i64::from(page.limit());
+        let start = isize::try_from(after.max(0)).unwrap_or(isize::MAX);
+        let stop = isize::try_from(after.max(0).saturating_add(limit - 1)).unwrap_or(isize::MAX);
+        let raw: Vec<String> = self
+            .conn()
+            .lrange(ledger_key(account_id), start, stop)
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for s in &raw {
+            let entry: LedgerEntry = serde_json::from_str(s).map_err(corrupt)?;
+            if entry.id > after {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Directory for RedisStore {
     async fn ping(&self) -> StoreResult<()> {
         let _: String = ::redis::cmd("PING")
             .query_async(&mut self.conn())
@@ -563,82 +688,6 @@ impl Store for RedisStore {
         self.read_account(id)
             .await?
             .ok_or(StoreError::NotFound("account"))
-    }
-
-    async fn charge_credits(
-        &self,
-        account_id: &str,
-        amount: i64,
-        key_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<ChargeOutcome> {
-        check_charge(amount)?;
-        // Clamped: an amount past any balance is short either way, and the script's arithmetic
-        // stays within 2^53.
-        let delta = -amount.min(MAX_CREDITS + 1);
-        let (code, balance) = self
-            .credits_script(&CHANGE_CREDITS_SCRIPT, account_id, delta, key_id, reason)
-            .await?;
-        match code {
-            0 => Err(StoreError::NotFound("account")),
-            1 => Ok(ChargeOutcome::Charged { balance }),
-            _ => Ok(ChargeOutcome::Insufficient { balance }),
-        }
-    }
-
-    async fn adjust_credits(
-        &self,
-        account_id: &str,
-        delta: i64,
-        key_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<i64> {
-        check_delta(delta)?;
-        let (code, balance) = self
-            .credits_script(&CHANGE_CREDITS_SCRIPT, account_id, delta, key_id, reason)
-            .await?;
-        match code {
-            0 => Err(StoreError::NotFound("account")),
-            1 => Ok(balance),
-            2 => Err(below_zero()),
-            _ => Err(over_max()),
-        }
-    }
-
-    async fn set_credits(&self, account_id: &str, balance: i64, reason: &str) -> StoreResult<i64> {
-        check_balance(balance)?;
-        let (code, balance) = self
-            .credits_script(&SET_CREDITS_SCRIPT, account_id, balance, None, reason)
-            .await?;
-        match code {
-            0 => Err(StoreError::NotFound("account")),
-            _ => Ok(balance),
-        }
-    }
-
-    async fn list_ledger(&self, account_id: &str, page: &Page) -> StoreResult<Vec<LedgerEntry>> {
-        let after = ledger_after(page)?;
-        if self.read_account(account_id).await?.is_none() {
-            return Err(StoreError::NotFound("account"));
-        }
-        // Entry `n` of the list has id `n + 1` (ids and appends happen in one script, and the
-        // list is never trimmed), so the page after id `a` starts at index `a`.
-        let limit = i64::from(page.limit());
-        let start = isize::try_from(after.max(0)).unwrap_or(isize::MAX);
-        let stop = isize::try_from(after.max(0).saturating_add(limit - 1)).unwrap_or(isize::MAX);
-        let raw: Vec<String> = self
-            .conn()
-            .lrange(ledger_key(account_id), start, stop)
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(raw.len());
-        for s in &raw {
-            let entry: LedgerEntry = serde_json::from_str(s).map_err(corrupt)?;
-            if entry.id > after {
-                out.push(entry);
-            }
-        }
-        Ok(out)
     }
 
     async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
@@ -837,48 +886,6 @@ impl Store for RedisStore {
         self.get_user(id).await?.ok_or(StoreError::NotFound("user"))
     }
 
-    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
-        let _: i64 = Script::new(SET_TOKEN_CUTOFF)
-            .key(TOKEN_CUTOFFS)
-            .arg(subject)
-            .arg(at)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        let all: HashMap<String, String> = self
-            .conn()
-            .hgetall(TOKEN_CUTOFFS)
-            .await
-            .map_err(unavailable)?;
-        let mut out: Vec<(String, i64)> = all
-            .into_iter()
-            .filter_map(|(subject, at)| at.parse::<i64>().ok().map(|at| (subject, at)))
-            .filter(|(_, at)| *at >= since)
-            .collect();
-        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(out)
-    }
-
-    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
-        let id: Option<String> = self.conn().get(hash_key(hash)).await.map_err(unavailable)?;
-        let Some(id) = id else { return Ok(None) };
-        let Some(key) = self.read_key(&id).await? else {
-            return Ok(None);
-        };
-        let Some(account) = self.read_account(&key.account_id).await? else {
-            return Ok(None);
-        };
-        let user = match &key.user_id {
-            Some(u) => self.read_user(u).await?.map(|(user, _)| user),
-            None => None,
-        };
-        Ok(Some(Credential { key, account, user }))
-    }
-
     async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
         let script = Script::new(TOUCH_KEY);
         for (id, at) in batch {
@@ -891,7 +898,10 @@ impl Store for RedisStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Audit for RedisStore {
     async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
         let id: i64 = self
             .conn()
