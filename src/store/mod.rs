@@ -1,5 +1,5 @@
 //! Persistent state behind one [`Store`], so the embedded SQLite store and the shared Redis store
-//! behave the same (one conformance suite, `tests/store_conformance.rs`, runs against every
+//! behave the same (one conformance suite, `tests/store_conformance/`, runs against every
 //! implementation). `Store` is the sum of narrow traits split by consumer (see [`Store`]), so a
 //! consumer that needs three methods, and its test double, name only those three.
 //!
@@ -395,4 +395,3 @@ impl Page {
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
-

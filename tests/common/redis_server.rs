@@ -122,7 +122,9 @@ impl RedisServer {
             .spawn()
             .expect("redis-cli");
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).expect("write to redis-cli");
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write to redis-cli");
         }
         let out = child.wait_with_output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).to_string()

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use keygate::store::*;
 
-
 pub async fn audit_append_and_list(store: Arc<dyn Store>) {
     let target = format!("key_audit_{}", hex::encode(rand::random::<[u8; 8]>()));
     let other = format!("acc_audit_{}", hex::encode(rand::random::<[u8; 8]>()));

@@ -86,7 +86,10 @@ impl SqliteFaults {
     }
 
     fn trigger(table: &str, account_id: &str) -> String {
-        format!("fault_{table}_{}", account_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+        format!(
+            "fault_{table}_{}",
+            account_id.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        )
     }
 }
 
@@ -127,7 +130,10 @@ impl Faults for SqliteFaults {
             let rows: Vec<String> = stmt
                 .query_map([], |row| {
                     (0..columns)
-                        .map(|i| row.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                        .map(|i| {
+                            row.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
                         .collect::<rusqlite::Result<Vec<_>>>()
                         .map(|values| values.join(" | "))
                 })

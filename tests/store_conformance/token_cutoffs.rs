@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use keygate::store::*;
 
-
 pub async fn token_cutoffs_keep_the_latest(store: Arc<dyn Store>) {
     let tag = hex::encode(rand::random::<[u8; 6]>());
     let (a, b, c) = (

@@ -32,11 +32,11 @@ use ::redis::{AsyncCommands, Script};
 use async_trait::async_trait;
 
 use super::{
-    Audit, CredentialReads, Credits, Directory,
     below_zero, check_balance, check_charge, check_delta, ledger_after, normalize_email, now,
-    over_max, Account, AccountStatus, AuditEntry, ChargeOutcome, Credential, Deserialize, KeyHash,
-    KeyPatch, KeyRecord, KeyStatus, LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page,
-    RateLimit, Resources, Serialize, StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
+    over_max, Account, AccountStatus, Audit, AuditEntry, ChargeOutcome, Credential,
+    CredentialReads, Credits, Deserialize, Directory, KeyHash, KeyPatch, KeyRecord, KeyStatus,
+    LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page, RateLimit, Resources, Serialize,
+    StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
 };
 use crate::keys::new_id;
 use crate::redis_conn::RedisConn;
