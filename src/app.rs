@@ -17,7 +17,7 @@ use crate::redis_conn::RedisConn;
 use crate::secret::Secret;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{Directory, Store};
 use crate::tokens::{TokenSettings, Tokens};
 use crate::usage::{self, UsageWriter};
 

@@ -31,7 +31,7 @@ use crate::identity::{AuthMethod, IdentityValues};
 use crate::invalidation::Bus;
 use crate::keys::KeyHash;
 use crate::metrics::{CacheResult, Metrics};
-use crate::store::{Credential, Store, StoreError};
+use crate::store::{Credential, CredentialReads, StoreError};
 
 pub const REPEAT_INVALIDATION_AFTER: Duration = Duration::from_millis(250);
 
@@ -101,7 +101,8 @@ impl Expiry<KeyHash, Lookup> for TtlPolicy {
 
 pub struct KeyCache {
     entries: Cache<KeyHash, Lookup>,
-    store: Arc<dyn Store>,
+    /// Only the reads the request path makes (an `Arc<dyn Store>` coerces to it).
+    store: Arc<dyn CredentialReads>,
     metrics: Arc<Metrics>,
     /// Bumped on every invalidation; a loader that sees it move re-reads.
     generation: AtomicU64,
@@ -121,7 +122,7 @@ pub struct KeyCache {
 
 impl KeyCache {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn CredentialReads>,
         metrics: Arc<Metrics>,
         ttl: Duration,
         negative_ttl: Duration,

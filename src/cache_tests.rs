@@ -12,8 +12,8 @@ use crate::keys::{KeyFormat, KeyHasher};
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    Account, AccountStatus, AuditEntry, ChargeOutcome, KeyPatch, KeyRecord, KeyStatus, LedgerEntry,
-    NewAccount, NewAudit, NewKey, Page, Permission, StoreResult,
+    AccountStatus, CredentialReads, Directory, KeyPatch, KeyStatus, NewAccount, NewKey, Permission,
+    StoreResult,
 };
 
 /// Delegates to SQLite; counts credential reads, can slow them down, and can fail them.
@@ -34,70 +34,16 @@ impl Counting {
     }
 }
 
+/// The cache only reads, so writes go straight to SQLite (`f.store.create_key(..)` derefs).
+impl std::ops::Deref for Counting {
+    type Target = SqliteStore;
+    fn deref(&self) -> &SqliteStore {
+        &self.inner
+    }
+}
+
 #[async_trait]
-impl Store for Counting {
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
-        self.inner.create_account(new).await
-    }
-    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
-        self.inner.get_account(id).await
-    }
-    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
-        self.inner.list_accounts(page).await
-    }
-    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
-        self.inner.set_account_status(id, status).await
-    }
-    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
-        self.inner.set_account_plan(id, plan).await
-    }
-    async fn charge_credits(
-        &self,
-        account_id: &str,
-        amount: i64,
-        key_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<ChargeOutcome> {
-        self.inner
-            .charge_credits(account_id, amount, key_id, reason)
-            .await
-    }
-    async fn adjust_credits(
-        &self,
-        account_id: &str,
-        delta: i64,
-        key_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<i64> {
-        self.inner
-            .adjust_credits(account_id, delta, key_id, reason)
-            .await
-    }
-    async fn set_credits(&self, account_id: &str, balance: i64, reason: &str) -> StoreResult<i64> {
-        self.inner.set_credits(account_id, balance, reason).await
-    }
-    async fn list_ledger(&self, account_id: &str, page: &Page) -> StoreResult<Vec<LedgerEntry>> {
-        self.inner.list_ledger(account_id, page).await
-    }
-    async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
-        self.inner.create_key(new).await
-    }
-    async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
-        self.inner.get_key(id).await
-    }
-    async fn list_keys(
-        &self,
-        account_id: Option<&str>,
-        page: &Page,
-    ) -> StoreResult<Vec<KeyRecord>> {
-        self.inner.list_keys(account_id, page).await
-    }
-    async fn update_key(&self, id: &str, patch: KeyPatch) -> StoreResult<KeyRecord> {
-        self.inner.update_key(id, patch).await
-    }
+impl CredentialReads for Counting {
     async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         if !self.delay.is_zero() {
@@ -112,49 +58,6 @@ impl Store for Counting {
             tokio::time::sleep(self.delay_after).await;
         }
         found
-    }
-    async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
-        self.inner.record_last_used(batch).await
-    }
-    async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
-        self.inner.append_audit(entry).await
-    }
-    async fn list_audit(&self, target: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
-        self.inner.list_audit(target, limit).await
-    }
-    async fn rotate_key(
-        &self,
-        id: &str,
-        new: NewKey,
-        old_expires_at: Option<i64>,
-    ) -> StoreResult<(KeyRecord, KeyRecord)> {
-        self.inner.rotate_key(id, new, old_expires_at).await
-    }
-    async fn create_user(&self, new: crate::store::NewUser) -> StoreResult<crate::store::User> {
-        self.inner.create_user(new).await
-    }
-    async fn get_user(&self, id: &str) -> StoreResult<Option<crate::store::User>> {
-        self.inner.get_user(id).await
-    }
-    async fn find_user_by_email(
-        &self,
-        email: &str,
-    ) -> StoreResult<Option<(crate::store::User, String)>> {
-        self.inner.find_user_by_email(email).await
-    }
-    async fn list_users(
-        &self,
-        account_id: Option<&str>,
-        page: &Page,
-    ) -> StoreResult<Vec<crate::store::User>> {
-        self.inner.list_users(account_id, page).await
-    }
-    async fn update_user(
-        &self,
-        id: &str,
-        patch: crate::store::UserPatch,
-    ) -> StoreResult<crate::store::User> {
-        self.inner.update_user(id, patch).await
     }
     async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
         self.inner.set_token_cutoff(subject, at).await

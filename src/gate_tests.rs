@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
 use crate::keys::KeyFormat;
-use crate::store::{KeyPatch, KeyStatus};
+use crate::store::{Directory, KeyPatch, KeyStatus};
 use crate::test_util::TestGate;
 
 fn sources() -> Vec<CredentialSource> {

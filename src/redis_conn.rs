@@ -83,6 +83,12 @@ impl RedisConn {
         Ok(conn)
     }
 
+    /// Whether this is Redis Cluster, where one script or transaction may only touch keys of
+    /// one hash slot (the store then splits a multi-key write by slot).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.shared.target, Target::Cluster(_))
+    }
+
     /// Redis Cluster, connected now.
     pub async fn connect_cluster(nodes: &[String], timeout: Duration) -> RedisResult<Self> {
         let conn = Self::cluster(nodes, timeout)?;

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Account, KeyRecord, NewAccount, NewKey, Permission, Store};
+use crate::store::{Account, Directory, KeyRecord, NewAccount, NewKey, Permission};
 use crate::tokens::{TokenSettings, Tokens};
 use crate::usage::{self, UsageWriter};
 

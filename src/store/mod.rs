@@ -1,15 +1,19 @@
-//! Persistent state behind one trait, so the embedded SQLite store and the shared Redis store
-//! behave the same (one conformance suite runs against every implementation).
+//! Persistent state behind one [`Store`], so the embedded SQLite store and the shared Redis store
+//! behave the same (one conformance suite, `tests/store_conformance/`, runs against every
+//! implementation). `Store` is the sum of narrow traits split by consumer (see [`Store`]), so a
+//! consumer that needs three methods, and its test double, name only those three.
 //!
 //! Times are Unix seconds (UTC). Key hashes are the 32-byte HMAC from [`crate::keys`]; no
 //! plaintext key ever reaches a store.
 
 pub mod redis;
 pub mod sqlite;
+mod traits;
+
+pub use traits::{Audit, CredentialReads, Credits, Directory, Store};
 
 use std::collections::BTreeMap;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyHash;
@@ -95,7 +99,7 @@ pub struct KeyRecord {
     pub rate_limit: Option<RateLimit>,
     /// The resources the key may reach, by kind (`{"projects": ["p1"]}`); `None`: unrestricted.
     pub resources: Option<Resources>,
-    /// The key this one replaced ([`Store::rotate_key`]); `None` for ordinary keys.
+    /// The key this one replaced ([`Directory::rotate_key`]); `None` for ordinary keys.
     pub rotated_from: Option<String>,
 }
 
@@ -131,7 +135,7 @@ pub enum UserStatus {
 }
 
 /// A person who logs in. The password hash is deliberately not here: only
-/// [`Store::find_user_by_email`] reads it, for login.
+/// [`Directory::find_user_by_email`] reads it, for login.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
@@ -222,7 +226,7 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
     pub rate_limit: Option<RateLimit>,
     pub resources: Option<Resources>,
-    /// Set by [`Store::rotate_key`] (to the old key's id) whatever is given here.
+    /// Set by [`Directory::rotate_key`] (to the old key's id) whatever is given here.
     pub rotated_from: Option<String>,
 }
 
@@ -285,7 +289,7 @@ pub struct LedgerEntry {
     pub balance_after: i64,
 }
 
-/// What [`Store::charge_credits`] did.
+/// What [`Credits::charge_credits`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeOutcome {
     /// Debited; `balance` is what is left.
@@ -388,92 +392,6 @@ impl Page {
     }
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Cheap reachability check for `/readyz`.
-    async fn ping(&self) -> StoreResult<()>;
-
-    async fn create_account(&self, new: NewAccount) -> StoreResult<Account>;
-    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>>;
-    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>>;
-    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account>;
-    /// Puts the account on a plan (`None`, or an empty name: no plan). NotFound if the account
-    /// is missing.
-    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account>;
-
-    /// Debits `amount` (> 0) if the balance covers it, with a ledger entry; otherwise changes
-    /// nothing and answers `Insufficient`. Atomic: the balance never goes below zero, whatever
-    /// the concurrency. NotFound if the account is missing.
-    async fn charge_credits(
-        &self,
-        account_id: &str,
-        amount: i64,
-        key_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<ChargeOutcome>;
-    /// Adds `delta` (non-zero; top-ups and refunds are positive) with a ledger entry and returns
-    /// the new balance. Conflict if it would go below zero or above [`MAX_CREDITS`].
-    async fn adjust_credits(
-        &self,
-        account_id: &str,
-        delta: i64,
-        key_id: Option<&str>,
-        reason: &str,
-    ) -> StoreResult<i64>;
-    /// Sets the balance (0..=[`MAX_CREDITS`], else Conflict); the ledger entry's delta is the
-    /// difference (no entry when the balance does not change).
-    async fn set_credits(&self, account_id: &str, balance: i64, reason: &str) -> StoreResult<i64>;
-    /// The account's ledger, oldest first; `page.after` is the last entry id seen (as a string).
-    /// NotFound if the account is missing.
-    async fn list_ledger(&self, account_id: &str, page: &Page) -> StoreResult<Vec<LedgerEntry>>;
-
-    async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord>;
-    async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>>;
-    async fn list_keys(&self, account_id: Option<&str>, page: &Page)
-        -> StoreResult<Vec<KeyRecord>>;
-    async fn update_key(&self, id: &str, patch: KeyPatch) -> StoreResult<KeyRecord>;
-    /// Creates `new` as the successor of key `id` (its `rotated_from` is set to `id`) and, when
-    /// `old_expires_at` is given, moves the old key's expiry to the earlier of its own and that
-    /// time; otherwise the old key stays as it is (it works until revoked). Returns (new key,
-    /// old key after). NotFound if the old key is missing, Conflict if it is revoked or `new`
-    /// names another account.
-    async fn rotate_key(
-        &self,
-        id: &str,
-        new: NewKey,
-        old_expires_at: Option<i64>,
-    ) -> StoreResult<(KeyRecord, KeyRecord)>;
-
-    /// NotFound("account") if the account is missing; Conflict if the email (compared
-    /// case-insensitively) is taken, in any account.
-    async fn create_user(&self, new: NewUser) -> StoreResult<User>;
-    async fn get_user(&self, id: &str) -> StoreResult<Option<User>>;
-    /// The user and its password hash, for login. The email is compared case-insensitively.
-    async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>>;
-    /// Users in creation order, optionally of one account.
-    async fn list_users(&self, account_id: Option<&str>, page: &Page) -> StoreResult<Vec<User>>;
-    /// NotFound("user") if the user is missing.
-    async fn update_user(&self, id: &str, patch: UserPatch) -> StoreResult<User>;
-
-    /// Tokens whose subject is `subject` (a key, account or user id) issued at or before `at`
-    /// are dead. A later cut-off replaces an earlier one, never the other way round.
-    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()>;
-    /// Every cut-off at or after `since` (a replica starting up reads those younger than the
-    /// longest token lifetime).
-    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>>;
-
-    /// The request path's only store read, on a cache miss.
-    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>>;
-    /// Writes last-used times in one batch; a later time never loses to an earlier one.
-    async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()>;
-
-    async fn append_audit(&self, entry: NewAudit) -> StoreResult<()>;
-    async fn list_audit(&self, target: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>>;
-}
-
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
-
-#[cfg(test)]
-mod conformance;

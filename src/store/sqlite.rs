@@ -430,105 +430,62 @@ fn page_clause(page: &Page, table: &str, has_where: bool) -> String {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
-            .await
-    }
-
-    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+impl CredentialReads for SqliteStore {
+    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
+        let subject = subject.to_string();
         self.with(move |c| {
-            let account = Account {
-                id: new_id("acc"),
-                name: new.name,
-                status: AccountStatus::Active,
-                created_at: now(),
-                plan: None,
-                credits: 0,
-            };
             c.execute(
-                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![
-                    account.id,
-                    account.name,
-                    enum_str(&account.status),
-                    account.created_at,
-                    account.plan,
-                    account.credits,
-                ],
+                "INSERT INTO token_cutoffs (subject, at) VALUES (?1, ?2) \
+                 ON CONFLICT(subject) DO UPDATE SET at = MAX(at, excluded.at)",
+                params![subject, at],
             )
-            .map_err(unavailable)?;
-            Ok(account)
+            .map(|_| ())
+            .map_err(unavailable)
         })
         .await
     }
 
-    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
-        let id = id.to_string();
-        self.with(move |c| get_account_tx(c, &id)).await
-    }
-
-    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
-        let page = page.clone();
+    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
         self.with(move |c| {
-            let sql = format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts {}",
-                page_clause(&page, "accounts", false)
-            );
-            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
-            let limit = page.limit();
-            let rows = match &page.after {
-                Some(after) => stmt.query_map(
-                    rusqlite::named_params! {":after": after, ":limit": limit},
-                    account_row,
-                ),
-                None => stmt.query_map(rusqlite::named_params! {":limit": limit}, account_row),
-            }
-            .map_err(unavailable)?;
+            let mut stmt = c
+                .prepare("SELECT subject, at FROM token_cutoffs WHERE at >= ?1 ORDER BY at")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(unavailable)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(unavailable)
         })
         .await
     }
 
-    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
-        let id = id.to_string();
+    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
+        let hash = *hash;
         self.with(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE accounts SET status = ?2 WHERE id = ?1",
-                    params![id, enum_str(&status)],
+            let key = c
+                .query_row(
+                    &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
+                    [hash.as_slice()],
+                    key_row,
                 )
+                .optional()
                 .map_err(unavailable)?;
-            if n == 0 {
-                return Err(StoreError::NotFound("account"));
-            }
-            get_account_tx(c, &id)?.ok_or(StoreError::NotFound("account"))
+            let Some(key) = key else { return Ok(None) };
+            let Some(account) = get_account_tx(c, &key.account_id)? else {
+                return Ok(None);
+            };
+            let user = match &key.user_id {
+                Some(u) => get_user_tx(c, u)?,
+                None => None,
+            };
+            Ok(Some(Credential { key, account, user }))
         })
         .await
     }
+}
 
-    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
-        let plan = plan.filter(|p| !p.is_empty());
-        let id = id.to_string();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            let n = tx
-                .execute(
-                    "UPDATE accounts SET plan = ?2 WHERE id = ?1",
-                    params![id, plan],
-                )
-                .map_err(unavailable)?;
-            if n == 0 {
-                return Err(StoreError::NotFound("account"));
-            }
-            let account = get_account_tx(&tx, &id)?.ok_or(StoreError::NotFound("account"))?;
-            tx.commit().map_err(unavailable)?;
-            Ok(account)
-        })
-        .await
-    }
-
+#[async_trait]
+impl Credits for SqliteStore {
     async fn charge_credits(
         &self,
         account_id: &str,
@@ -638,6 +595,107 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(unavailable)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Directory for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
+    }
+
+    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+        self.with(move |c| {
+            let account = Account {
+                id: new_id("acc"),
+                name: new.name,
+                status: AccountStatus::Active,
+                created_at: now(),
+                plan: None,
+                credits: 0,
+            };
+            c.execute(
+                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    account.id,
+                    account.name,
+                    enum_str(&account.status),
+                    account.created_at,
+                    account.plan,
+                    account.credits,
+                ],
+            )
+            .map_err(unavailable)?;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        let id = id.to_string();
+        self.with(move |c| get_account_tx(c, &id)).await
+    }
+
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
+        let page = page.clone();
+        self.with(move |c| {
+            let sql = format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts {}",
+                page_clause(&page, "accounts", false)
+            );
+            let mut stmt = c.prepare(&sql).map_err(unavailable)?;
+            let limit = page.limit();
+            let rows = match &page.after {
+                Some(after) => stmt.query_map(
+                    rusqlite::named_params! {":after": after, ":limit": limit},
+                    account_row,
+                ),
+                None => stmt.query_map(rusqlite::named_params! {":limit": limit}, account_row),
+            }
+            .map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET status = ?2 WHERE id = ?1",
+                    params![id, enum_str(&status)],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            get_account_tx(c, &id)?.ok_or(StoreError::NotFound("account"))
+        })
+        .await
+    }
+
+    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
+        let plan = plan.filter(|p| !p.is_empty());
+        let id = id.to_string();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let n = tx
+                .execute(
+                    "UPDATE accounts SET plan = ?2 WHERE id = ?1",
+                    params![id, plan],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            let account = get_account_tx(&tx, &id)?.ok_or(StoreError::NotFound("account"))?;
+            tx.commit().map_err(unavailable)?;
+            Ok(account)
         })
         .await
     }
@@ -861,58 +919,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
-        let subject = subject.to_string();
-        self.with(move |c| {
-            c.execute(
-                "INSERT INTO token_cutoffs (subject, at) VALUES (?1, ?2) \
-                 ON CONFLICT(subject) DO UPDATE SET at = MAX(at, excluded.at)",
-                params![subject, at],
-            )
-            .map(|_| ())
-            .map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.with(move |c| {
-            let mut stmt = c
-                .prepare("SELECT subject, at FROM token_cutoffs WHERE at >= ?1 ORDER BY at")
-                .map_err(unavailable)?;
-            let rows = stmt
-                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(unavailable)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
-        let hash = *hash;
-        self.with(move |c| {
-            let key = c
-                .query_row(
-                    &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
-                    [hash.as_slice()],
-                    key_row,
-                )
-                .optional()
-                .map_err(unavailable)?;
-            let Some(key) = key else { return Ok(None) };
-            let Some(account) = get_account_tx(c, &key.account_id)? else {
-                return Ok(None);
-            };
-            let user = match &key.user_id {
-                Some(u) => get_user_tx(c, u)?,
-                None => None,
-            };
-            Ok(Some(Credential { key, account, user }))
-        })
-        .await
-    }
-
     async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
         let batch = batch.to_vec();
         self.with(move |c| {
@@ -932,7 +938,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Audit for SqliteStore {
     async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
         self.with(move |c| {
             c.execute(

@@ -110,6 +110,26 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Runs `redis-cli` with `input` on its standard input, one command a line, and returns its
+    /// stdout: one line per reply, strings quoted and escaped (`--no-raw`), binary ones too.
+    pub fn cli_batch(&self, input: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--no-raw"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .expect("write to redis-cli");
+        }
+        let out = child.wait_with_output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// Runs `redis-cli` against this server and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         Command::new("redis-cli")
@@ -124,5 +144,43 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A three-master Redis Cluster (no replicas) of [`RedisServer`] nodes, every node reporting
+/// `cluster_state:ok` before `start` returns.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = nodes[0].cli(&args);
+        assert!(
+            out.contains("All 16384 slots covered"),
+            "cluster create: {out}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !nodes
+            .iter()
+            .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster never reported ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The seed list a cluster client takes: every node's URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
     }
 }

@@ -10,8 +10,8 @@
 //! - `kg:h:<hex hash>`   string: the key id for a key hash (the request path's entry point)
 //! - `kg:{usr_..}:u`     hash: id, account_id, email, password_hash, role, status, created_at
 //! - `kg:{acc_..}:users` sorted set of the account's user ids, scored by creation sequence
-//! - `kg:email:<hex of the lower-cased email>` string: the user id (claimed with SET NX, so an
-//!   email is taken once)
+//! - `kg:email:<hex of the lower-cased email>` string: the user id (written only where absent,
+//!   so an email is taken once)
 //! - `kg:accounts`, `kg:keys`, `kg:users`  sorted sets of all ids, scored by a global sequence
 //!   `kg:seq`
 //! - `kg:token_cutoffs`  hash: token subject -> cut-off time (one key, so cluster-safe)
@@ -19,7 +19,9 @@
 //!
 //! Multi-field changes that must not race run as Lua scripts on one slot (status changes, the
 //! revoked-key check, last-used that never moves backwards, every credit change with its ledger
-//! entry). The connection is a [`RedisConn`]: multiplexed, shared by every request, every
+//! entry). Creations (an account, a key, a user: a record with its indexes and pointers) are
+//! all or nothing, one script on plain Redis and one per slot on a cluster ([`plan`]). The
+//! connection is a [`RedisConn`]: multiplexed, shared by every request, every
 //! command bounded by the configured timeout.
 
 use std::collections::HashMap;
@@ -31,12 +33,16 @@ use async_trait::async_trait;
 
 use super::{
     below_zero, check_balance, check_charge, check_delta, ledger_after, normalize_email, now,
-    over_max, Account, AccountStatus, AuditEntry, ChargeOutcome, Credential, Deserialize, KeyHash,
-    KeyPatch, KeyRecord, KeyStatus, LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page,
-    RateLimit, Resources, Serialize, Store, StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
+    over_max, Account, AccountStatus, Audit, AuditEntry, ChargeOutcome, Credential,
+    CredentialReads, Credits, Deserialize, Directory, KeyHash, KeyPatch, KeyRecord, KeyStatus,
+    LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page, RateLimit, Resources, Serialize,
+    StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
 };
 use crate::keys::new_id;
 use crate::redis_conn::RedisConn;
+use plan::{Op, Outcome, Plan};
+
+mod plan;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -82,6 +88,25 @@ fn email_key(normalized: &str) -> String {
     format!("kg:email:{}", hex::encode(normalized))
 }
 const TOKEN_CUTOFFS: &str = "kg:token_cutoffs";
+
+/// Why a [`Plan`] stopped before writing; [`refused`] maps each to its error.
+const NO_ACCOUNT: &str = "no_account";
+const HASH_TAKEN: &str = "hash_taken";
+const EMAIL_TAKEN: &str = "email_taken";
+const ID_TAKEN: &str = "id_taken";
+
+fn refused(outcome: Outcome) -> StoreResult<()> {
+    match outcome {
+        Outcome::Done => Ok(()),
+        Outcome::Refused(label) => Err(match label.as_str() {
+            NO_ACCOUNT => StoreError::NotFound("account"),
+            HASH_TAKEN => StoreError::Conflict("a key with this hash exists".into()),
+            EMAIL_TAKEN => StoreError::Conflict("a user with this email exists".into()),
+            // A fresh random id that exists already: not expected, and not the caller's doing.
+            _ => StoreError::Unavailable(format!("write refused: {label}")),
+        }),
+    }
+}
 
 /// Sets `status` only if the account exists. Returns 0 when it does not.
 const SET_ACCOUNT_STATUS: &str = r#"
@@ -268,6 +293,9 @@ impl RedisStore {
         Ok(user_from(&map))
     }
 
+    /// Writes a new user with its indexes and claims its email, all or nothing
+    /// ([`plan`]): NotFound("account") if the account is missing, Conflict if the email is
+    /// taken.
     async fn write_new_user(&self, user: &User, password_hash: String) -> StoreResult<()> {
         let fields = [
             ("id", user.id.clone()),
@@ -279,38 +307,31 @@ impl RedisStore {
             ("created_at", user.created_at.to_string()),
         ];
         let seq = self.next_seq().await?;
-        let _: () = self
-            .conn()
-            .hset_multiple(user_key(&user.id), &fields)
-            .await
-            .map_err(unavailable)?;
-        let _: () = self
-            .conn()
-            .zadd(account_users_key(&user.account_id), &user.id, seq)
-            .await
-            .map_err(unavailable)?;
-        let _: () = self
-            .conn()
-            .zadd("kg:users", &user.id, seq)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let record = user_key(&user.id);
+        let email = email_key(&user.email);
+        let outcome = Plan::default()
+            .step(vec![Op::zadd("kg:users".into(), seq, &user.id)])
+            .step(vec![
+                Op::exists(account_key(&user.account_id), NO_ACCOUNT),
+                Op::zadd(account_users_key(&user.account_id), seq, &user.id),
+            ])
+            .step(vec![
+                Op::absent(record.clone(), ID_TAKEN),
+                Op::hset(record, &fields),
+            ])
+            .step(vec![
+                Op::absent(email.clone(), EMAIL_TAKEN),
+                Op::set(email, &user.id),
+            ])
+            .run(&self.conn)
+            .await?;
+        refused(outcome)
     }
 
-    /// Writes a new key record and its indexes, after claiming its hash (a duplicate is refused
-    /// before any record exists).
+    /// Writes a new key record with its indexes and claims its hash, all or nothing
+    /// ([`plan`]): NotFound("account") if the account is missing, Conflict if a key has the
+    /// same hash.
     async fn write_new_key(&self, key: &KeyRecord) -> StoreResult<()> {
-        let claimed: bool = ::redis::cmd("SET")
-            .arg(hash_key(&key.hash))
-            .arg(&key.id)
-            .arg("NX")
-            .query_async::<Option<String>>(&mut self.conn())
-            .await
-            .map(|r| r.is_some())
-            .map_err(unavailable)?;
-        if !claimed {
-            return Err(StoreError::Conflict("a key with this hash exists".into()));
-        }
         let mut fields = vec![
             ("id", key.id.clone()),
             ("account_id", key.account_id.clone()),
@@ -338,22 +359,25 @@ impl RedisStore {
             fields.push(("rotated_from", from.clone()));
         }
         let seq = self.next_seq().await?;
-        let _: () = self
-            .conn()
-            .hset_multiple(key_key(&key.id), &fields)
-            .await
-            .map_err(unavailable)?;
-        let _: () = self
-            .conn()
-            .zadd(account_keys_key(&key.account_id), &key.id, seq)
-            .await
-            .map_err(unavailable)?;
-        let _: () = self
-            .conn()
-            .zadd("kg:keys", &key.id, seq)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let record = key_key(&key.id);
+        let pointer = hash_key(&key.hash);
+        let outcome = Plan::default()
+            .step(vec![Op::zadd("kg:keys".into(), seq, &key.id)])
+            .step(vec![
+                Op::exists(account_key(&key.account_id), NO_ACCOUNT),
+                Op::zadd(account_keys_key(&key.account_id), seq, &key.id),
+            ])
+            .step(vec![
+                Op::absent(record.clone(), ID_TAKEN),
+                Op::hset(record, &fields),
+            ])
+            .step(vec![
+                Op::absent(pointer.clone(), HASH_TAKEN),
+                Op::set(pointer, &key.id),
+            ])
+            .run(&self.conn)
+            .await?;
+        refused(outcome)
     }
 
     /// Runs a credit script (see [`LEDGER_APPEND`] for its arguments): (outcome code, balance).
@@ -477,94 +501,52 @@ fn user_from(map: &HashMap<String, String>) -> Option<(User, String)> {
 }
 
 #[async_trait]
-impl Store for RedisStore {
-    async fn ping(&self) -> StoreResult<()> {
-        let _: String = ::redis::cmd("PING")
-            .query_async(&mut self.conn())
+impl CredentialReads for RedisStore {
+    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
+        let _: i64 = Script::new(SET_TOKEN_CUTOFF)
+            .key(TOKEN_CUTOFFS)
+            .arg(subject)
+            .arg(at)
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
-    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
-        let account = Account {
-            id: new_id("acc"),
-            name: new.name,
-            status: AccountStatus::Active,
-            created_at: now(),
-            plan: None,
-            credits: 0,
-        };
-        let seq = self.next_seq().await?;
-        let _: () = self
+    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
+        let all: HashMap<String, String> = self
             .conn()
-            .hset_multiple(
-                account_key(&account.id),
-                &[
-                    ("id", account.id.clone()),
-                    ("name", account.name.clone()),
-                    ("status", enum_str(&account.status)),
-                    ("created_at", account.created_at.to_string()),
-                    ("credits", account.credits.to_string()),
-                ],
-            )
+            .hgetall(TOKEN_CUTOFFS)
             .await
             .map_err(unavailable)?;
-        let _: () = self
-            .conn()
-            .zadd("kg:accounts", &account.id, seq)
-            .await
-            .map_err(unavailable)?;
-        Ok(account)
-    }
-
-    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
-        self.read_account(id).await
-    }
-
-    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
-        let ids = self.page_ids("kg:accounts", page).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(a) = self.read_account(&id).await? {
-                out.push(a);
-            }
-        }
+        let mut out: Vec<(String, i64)> = all
+            .into_iter()
+            .filter_map(|(subject, at)| at.parse::<i64>().ok().map(|at| (subject, at)))
+            .filter(|(_, at)| *at >= since)
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
         Ok(out)
     }
 
-    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
-        let found: i64 = Script::new(SET_ACCOUNT_STATUS)
-            .key(account_key(id))
-            .arg(enum_str(&status))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if found == 0 {
-            return Err(StoreError::NotFound("account"));
-        }
-        self.read_account(id)
-            .await?
-            .ok_or(StoreError::NotFound("account"))
+    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
+        let id: Option<String> = self.conn().get(hash_key(hash)).await.map_err(unavailable)?;
+        let Some(id) = id else { return Ok(None) };
+        let Some(key) = self.read_key(&id).await? else {
+            return Ok(None);
+        };
+        let Some(account) = self.read_account(&key.account_id).await? else {
+            return Ok(None);
+        };
+        let user = match &key.user_id {
+            Some(u) => self.read_user(u).await?.map(|(user, _)| user),
+            None => None,
+        };
+        Ok(Some(Credential { key, account, user }))
     }
+}
 
-    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
-        let plan = plan.filter(|p| !p.is_empty());
-        let found: i64 = Script::new(SET_ACCOUNT_PLAN)
-            .key(account_key(id))
-            .arg(if plan.is_some() { "1" } else { "0" })
-            .arg(plan.unwrap_or_default())
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        if found == 0 {
-            return Err(StoreError::NotFound("account"));
-        }
-        self.read_account(id)
-            .await?
-            .ok_or(StoreError::NotFound("account"))
-    }
-
+#[async_trait]
+impl Credits for RedisStore {
     async fn charge_credits(
         &self,
         account_id: &str,
@@ -640,11 +622,96 @@ impl Store for RedisStore {
         }
         Ok(out)
     }
+}
 
-    async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
-        if self.read_account(&new.account_id).await?.is_none() {
+#[async_trait]
+impl Directory for RedisStore {
+    async fn ping(&self) -> StoreResult<()> {
+        let _: String = ::redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn create_account(&self, new: NewAccount) -> StoreResult<Account> {
+        let account = Account {
+            id: new_id("acc"),
+            name: new.name,
+            status: AccountStatus::Active,
+            created_at: now(),
+            plan: None,
+            credits: 0,
+        };
+        let seq = self.next_seq().await?;
+        let record = account_key(&account.id);
+        let fields = [
+            ("id", account.id.clone()),
+            ("name", account.name.clone()),
+            ("status", enum_str(&account.status)),
+            ("created_at", account.created_at.to_string()),
+            ("credits", account.credits.to_string()),
+        ];
+        let outcome = Plan::default()
+            .step(vec![Op::zadd("kg:accounts".into(), seq, &account.id)])
+            .step(vec![
+                Op::absent(record.clone(), ID_TAKEN),
+                Op::hset(record, &fields),
+            ])
+            .run(&self.conn)
+            .await?;
+        refused(outcome)?;
+        Ok(account)
+    }
+
+    async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
+        self.read_account(id).await
+    }
+
+    async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
+        let ids = self.page_ids("kg:accounts", page).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(a) = self.read_account(&id).await? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_account_status(&self, id: &str, status: AccountStatus) -> StoreResult<Account> {
+        let found: i64 = Script::new(SET_ACCOUNT_STATUS)
+            .key(account_key(id))
+            .arg(enum_str(&status))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if found == 0 {
             return Err(StoreError::NotFound("account"));
         }
+        self.read_account(id)
+            .await?
+            .ok_or(StoreError::NotFound("account"))
+    }
+
+    async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
+        let plan = plan.filter(|p| !p.is_empty());
+        let found: i64 = Script::new(SET_ACCOUNT_PLAN)
+            .key(account_key(id))
+            .arg(if plan.is_some() { "1" } else { "0" })
+            .arg(plan.unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if found == 0 {
+            return Err(StoreError::NotFound("account"));
+        }
+        self.read_account(id)
+            .await?
+            .ok_or(StoreError::NotFound("account"))
+    }
+
+    async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
         let key = new.into_record();
         self.write_new_key(&key).await?;
         Ok(key)
@@ -768,29 +835,9 @@ impl Store for RedisStore {
     }
 
     async fn create_user(&self, new: NewUser) -> StoreResult<User> {
-        if self.read_account(&new.account_id).await?.is_none() {
-            return Err(StoreError::NotFound("account"));
-        }
         let (user, hash) = new.into_user();
-        let email = email_key(&user.email);
-        // Claim the email first: a duplicate is refused before any record exists.
-        let claimed: bool = ::redis::cmd("SET")
-            .arg(&email)
-            .arg(&user.id)
-            .arg("NX")
-            .query_async::<Option<String>>(&mut self.conn())
-            .await
-            .map(|r| r.is_some())
-            .map_err(unavailable)?;
-        if !claimed {
-            return Err(StoreError::Conflict("a user with this email exists".into()));
-        }
-        let written = self.write_new_user(&user, hash).await;
-        if written.is_err() {
-            // Best effort: release the email so a retry can take it.
-            let _: Result<i64, _> = self.conn().del(&email).await;
-        }
-        written.map(|()| user)
+        self.write_new_user(&user, hash).await?;
+        Ok(user)
     }
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
@@ -837,48 +884,6 @@ impl Store for RedisStore {
         self.get_user(id).await?.ok_or(StoreError::NotFound("user"))
     }
 
-    async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
-        let _: i64 = Script::new(SET_TOKEN_CUTOFF)
-            .key(TOKEN_CUTOFFS)
-            .arg(subject)
-            .arg(at)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        let all: HashMap<String, String> = self
-            .conn()
-            .hgetall(TOKEN_CUTOFFS)
-            .await
-            .map_err(unavailable)?;
-        let mut out: Vec<(String, i64)> = all
-            .into_iter()
-            .filter_map(|(subject, at)| at.parse::<i64>().ok().map(|at| (subject, at)))
-            .filter(|(_, at)| *at >= since)
-            .collect();
-        out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(out)
-    }
-
-    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
-        let id: Option<String> = self.conn().get(hash_key(hash)).await.map_err(unavailable)?;
-        let Some(id) = id else { return Ok(None) };
-        let Some(key) = self.read_key(&id).await? else {
-            return Ok(None);
-        };
-        let Some(account) = self.read_account(&key.account_id).await? else {
-            return Ok(None);
-        };
-        let user = match &key.user_id {
-            Some(u) => self.read_user(u).await?.map(|(user, _)| user),
-            None => None,
-        };
-        Ok(Some(Credential { key, account, user }))
-    }
-
     async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
         let script = Script::new(TOUCH_KEY);
         for (id, at) in batch {
@@ -891,7 +896,10 @@ impl Store for RedisStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl Audit for RedisStore {
     async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
         let id: i64 = self
             .conn()
