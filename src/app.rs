@@ -8,6 +8,7 @@ use crate::cache::KeyCache;
 use crate::config::{resolve_secrets, Config, RateLimitMode, StoreSettings};
 use crate::gate::{Gate, GateParts};
 use crate::invalidation::redis::RedisBus;
+use crate::invalidation::Invalidator;
 use crate::keys::KeyHasher;
 use crate::keyservice::KeyService;
 use crate::metrics::Metrics;
@@ -18,6 +19,7 @@ use crate::secret::Secret;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Directory, Store};
+use crate::tokens::cutoffs::TokenCutoffs;
 use crate::tokens::{TokenSettings, Tokens};
 use crate::usage::{self, UsageWriter};
 
@@ -26,8 +28,10 @@ pub struct Shared {
     /// The running configuration; a reload swaps it (lock-free reads).
     pub config: arc_swap::ArcSwap<Config>,
     pub store: Arc<dyn Store>,
+    /// For its size, on `/metrics`.
     pub cache: Arc<KeyCache>,
-    pub hasher: KeyHasher,
+    /// `/readyz` waits until the stored cut-offs are read.
+    pub cutoffs: Arc<TokenCutoffs>,
     /// Every change to keys, users and accounts (admin API and self-service alike).
     pub keys: Arc<KeyService>,
     pub metrics: Arc<Metrics>,
@@ -132,15 +136,19 @@ fn redact_url(url: &str) -> String {
 }
 
 /// Retries the start-up read of the token cut-offs until the store answers.
-async fn load_cutoffs_when_possible(cache: Arc<KeyCache>, tokens: Arc<Tokens>) {
+async fn load_cutoffs_when_possible(
+    cutoffs: Arc<TokenCutoffs>,
+    store: Arc<dyn Store>,
+    tokens: Arc<Tokens>,
+) {
     let mut delay = std::time::Duration::from_millis(100);
     loop {
         tokio::time::sleep(delay).await;
-        if cache.cutoffs_loaded() {
+        if cutoffs.loaded() {
             return; // the invalidation listener got there first
         }
         let since = crate::store::now().saturating_sub(tokens.longest_ttl_secs());
-        match cache.reload_cutoffs(since).await {
+        match cutoffs.reload(store.as_ref(), since).await {
             Ok(n) => {
                 tracing::info!(cut_offs = n, "token cut-offs loaded");
                 return;
@@ -163,18 +171,25 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         config.cache.max_stale,
         config.cache.max_entries,
     ));
+    let cutoffs = Arc::new(TokenCutoffs::new());
+    let invalidator = Arc::new(Invalidator::new(
+        cache.clone(),
+        cutoffs.clone(),
+        store.clone(),
+        metrics.clone(),
+    ));
     if let Some(redis) = &redis {
-        cache.set_bus(Arc::new(RedisBus::new(redis.conn.clone())));
+        invalidator.set_bus(Arc::new(RedisBus::new(redis.conn.clone())));
         redis.runtime.spawn(crate::invalidation::redis::listen(
             redis.nodes.clone(),
-            cache.clone(),
+            invalidator.clone(),
             metrics.clone(),
         ));
     }
     let hasher = KeyHasher::new(&secrets.pepper);
     let keys = Arc::new(KeyService::new(
         store.clone(),
-        cache.clone(),
+        invalidator,
         hasher.clone(),
         config.key_format.clone(),
     ));
@@ -199,11 +214,16 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     match redis.as_ref() {
         // Redis may be away at start: tokens are refused (503) until the cut-offs are read.
         Some(redis) => {
-            if let Err(e) = redis.runtime.block_on(cache.reload_cutoffs(since)) {
+            if let Err(e) = redis
+                .runtime
+                .block_on(cutoffs.reload(store.as_ref(), since))
+            {
                 tracing::warn!(error = %e, "token cut-offs not loaded yet; tokens get 503 until they are");
-                redis
-                    .runtime
-                    .spawn(load_cutoffs_when_possible(cache.clone(), tokens.clone()));
+                redis.runtime.spawn(load_cutoffs_when_possible(
+                    cutoffs.clone(),
+                    store.clone(),
+                    tokens.clone(),
+                ));
             }
         }
         None => {
@@ -211,7 +231,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
                 .enable_all()
                 .build()
                 .context("starting a runtime")?
-                .block_on(cache.reload_cutoffs(since))
+                .block_on(cutoffs.reload(store.as_ref(), since))
                 .context("loading token cut-offs")?;
         }
     }
@@ -219,6 +239,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         config: config.clone(),
         store: store.clone(),
         cache: cache.clone(),
+        cutoffs: cutoffs.clone(),
         tokens,
         hasher: hasher.clone(),
         limiter,
@@ -231,7 +252,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
             config: arc_swap::ArcSwap::new(config),
             store,
             cache,
-            hasher,
+            cutoffs,
             keys,
             metrics,
             admin_token: secrets.admin_token,

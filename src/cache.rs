@@ -5,14 +5,15 @@
 //!   (a short negative TTL stops a flood of one bad key from reaching the store).
 //! - Single-flight: N concurrent misses for one hash make one store read (`try_get_with`).
 //!   Store errors are not cached.
-//! - Invalidation from outside: admin writes call [`KeyCache::invalidate`] right after the store
+//! - Invalidation from outside: key writes call [`KeyCache::invalidate`] right after the store
 //!   commit, so the very next request re-reads.
 //!
 //! - Stale-if-error: an entry older than `ttl` is refreshed by one request while the others keep
 //!   using it; if the store fails, the entry keeps working until `ttl + max_stale`. Unknown keys
 //!   get the store error (503): never fail open.
-//! - Replicas: [`KeyCache::invalidate`] also publishes on the [`Bus`], and the bus listener applies
-//!   other replicas' events with [`KeyCache::invalidate_local`].
+//! - Replicas: [`crate::invalidation::Invalidator`] calls [`KeyCache::invalidate`] for this
+//!   replica's writes and publishes them; other replicas' events arrive through it as
+//!   [`KeyCache::invalidate_local`].
 //!
 //! Known window: a load that read the store just before a write commits can insert the old
 //! record just after the write's invalidation. Two guards narrow it: the loader re-reads when
@@ -21,14 +22,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::Expiry;
 
 use crate::identity::{AuthMethod, IdentityValues};
-use crate::invalidation::Bus;
+use crate::invalidation::Invalidation;
 use crate::keys::KeyHash;
 use crate::metrics::{CacheResult, Metrics};
 use crate::store::{Credential, CredentialReads, StoreError};
@@ -73,17 +73,6 @@ pub enum Lookup {
     Unknown,
 }
 
-/// What changed, so the cache can drop exactly the affected entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    Key(KeyHash),
-    Account(String),
-    All,
-    /// JWTs whose subject (a key, user or account id) is this, issued at or before this Unix
-    /// second, are refused: how an access token dies with its key without a store read.
-    TokenCutoff(String, i64),
-}
-
 struct TtlPolicy {
     /// TTL plus max_stale: how long a found entry may be kept at all.
     positive: Duration,
@@ -112,12 +101,6 @@ pub struct KeyCache {
     revalidate_before: AtomicU64,
     ttl: Duration,
     max_stale: Duration,
-    bus: OnceLock<Arc<dyn Bus>>,
-    /// Token cut-offs by subject (see [`Invalidation::TokenCutoff`]); sharded, no global lock.
-    cutoffs: dashmap::DashMap<String, i64>,
-    /// Whether the stored cut-offs have been read since start. Until then a token cannot be
-    /// checked against revocations made before this process started, so none is accepted.
-    cutoffs_loaded: AtomicBool,
 }
 
 impl KeyCache {
@@ -145,15 +128,7 @@ impl KeyCache {
             revalidate_before: AtomicU64::new(0),
             ttl,
             max_stale,
-            bus: OnceLock::new(),
-            cutoffs: dashmap::DashMap::new(),
-            cutoffs_loaded: AtomicBool::new(false),
         }
-    }
-
-    /// Connects the cache to the replicas' invalidation bus (once, at startup).
-    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
-        let _ = self.bus.set(bus);
     }
 
     /// One cache lookup on a hit; on a miss, one shared store read for all concurrent callers.
@@ -239,19 +214,13 @@ impl KeyCache {
         Ok(to_lookup(self.store.find_credential(&hash).await?, before))
     }
 
-    /// Drops the affected entries here, tells the other replicas, and drops them here once more
-    /// shortly after (see the module docs).
-    pub async fn invalidate(self: &Arc<Self>, event: Invalidation) {
-        self.invalidate_now(&event).await;
-        if let Some(bus) = self.bus.get() {
-            if let Err(e) = bus.publish(&event).await {
-                // The write is committed; replicas will catch up on TTL or on resubscribe.
-                self.metrics.store_error();
-                tracing::warn!(error = %e, "could not publish invalidation");
-            }
-        }
+    /// Drops the affected entries now and once more shortly after (see the module docs): for
+    /// this replica's own writes. Token cut-offs are not the cache's and are ignored here.
+    pub async fn invalidate(self: &Arc<Self>, event: &Invalidation) {
+        self.invalidate_now(event).await;
         let generation = self.generation.load(Ordering::Acquire);
         let this = self.clone();
+        let event = event.clone();
         tokio::spawn(async move {
             tokio::time::sleep(REPEAT_INVALIDATION_AFTER).await;
             this.invalidate_loaded_before(&event, generation);
@@ -279,60 +248,6 @@ impl KeyCache {
         }
     }
 
-    /// Revokes every token of `subject` issued up to now, here, in the store (for replicas that
-    /// start later) and on every other replica.
-    pub async fn cut_tokens(self: &Arc<Self>, subject: &str) -> Result<(), StoreError> {
-        let at = crate::store::now();
-        // Applied here and published even if persisting fails: live replicas must stop the
-        // tokens now; only a replica started later depends on the stored cut-off.
-        let stored = self.store.set_token_cutoff(subject, at).await;
-        self.invalidate(Invalidation::TokenCutoff(subject.to_string(), at))
-            .await;
-        if stored.is_err() {
-            self.metrics.store_error();
-        }
-        stored
-    }
-
-    /// Whether a token of `subject` issued at `issued_at` has been revoked.
-    pub fn token_cut(&self, subject: &str, issued_at: i64) -> bool {
-        self.cutoffs
-            .get(subject)
-            .is_some_and(|cut| *cut >= issued_at)
-    }
-
-    /// Whether tokens can be checked: the stored cut-offs have been loaded at least once.
-    pub fn cutoffs_loaded(&self) -> bool {
-        self.cutoffs_loaded.load(Ordering::Acquire)
-    }
-
-    /// Loads cut-offs recorded since `since` (at startup, and when events may have been lost).
-    pub async fn reload_cutoffs(&self, since: i64) -> Result<usize, StoreError> {
-        let all = self.store.token_cutoffs(since).await?;
-        let n = all.len();
-        for (subject, at) in all {
-            self.record_cutoff(subject, at);
-        }
-        self.cutoffs_loaded.store(true, Ordering::Release);
-        Ok(n)
-    }
-
-    /// Forgets cut-offs made before `before`: once every token issued up to a cut-off has
-    /// expired on its own, the cut-off stops nothing, so memory follows recent revocations
-    /// rather than every revocation ever made. Returns how many were dropped.
-    pub fn prune_cutoffs(&self, before: i64) -> usize {
-        let was = self.cutoffs.len();
-        self.cutoffs.retain(|_, at| *at >= before);
-        was.saturating_sub(self.cutoffs.len())
-    }
-
-    fn record_cutoff(&self, subject: String, at: i64) {
-        let mut slot = self.cutoffs.entry(subject).or_insert(at);
-        if *slot < at {
-            *slot = at;
-        }
-    }
-
     /// Applies an event heard from another replica (no re-publishing).
     pub async fn invalidate_local(&self, event: &Invalidation) {
         self.invalidate_now(event).await;
@@ -354,7 +269,7 @@ impl KeyCache {
                 }
             }
             Invalidation::All => self.entries.invalidate_all(),
-            Invalidation::TokenCutoff(subject, at) => self.record_cutoff(subject.clone(), *at),
+            Invalidation::TokenCutoff(..) => {}
         }
     }
 

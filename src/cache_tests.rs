@@ -432,7 +432,7 @@ async fn invalidate_drops_at_once_and_keeps_fresh_entries() {
         )
         .await
         .expect("disable");
-    f.cache.invalidate(Invalidation::Key(hash)).await;
+    f.cache.invalidate(&Invalidation::Key(hash)).await;
     assert_eq!(
         f.found(&hash).await.credential.key.status,
         KeyStatus::Disabled
@@ -549,22 +549,4 @@ async fn stale_entry_is_served_while_the_store_fails() {
         "{}",
         f.metrics.render()
     );
-}
-
-#[tokio::test]
-async fn old_token_cutoffs_are_forgotten_and_recent_ones_kept() {
-    let f = fixture(Opts::default());
-    f.cache.cut_tokens("key_old").await.expect("cut");
-    f.cache.cut_tokens("key_new").await.expect("cut");
-    let now = crate::store::now();
-    assert!(f.cache.token_cut("key_old", now - 5));
-
-    // Nothing is older than a minute ago: both stay.
-    assert_eq!(f.cache.prune_cutoffs(now - 60), 0);
-    assert!(f.cache.token_cut("key_old", now - 5) && f.cache.token_cut("key_new", now - 5));
-
-    // Everything made before a minute from now goes, and stops nothing any more.
-    assert_eq!(f.cache.prune_cutoffs(now + 60), 2);
-    assert!(!f.cache.token_cut("key_old", now - 5));
-    assert!(!f.cache.token_cut("key_new", now - 5));
 }

@@ -24,6 +24,7 @@ use crate::ratelimit::{Limit, RateLimiter, RateStatus};
 use crate::store::{
     Account, AccountStatus, ChargeOutcome, Credential, KeyRecord, KeyStatus, Permission, Store,
 };
+use crate::tokens::cutoffs::TokenCutoffs;
 use crate::tokens::{looks_like_jwt, Claims, TokenError, TokenKind, Tokens};
 use crate::usage::UsageRecorder;
 
@@ -111,6 +112,8 @@ pub struct GateParts {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub cache: Arc<KeyCache>,
+    /// Token revocations, checked on every token (see [`TokenCutoffs`]).
+    pub cutoffs: Arc<TokenCutoffs>,
     pub tokens: Arc<Tokens>,
     pub hasher: KeyHasher,
     pub limiter: Arc<RateLimiter>,
@@ -125,6 +128,7 @@ pub struct Gate {
     /// Request counters for this route table.
     counters: RouteCounters,
     cache: Arc<KeyCache>,
+    cutoffs: Arc<TokenCutoffs>,
     hasher: KeyHasher,
     usage: UsageRecorder,
     metrics: Arc<Metrics>,
@@ -140,6 +144,7 @@ impl Gate {
             config,
             store,
             cache,
+            cutoffs,
             tokens,
             hasher,
             limiter,
@@ -160,6 +165,7 @@ impl Gate {
             counters: metrics.route_counters(&config.route_names()),
             config,
             cache,
+            cutoffs,
             hasher,
             usage,
             metrics,
@@ -177,6 +183,7 @@ impl Gate {
             config,
             store: self.store.clone(),
             cache: self.cache.clone(),
+            cutoffs: self.cutoffs.clone(),
             tokens: self.tokens.clone(),
             hasher: self.hasher.clone(),
             limiter: self.limiter.clone(),
@@ -202,8 +209,8 @@ impl Gate {
         self.limiter.retain_recent();
         let longest = self.tokens.longest_ttl_secs();
         let dropped = self
-            .cache
-            .prune_cutoffs(crate::store::now().saturating_sub(longest));
+            .cutoffs
+            .prune(crate::store::now().saturating_sub(longest));
         if dropped > 0 {
             tracing::debug!(dropped, "forgot expired token cut-offs");
         }
@@ -434,7 +441,7 @@ impl Gate {
     /// An access token stands for its key until it expires or its key, user or account is cut.
     fn verify_access(&self, token: &str) -> Result<Arc<CachedCredential>, Reason> {
         let tokens = &self.tokens;
-        if !self.cache.cutoffs_loaded() {
+        if !self.cutoffs.loaded() {
             // Started while the store was away: revocations made before we started are unknown.
             return Err(Reason::StoreUnavailable);
         }
@@ -442,16 +449,16 @@ impl Gate {
             .verify(token, TokenKind::Access)
             .map_err(token_reason)?;
         let key_id = claims.kid_key.as_deref().unwrap_or(&claims.sub);
-        if self.cache.token_cut(key_id, claims.iat) {
+        if self.cutoffs.is_cut(key_id, claims.iat) {
             return Err(Reason::KeyRevoked);
         }
-        if self.cache.token_cut(&claims.acc, claims.iat) {
+        if self.cutoffs.is_cut(&claims.acc, claims.iat) {
             return Err(Reason::AccountSuspended);
         }
         if claims
             .usr
             .as_deref()
-            .is_some_and(|u| self.cache.token_cut(u, claims.iat))
+            .is_some_and(|u| self.cutoffs.is_cut(u, claims.iat))
         {
             return Err(Reason::KeyDisabled);
         }
@@ -462,14 +469,14 @@ impl Gate {
 
     fn verify_session(&self, token: &str) -> Result<Arc<Claims>, Reason> {
         let tokens = &self.tokens;
-        if !self.cache.cutoffs_loaded() {
+        if !self.cutoffs.loaded() {
             return Err(Reason::StoreUnavailable);
         }
         let claims = tokens
             .verify(token, TokenKind::Session)
             .map_err(token_reason)?;
-        if self.cache.token_cut(&claims.sub, claims.iat)
-            || self.cache.token_cut(&claims.acc, claims.iat)
+        if self.cutoffs.is_cut(&claims.sub, claims.iat)
+            || self.cutoffs.is_cut(&claims.acc, claims.iat)
         {
             return Err(Reason::InvalidToken);
         }

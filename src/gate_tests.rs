@@ -327,7 +327,9 @@ async fn pipeline_sees_store_changes_after_invalidation() {
         .await
         .expect("revoke");
     f.t.cache
-        .invalidate(crate::cache::Invalidation::Key(f.t.hasher.hash(&key)))
+        .invalidate(&crate::invalidation::Invalidation::Key(
+            f.t.hasher.hash(&key),
+        ))
         .await;
     assert_eq!(
         rejected(&f.decide("GET", "/leads/a", &h).await),

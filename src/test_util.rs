@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::cache::KeyCache;
 use crate::config::Config;
 use crate::gate::{Gate, GateParts};
+use crate::invalidation::Invalidator;
 use crate::keys::{KeyFormat, KeyHasher};
 use crate::keyservice::KeyService;
 use crate::metrics::Metrics;
@@ -17,6 +18,7 @@ use crate::ratelimit::RateLimiter;
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Account, Directory, KeyRecord, NewAccount, NewKey, Permission};
+use crate::tokens::cutoffs::TokenCutoffs;
 use crate::tokens::{TokenSettings, Tokens};
 use crate::usage::{self, UsageWriter};
 
@@ -31,9 +33,11 @@ pub struct TestGate {
     pub config: Arc<Config>,
     pub store: Arc<SqliteStore>,
     pub cache: Arc<KeyCache>,
+    pub invalidator: Arc<Invalidator>,
     pub hasher: KeyHasher,
     pub metrics: Arc<Metrics>,
     pub tokens: Arc<Tokens>,
+    pub keys: Arc<KeyService>,
     /// Held so the last-used queue has a receiver (a full queue drops and counts).
     _usage: UsageWriter,
 }
@@ -53,10 +57,17 @@ impl TestGate {
             config.cache.max_stale,
             config.cache.max_entries,
         ));
-        cache
-            .reload_cutoffs(0)
+        let cutoffs = Arc::new(TokenCutoffs::new());
+        cutoffs
+            .reload(store.as_ref(), 0)
             .await
             .expect("token cut-offs from the test store");
+        let invalidator = Arc::new(Invalidator::new(
+            cache.clone(),
+            cutoffs.clone(),
+            store.clone(),
+            metrics.clone(),
+        ));
         let tokens = Arc::new(
             Tokens::new(TokenSettings {
                 algorithm: config.tokens.algorithm,
@@ -74,7 +85,7 @@ impl TestGate {
         let (recorder, writer) = usage::channel(config.last_used_interval, metrics.clone());
         let keys = Arc::new(KeyService::new(
             store.clone(),
-            cache.clone(),
+            invalidator.clone(),
             hasher.clone(),
             config.key_format.clone(),
         ));
@@ -82,21 +93,24 @@ impl TestGate {
             config: config.clone(),
             store: store.clone(),
             cache: cache.clone(),
+            cutoffs,
             tokens: tokens.clone(),
             hasher: hasher.clone(),
             limiter: Arc::new(RateLimiter::local(metrics.clone())),
             usage: recorder,
             metrics: metrics.clone(),
-            keys,
+            keys: keys.clone(),
         });
         Self {
             gate,
             config,
             store,
             cache,
+            invalidator,
             hasher,
             metrics,
             tokens,
+            keys,
             _usage: writer,
         }
     }

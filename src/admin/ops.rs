@@ -24,7 +24,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Ready when the config is loaded (it is, or we would not be running), the store answers and
 /// the token cut-offs have been read.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if !shared.cache.cutoffs_loaded() {
+    if !shared.cutoffs.loaded() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: token cut-offs not loaded yet\n".to_string(),

@@ -9,9 +9,111 @@
 
 pub mod redis;
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 
-use crate::cache::Invalidation;
+use crate::cache::KeyCache;
+use crate::keys::KeyHash;
+use crate::metrics::Metrics;
+use crate::store::{CredentialReads, StoreError};
+use crate::tokens::cutoffs::TokenCutoffs;
+
+/// What changed, so each replica can drop exactly the affected cache entries and tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    Key(KeyHash),
+    Account(String),
+    All,
+    /// Tokens whose subject (a key, user or account id) is this, issued at or before this Unix
+    /// second, are refused: how an access token dies with its key without a store read.
+    TokenCutoff(String, i64),
+}
+
+/// Applies invalidations here and tells the other replicas: the cache's entries for keys and
+/// accounts, and the token cut-offs. Its two callers are the key service (this replica's own
+/// writes, [`Invalidator::publish`] and [`Invalidator::cut_tokens`]) and the bus listener (other
+/// replicas' writes, [`Invalidator::apply`]).
+pub struct Invalidator {
+    cache: Arc<KeyCache>,
+    cutoffs: Arc<TokenCutoffs>,
+    store: Arc<dyn CredentialReads>,
+    metrics: Arc<Metrics>,
+    bus: OnceLock<Arc<dyn Bus>>,
+}
+
+impl Invalidator {
+    pub fn new(
+        cache: Arc<KeyCache>,
+        cutoffs: Arc<TokenCutoffs>,
+        store: Arc<dyn CredentialReads>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            cache,
+            cutoffs,
+            store,
+            metrics,
+            bus: OnceLock::new(),
+        }
+    }
+
+    /// Connects to the replicas' bus (once, at startup; without one there is one replica).
+    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// After a committed write: applies `event` here at once, then tells the other replicas.
+    pub async fn publish(&self, event: Invalidation) {
+        self.apply_here(&event, true).await;
+        if let Some(bus) = self.bus.get() {
+            if let Err(e) = bus.publish(&event).await {
+                // The write is committed; replicas will catch up on TTL or on resubscribe.
+                self.metrics.store_error();
+                tracing::warn!(error = %e, "could not publish invalidation");
+            }
+        }
+    }
+
+    /// An event heard from another replica (no re-publishing).
+    pub async fn apply(&self, event: &Invalidation) {
+        self.apply_here(event, false).await;
+    }
+
+    async fn apply_here(&self, event: &Invalidation, own_write: bool) {
+        match event {
+            Invalidation::TokenCutoff(subject, at) => self.cutoffs.record(subject, *at),
+            // A replica's own write also repeats the drop shortly after (see the cache docs).
+            _ if own_write => self.cache.invalidate(event).await,
+            _ => self.cache.invalidate_local(event).await,
+        }
+    }
+
+    /// Revokes every token of `subject` issued up to now: here, in the store (for replicas
+    /// that start later) and on every other replica.
+    pub async fn cut_tokens(&self, subject: &str) -> Result<(), StoreError> {
+        let at = crate::store::now();
+        // Applied here and published even if persisting fails: live replicas must stop the
+        // tokens now; only a replica started later depends on the stored cut-off.
+        let stored = self.store.set_token_cutoff(subject, at).await;
+        self.publish(Invalidation::TokenCutoff(subject.to_string(), at))
+            .await;
+        if stored.is_err() {
+            self.metrics.store_error();
+        }
+        stored
+    }
+
+    /// Events may have been lost (a dropped subscription): every cached entry is re-read before
+    /// its next use, and the stored cut-offs since `since` are read again.
+    pub async fn resync(&self, since: i64) {
+        self.cache.revalidate_all();
+        self.metrics.cache_cleared();
+        if let Err(e) = self.cutoffs.reload(self.store.as_ref(), since).await {
+            tracing::warn!(error = %e, "could not reload token cut-offs");
+        }
+    }
+}
 
 /// The pub/sub channel every replica listens on.
 pub const CHANNEL: &str = "kg:invalidate";

@@ -8,8 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
-use super::{decode, encode, Bus, CHANNEL};
-use crate::cache::{Invalidation, KeyCache};
+use super::{decode, encode, Bus, Invalidation, Invalidator, CHANNEL};
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConn;
 
@@ -40,7 +39,7 @@ impl Bus for RedisBus {
 
 /// Listens until the process stops. `nodes` are Redis URLs; in a cluster PUBLISH reaches every
 /// node, so any one will do, and the listener moves on to the next when one cannot be reached.
-pub async fn listen(nodes: Vec<String>, cache: Arc<KeyCache>, metrics: Arc<Metrics>) {
+pub async fn listen(nodes: Vec<String>, invalidator: Arc<Invalidator>, metrics: Arc<Metrics>) {
     let clients: Vec<::redis::Client> = nodes
         .iter()
         .filter_map(|url| match ::redis::Client::open(url.as_str()) {
@@ -84,14 +83,10 @@ pub async fn listen(nodes: Vec<String>, cache: Arc<KeyCache>, metrics: Arc<Metri
             // Anything published while we were away is lost: trust nothing cached. Entries are
             // re-read before their next use rather than dropped, so if the store is still
             // failing they remain the stale-if-error fallback instead of turning into 503s.
-            cache.revalidate_all();
-            metrics.cache_cleared();
-            tracing::warn!("invalidation subscription restored; cache cleared");
             // Token cut-offs published meanwhile are in the store too.
             let since = crate::store::now() - crate::tokens::MAX_TTL.as_secs() as i64;
-            if let Err(e) = cache.reload_cutoffs(since).await {
-                tracing::warn!(error = %e, "could not reload token cut-offs");
-            }
+            invalidator.resync(since).await;
+            tracing::warn!("invalidation subscription restored; cache cleared");
         }
         metrics.set_invalidation_connected(true);
         subscribed_before = true;
@@ -101,7 +96,7 @@ pub async fn listen(nodes: Vec<String>, cache: Arc<KeyCache>, metrics: Arc<Metri
                 continue;
             };
             match decode(&payload) {
-                Some(event) => cache.invalidate_local(&event).await,
+                Some(event) => invalidator.apply(&event).await,
                 None => tracing::warn!("ignoring malformed invalidation message"),
             }
         }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use super::audit::account_status_str;
 use super::validate;
 use super::{Actor, KeyService, ServiceError, ServiceResult};
-use crate::cache::Invalidation;
 use crate::config::Plan;
+use crate::invalidation::Invalidation;
 use crate::store::{Account, AccountStatus, NewAccount};
 
 fn account_not_found() -> ServiceError {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::audit::{key_status_str, limit_str, permission_str, resources_str, time_str};
 use super::validate::{self, RateLimitBody};
 use super::{Actor, KeyService, ServiceError, ServiceResult};
-use crate::cache::Invalidation;
+use crate::invalidation::Invalidation;
 use crate::secret::Secret;
 use crate::store::{now, AccountStatus, KeyPatch, KeyRecord, KeyStatus, NewKey, Permission};
 

@@ -4,8 +4,8 @@
 //! step. Its callers are thin adapters: they parse their request shape into the typed inputs
 //! here and map [`ServiceError`] (which names the refused field) to their response shape.
 //!
-//! No HTTP framework and no pingora here. This is the only module that calls the cache's
-//! invalidation and token cut-off writes (`KeyService::invalidate`, `KeyService::cut_tokens`).
+//! No HTTP framework and no pingora here. This is the only module that publishes invalidations
+//! and token cut-offs (`KeyService::invalidate`, `KeyService::cut_tokens`).
 
 mod accounts;
 mod audit;
@@ -16,7 +16,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
-use crate::cache::{Invalidation, KeyCache};
+use crate::invalidation::{Invalidation, Invalidator};
 use crate::keys::{KeyFormat, KeyHasher};
 use crate::store::Store;
 
@@ -37,7 +37,7 @@ pub enum Actor {
 /// Built once at startup and shared by the admin API and the local endpoints.
 pub struct KeyService {
     store: Arc<dyn Store>,
-    cache: Arc<KeyCache>,
+    invalidator: Arc<Invalidator>,
     hasher: KeyHasher,
     /// The key format is a restart-only setting (`[keys]`), so the one from startup holds.
     key_format: KeyFormat,
@@ -46,13 +46,13 @@ pub struct KeyService {
 impl KeyService {
     pub fn new(
         store: Arc<dyn Store>,
-        cache: Arc<KeyCache>,
+        invalidator: Arc<Invalidator>,
         hasher: KeyHasher,
         key_format: KeyFormat,
     ) -> Self {
         Self {
             store,
-            cache,
+            invalidator,
             hasher,
             key_format,
         }
@@ -61,7 +61,7 @@ impl KeyService {
     /// Drops the cache entries a committed write made stale, here and on every replica, so the
     /// very next request re-reads them. Called only after the store write succeeded.
     async fn invalidate(&self, event: Invalidation) {
-        self.cache.invalidate(event).await;
+        self.invalidator.publish(event).await;
     }
 
     /// Kills every token whose subject is `subject` (a key, account or user id) issued until now,
@@ -70,7 +70,7 @@ impl KeyService {
     /// only call to the cut-off writer. A failure is [`ServiceError::TokenCutFailed`] (the write
     /// it follows has committed; retrying the change is safe).
     async fn cut_tokens(&self, subject: &str) -> ServiceResult<()> {
-        self.cache
+        self.invalidator
             .cut_tokens(subject)
             .await
             .map_err(|e| ServiceError::TokenCutFailed(e.to_string()))

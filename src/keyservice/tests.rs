@@ -2,16 +2,25 @@
 //! refusal names, and who the audit log says made a change.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::*;
-use crate::metrics::Metrics;
-use crate::secret::Secret;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{KeyStatus, NewUser, Permission, Role};
+use crate::test_util::TestGate;
+
+const CONFIG: &str = r#"
+[keys]
+prefix = "kg_svc_"
+
+[upstreams.api]
+address = "127.0.0.1:9"
+
+[[routes]]
+path = "/v1/{*rest}"
+upstream = "api"
+"#;
 
 struct Fixture {
-    service: KeyService,
+    service: Arc<KeyService>,
     store: Arc<dyn Store>,
     account: String,
     ann: Actor,
@@ -23,22 +32,9 @@ struct Fixture {
 /// logs in here).
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("svc.db")).expect("sqlite"));
-    let cache = Arc::new(KeyCache::new(
-        store.clone(),
-        Arc::new(Metrics::new(&[])),
-        Duration::from_secs(60),
-        Duration::from_secs(60),
-        Duration::ZERO,
-        1_000,
-    ));
-    let service = KeyService::new(
-        store.clone(),
-        cache,
-        KeyHasher::new(&Secret::new("service-test-pepper")),
-        KeyFormat::new("kg_svc_", 32),
-    );
+    let t = TestGate::new(CONFIG, &dir.path().join("svc.db")).await;
+    let store: Arc<dyn Store> = t.store.clone();
+    let service = t.keys.clone();
     let account = service
         .create_account(&Actor::Operator, "acme")
         .await

@@ -8,7 +8,7 @@
 use super::audit::{role_str, user_status_str};
 use super::validate;
 use super::{Actor, KeyService, ServiceError, ServiceResult};
-use crate::cache::Invalidation;
+use crate::invalidation::Invalidation;
 use crate::passwords;
 use crate::secret::Secret;
 use crate::store::{AccountStatus, NewUser, Role, User, UserPatch, UserStatus};

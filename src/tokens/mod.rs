@@ -23,6 +23,7 @@
 //! - Tokens and keys never appear in errors or `Debug` output.
 
 mod claims;
+pub mod cutoffs;
 mod error;
 mod jwks;
 mod keys;
