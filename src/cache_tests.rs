@@ -472,8 +472,9 @@ async fn invalidate_all_drops_everything() {
 }
 
 /// A write that commits while a load is between its store read and its cache insert: the
-/// loader notices the invalidation and re-reads, so the old record is never cached.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// loader notices the invalidation and re-reads, so the old record is never cached. Paused time:
+/// the loader's 300 ms pause after its read passes at once, once everything else waits.
+#[tokio::test(start_paused = true)]
 async fn a_load_racing_a_write_does_not_cache_the_old_record() {
     let f = fixture(Opts {
         delay_after: Duration::from_millis(300),
@@ -513,8 +514,9 @@ async fn a_load_racing_a_write_does_not_cache_the_old_record() {
 }
 
 /// `invalidate` (what admin writes call) drops the entry at once; its delayed repeat only drops
-/// entries loaded before the invalidation, so a fresh entry survives it.
-#[tokio::test]
+/// entries loaded before the invalidation, so a fresh entry survives it. Paused time: the wait
+/// for the repeat passes at once.
+#[tokio::test(start_paused = true)]
 async fn invalidate_drops_at_once_and_keeps_fresh_entries() {
     let f = fixture(Opts::default());
     let (_, key_id, hash) = f.key().await;
@@ -633,12 +635,22 @@ async fn stale_entry_is_served_while_the_store_fails() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Past the TTL again, with the store down: the stale entry keeps working.
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    // Past the TTL again, with the store down: the stale entry keeps working. The TTL runs on
+    // the wall clock (`std::time::Instant`), so this polls until a lookup attempts the refresh.
     f.store.fail.store(true, Ordering::SeqCst);
-    let reads = f.store.reads();
-    assert_eq!(f.found(&hash).await.credential.key.id, key_id);
-    assert!(f.store.reads() > reads, "the refresh was attempted");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reads = f.store.reads();
+        assert_eq!(f.found(&hash).await.credential.key.id, key_id);
+        if f.store.reads() > reads {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh was never attempted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert!(
         f.metrics
             .render()

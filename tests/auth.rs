@@ -130,12 +130,7 @@ fn session(kg: &Keygate, email: &str) -> String {
 }
 
 fn with_bearer(method: &str, kg: &Keygate, path: &str, token: &str, body: Option<Value>) -> Resp {
-    request(
-        method,
-        &kg.url(path),
-        &[("authorization", &bearer(token))],
-        body.as_ref(),
-    )
+    call_with(kg, method, path, Some(token), body.as_ref())
 }
 
 fn forge(claims: Value, secret: &str) -> String {
