@@ -264,7 +264,9 @@ impl Fixture {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// Paused time: the first load's 50 ms store delay ends only once every other caller is waiting,
+/// however slow the machine, so all 50 are sure to arrive while it is in flight.
+#[tokio::test(start_paused = true)]
 async fn concurrent_misses_make_one_store_read() {
     let f = fixture(Opts {
         delay: Duration::from_millis(50),
