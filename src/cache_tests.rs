@@ -623,36 +623,11 @@ async fn stale_entry_is_served_while_the_store_fails() {
     });
     let (_, key_id, hash) = f.key().await;
     f.found(&hash).await;
-    // Wait (polling) until the entry is past its TTL: a lookup then refreshes from the store.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let before = f.store.reads();
-        f.found(&hash).await;
-        if f.store.reads() > before {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "entry never refreshed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Past the TTL again, with the store down: the stale entry keeps working. The TTL runs on
-    // the wall clock (`std::time::Instant`), so this polls until a lookup attempts the refresh.
+    // Past the TTL, a lookup refreshes from the store.
+    until_a_lookup_reads(&f, &hash, &key_id).await;
+    // Past the TTL again, with the store down: the stale entry keeps working.
     f.store.fail.store(true, Ordering::SeqCst);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let reads = f.store.reads();
-        assert_eq!(f.found(&hash).await.credential.key.id, key_id);
-        if f.store.reads() > reads {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the refresh was never attempted"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_a_lookup_reads(&f, &hash, &key_id).await;
     assert!(
         f.metrics
             .render()
@@ -660,6 +635,25 @@ async fn stale_entry_is_served_while_the_store_fails() {
         "{}",
         f.metrics.render()
     );
+}
+
+/// Looks `hash` up every few milliseconds, each answer being `key_id`, until a lookup tries the
+/// store: the entry has passed its TTL. The TTL runs on the wall clock (`std::time::Instant`,
+/// which tokio's paused time does not move), so this polls rather than sleeping for it.
+async fn until_a_lookup_reads(f: &Fixture, hash: &KeyHash, key_id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reads = f.store.reads();
+        assert_eq!(f.found(hash).await.credential.key.id, key_id);
+        if f.store.reads() > reads {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lookup tried the store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]
