@@ -167,7 +167,9 @@ impl Fixture {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// Paused time: the first load's 50 ms store delay ends only once every other caller is waiting,
+/// however slow the machine, so all 50 are sure to arrive while it is in flight.
+#[tokio::test(start_paused = true)]
 async fn concurrent_misses_make_one_store_read() {
     let f = fixture(Opts {
         delay: Duration::from_millis(50),
@@ -375,8 +377,9 @@ async fn invalidate_all_drops_everything() {
 }
 
 /// A write that commits while a load is between its store read and its cache insert: the
-/// loader notices the invalidation and re-reads, so the old record is never cached.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// loader notices the invalidation and re-reads, so the old record is never cached. Paused time:
+/// the loader's 300 ms pause after its read passes at once, once everything else waits.
+#[tokio::test(start_paused = true)]
 async fn a_load_racing_a_write_does_not_cache_the_old_record() {
     let f = fixture(Opts {
         delay_after: Duration::from_millis(300),
@@ -416,8 +419,9 @@ async fn a_load_racing_a_write_does_not_cache_the_old_record() {
 }
 
 /// `invalidate` (what admin writes call) drops the entry at once; its delayed repeat only drops
-/// entries loaded before the invalidation, so a fresh entry survives it.
-#[tokio::test]
+/// entries loaded before the invalidation, so a fresh entry survives it. Paused time: the wait
+/// for the repeat passes at once.
+#[tokio::test(start_paused = true)]
 async fn invalidate_drops_at_once_and_keeps_fresh_entries() {
     let f = fixture(Opts::default());
     let (_, key_id, hash) = f.key().await;
@@ -522,26 +526,11 @@ async fn stale_entry_is_served_while_the_store_fails() {
     });
     let (_, key_id, hash) = f.key().await;
     f.found(&hash).await;
-    // Wait (polling) until the entry is past its TTL: a lookup then refreshes from the store.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let before = f.store.reads();
-        f.found(&hash).await;
-        if f.store.reads() > before {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "entry never refreshed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Past the TTL, a lookup refreshes from the store.
+    until_a_lookup_reads(&f, &hash, &key_id).await;
     // Past the TTL again, with the store down: the stale entry keeps working.
-    tokio::time::sleep(Duration::from_millis(40)).await;
     f.store.fail.store(true, Ordering::SeqCst);
-    let reads = f.store.reads();
-    assert_eq!(f.found(&hash).await.credential.key.id, key_id);
-    assert!(f.store.reads() > reads, "the refresh was attempted");
+    until_a_lookup_reads(&f, &hash, &key_id).await;
     assert!(
         f.metrics
             .render()
@@ -549,4 +538,23 @@ async fn stale_entry_is_served_while_the_store_fails() {
         "{}",
         f.metrics.render()
     );
+}
+
+/// Looks `hash` up every few milliseconds, each answer being `key_id`, until a lookup tries the
+/// store: the entry has passed its TTL. The TTL runs on the wall clock (`std::time::Instant`,
+/// which tokio's paused time does not move), so this polls rather than sleeping for it.
+async fn until_a_lookup_reads(f: &Fixture, hash: &KeyHash, key_id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reads = f.store.reads();
+        assert_eq!(f.found(hash).await.credential.key.id, key_id);
+        if f.store.reads() > reads {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lookup tried the store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -8,12 +8,6 @@ use serde_json::{json, Value};
 
 const A: &str = "/admin/v1";
 
-fn start() -> (Echo, Keygate) {
-    let echo = Echo::start();
-    let kg = Keygate::start(&Options::new(echo.addr));
-    (echo, kg)
-}
-
 /// Sends a raw (possibly malformed) body with the admin token.
 fn admin_raw(kg: &Keygate, method: &str, path: &str, body: &str) -> Resp {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -33,22 +27,6 @@ fn admin_raw(kg: &Keygate, method: &str, path: &str, body: &str) -> Resp {
         headers: Default::default(),
         body: resp.body_mut().read_to_string().expect("body"),
     }
-}
-
-fn assert_error(r: &Resp, status: u16, code: &str) -> String {
-    assert_eq!(r.status, status, "{}", r.body);
-    let v = r.json();
-    assert_eq!(v["error"]["code"], code, "{}", r.body);
-    v["error"]["message"].as_str().expect("message").to_string()
-}
-
-fn proxied(kg: &Keygate, path: &str, key: &str) -> Resp {
-    get(&kg.url(path), &[("authorization", &bearer(key))])
-}
-
-fn is_rfc3339_utc(v: &Value) -> bool {
-    v.as_str()
-        .is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok())
 }
 
 #[test]
@@ -568,38 +546,38 @@ fn admin_changes_apply_to_the_very_next_proxied_request() {
     let (echo, kg) = start();
     let account = kg.create_account("acme");
     let (key_id, key) = kg.create_key(&account, json!({}));
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 200, "{}", r.body);
     let hits = echo.hits();
 
     // Revoke: the cached entry is dropped, so the next request is refused.
     let r = kg.admin("POST", &format!("{A}/keys/{key_id}/revoke"), None);
     assert_eq!(r.status, 200);
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "key_revoked");
     assert_eq!(echo.hits(), hits);
 
     // Account suspension and reactivation.
     let (key_id, key) = kg.create_key(&account, json!({}));
-    assert_eq!(proxied(&kg, "/v1/x", &key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
     kg.admin("POST", &format!("{A}/accounts/{account}/suspend"), None);
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "account_suspended");
     kg.admin("POST", &format!("{A}/accounts/{account}/reactivate"), None);
-    assert_eq!(proxied(&kg, "/v1/x", &key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
 
     // Disable and enable.
     kg.admin("POST", &format!("{A}/keys/{key_id}/disable"), None);
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "key_disabled");
     kg.admin("POST", &format!("{A}/keys/{key_id}/enable"), None);
-    assert_eq!(proxied(&kg, "/v1/x", &key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
 
     // Scopes: the leads route needs leads:read.
-    let r = proxied(&kg, "/leads/1", &key);
+    let r = call(&kg, "/leads/1", &key);
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "insufficient_scope");
     kg.admin(
@@ -607,7 +585,7 @@ fn admin_changes_apply_to_the_very_next_proxied_request() {
         &format!("{A}/keys/{key_id}"),
         Some(json!({"scopes": ["leads:read"]})),
     );
-    assert_eq!(proxied(&kg, "/leads/1", &key).status, 200);
+    assert_eq!(call(&kg, "/leads/1", &key).status, 200);
 
     // Expiry set in the past through PATCH, then cleared.
     kg.admin(
@@ -615,7 +593,7 @@ fn admin_changes_apply_to_the_very_next_proxied_request() {
         &format!("{A}/keys/{key_id}"),
         Some(json!({"expires_at": "2001-01-01T00:00:00Z"})),
     );
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "key_expired");
     kg.admin(
@@ -623,7 +601,7 @@ fn admin_changes_apply_to_the_very_next_proxied_request() {
         &format!("{A}/keys/{key_id}"),
         Some(json!({"expires_at": null})),
     );
-    assert_eq!(proxied(&kg, "/v1/x", &key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
 
     // Rename shows up in the identity headers of the next request.
     kg.admin(
@@ -631,13 +609,13 @@ fn admin_changes_apply_to_the_very_next_proxied_request() {
         &format!("{A}/keys/{key_id}"),
         Some(json!({"name": "renamed"})),
     );
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("renamed"), "{}", r.body);
 
     // Deleting the account: its keys answer account_missing.
     kg.admin("DELETE", &format!("{A}/accounts/{account}"), None);
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "account_missing");
 }

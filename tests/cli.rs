@@ -85,16 +85,6 @@ fn ok_json(kg: &Keygate, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-fn start() -> (Echo, Keygate) {
-    let echo = Echo::start();
-    let kg = Keygate::start(&Options::new(echo.addr));
-    (echo, kg)
-}
-
-fn proxied(kg: &Keygate, path: &str, key: &str) -> Resp {
-    get(&kg.url(path), &[("authorization", &bearer(key))])
-}
-
 #[test]
 fn accounts_create_list_and_status() {
     let (_echo, kg) = start();
@@ -180,7 +170,7 @@ fn keys_created_by_the_cli_work_on_the_proxy_until_revoked() {
         .to_string();
     assert_eq!(created["scopes"], json!(["leads:read"]));
     assert_eq!(created["permission"], "read");
-    let r = proxied(&kg, "/leads/1", &key);
+    let r = call(&kg, "/leads/1", &key);
     assert_eq!(r.status, 200, "{}", r.body);
 
     // The list shows the display prefix, never the plaintext.
@@ -228,7 +218,7 @@ fn keys_created_by_the_cli_work_on_the_proxy_until_revoked() {
         .expect("plaintext line")
         .to_string();
     assert!(out.contains("id:"), "{out}");
-    assert_eq!(proxied(&kg, "/v1/x", &plaintext).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &plaintext).status, 200);
 
     // Updates.
     let renamed = ok_json(&kg, &["keys", "rename", &id, "renamed"]);
@@ -245,12 +235,12 @@ fn keys_created_by_the_cli_work_on_the_proxy_until_revoked() {
 
     assert!(ok(&kg, &["keys", "disable", &id]).contains("disabled"));
     assert!(ok(&kg, &["keys", "enable", &id]).contains("active"));
-    assert_eq!(proxied(&kg, "/v1/x", &key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
 
     // Revoke: the very next proxied request is refused.
     let out = ok(&kg, &["keys", "revoke", &id]);
     assert!(out.contains("revoked"), "{out}");
-    let r = proxied(&kg, "/v1/x", &key);
+    let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(r.json()["error"]["code"], "key_revoked");
 
@@ -743,8 +733,8 @@ fn keys_rotate_from_the_cli() {
         out.contains(&format!("replaces:    {old_id} (works until revoked)")),
         "{out}"
     );
-    assert_eq!(proxied(&kg, "/v1/x", &old_key).status, 200);
-    assert_eq!(proxied(&kg, "/v1/x", &new_key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &old_key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &new_key).status, 200);
 
     let rotated = ok_json(&kg, &["keys", "rotate", &old_id, "--grace-seconds", "3600"]);
     assert_eq!(rotated["rotated_from"], old_id.as_str());
@@ -752,7 +742,7 @@ fn keys_rotate_from_the_cli() {
     assert!(rotated["old"]["expires_at"].is_string(), "{rotated}");
     assert!(rotated["key"].is_string());
     assert_eq!(
-        proxied(&kg, "/v1/x", &old_key).status,
+        call(&kg, "/v1/x", &old_key).status,
         200,
         "still in its grace period"
     );
@@ -769,5 +759,5 @@ fn keys_rotate_from_the_cli() {
         "{}",
         r.stderr
     );
-    assert_eq!(proxied(&kg, "/v1/x", &new_key).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &new_key).status, 200);
 }

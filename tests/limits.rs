@@ -9,32 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 // ------------------------------------------------------------------ helpers
-
-fn metric(kg: &Keygate, name_and_labels: &str) -> f64 {
-    let text = get(&kg.ops_url("/metrics"), &[]).body;
-    text.lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
-fn call(kg: &Keygate, path: &str, key: &str) -> Resp {
-    get(&kg.url(path), &[("authorization", &bearer(key))])
-}
-
-fn admin_ok(kg: &Keygate, method: &str, path: &str, body: Option<Value>) -> Value {
-    let r = kg.admin(method, path, body);
-    assert!(
-        (200..300).contains(&r.status),
-        "{method} {path}: {} {}",
-        r.status,
-        r.body
-    );
-    r.json()
-}
 
 /// An integer header, or a panic naming what was there instead.
 #[track_caller]
@@ -414,7 +391,7 @@ fn redis_down_falls_back_to_local_limits_never_unlimited() {
     let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(int_header(&r, "ratelimit-remaining"), 2);
-    assert_eq!(metric(&kg, "keygate_ratelimit_fallback_total"), 0.0);
+    assert_eq!(metric(&kg, "keygate_ratelimit_fallback_total", &[]), 0.0);
 
     redis.kill();
     let down_at = Instant::now();
@@ -455,5 +432,5 @@ fn redis_down_falls_back_to_local_limits_never_unlimited() {
     let r = call(&kg, "/v1/x", &key);
     assert_limited(&r);
     int_header(&r, "retry-after");
-    assert!(metric(&kg, "keygate_ratelimit_fallback_total") > 0.0);
+    assert!(metric(&kg, "keygate_ratelimit_fallback_total", &[]) > 0.0);
 }

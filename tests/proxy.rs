@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use keygate::keys::KeyFormat;
@@ -14,20 +14,10 @@ use serde_json::{json, Value};
 
 // ------------------------------------------------------------------ helpers
 
-fn start() -> (Echo, Keygate) {
-    let echo = Echo::start();
-    let kg = Keygate::start(&Options::new(echo.addr));
-    (echo, kg)
-}
-
+/// [`call_with`], with a small JSON body on a POST.
 fn call(kg: &Keygate, method: &str, path: &str, key: Option<&str>) -> Resp {
-    let auth = key.map(bearer);
-    let headers: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| vec![("authorization", a)])
-        .unwrap_or_default();
     let body = (method == "POST").then(|| json!({ "q": 1 }));
-    request(method, &kg.url(path), &headers, body.as_ref())
+    call_with(kg, method, path, key, body.as_ref())
 }
 
 /// Asserts a rejection in the default format: status and `error.code`, and that the upstream was
@@ -69,29 +59,6 @@ fn assert_forwarded(echo: &Echo, send: impl FnOnce() -> Resp) -> Value {
     r.json()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn admin_ok(kg: &Keygate, method: &str, path: &str, body: Option<Value>) -> Value {
-    let r = kg.admin(method, path, body);
-    assert!(
-        (200..300).contains(&r.status),
-        "{method} {path}: {} {}",
-        r.status,
-        r.body
-    );
-    if r.body.is_empty() {
-        Value::Null
-    } else {
-        r.json()
-    }
-}
-
 /// One character of the key body replaced by a different base62 character: well-formed except
 /// for the checksum.
 fn corrupt(key: &str, prefix: &str) -> String {
@@ -104,31 +71,6 @@ fn corrupt(key: &str, prefix: &str) -> String {
     out.push_str(&key[i + 1..]);
     assert_ne!(out, key);
     out
-}
-
-/// A sample's value from the Prometheus text, matching the labels in any order.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            let all = labels.iter().all(|(k, v)| {
-                rest.split(',')
-                    .any(|pair| pair == format!("{k}=\"{v}\"").as_str())
-            });
-            if all {
-                value.parse().ok()
-            } else {
-                None
-            }
-        })
 }
 
 /// Sends raw bytes and returns the response status, if any came back. `half_close` ends the
@@ -798,22 +740,22 @@ fn metrics_and_readiness() {
         let r = get(&kg.ops_url("/metrics"), &[]);
         assert_eq!(r.status, 200);
         text = r.body;
-        let forwarded = metric(
+        let forwarded = sample(
             &text,
             "keygate_requests_total",
             &[("route", "v1"), ("outcome", "forwarded")],
         );
-        let missing = metric(
+        let missing = sample(
             &text,
             "keygate_requests_total",
             &[("route", "v1"), ("outcome", "missing_credential")],
         );
-        let unmatched = metric(
+        let unmatched = sample(
             &text,
             "keygate_requests_total",
             &[("outcome", "route_not_found")],
         );
-        let open = metric(
+        let open = sample(
             &text,
             "keygate_requests_total",
             &[("route", "open"), ("outcome", "forwarded")],
@@ -823,16 +765,16 @@ fn metrics_and_readiness() {
             && unmatched == Some(1.0)
             && open == Some(1.0)
     });
-    let hits = metric(&text, "keygate_cache_lookups_total", &[("result", "hit")]);
+    let hits = sample(&text, "keygate_cache_lookups_total", &[("result", "hit")]);
     assert!(hits.is_some_and(|h| h >= 3.0), "{text}");
-    let misses = metric(&text, "keygate_cache_lookups_total", &[("result", "miss")]);
+    let misses = sample(&text, "keygate_cache_lookups_total", &[("result", "miss")]);
     assert!(misses.is_some_and(|m| m >= 1.0), "{text}");
     assert!(
         text.lines()
             .any(|l| l.starts_with("keygate_auth_decision_seconds_bucket{")),
         "{text}"
     );
-    let decisions = metric(&text, "keygate_auth_decision_seconds_count", &[]);
+    let decisions = sample(&text, "keygate_auth_decision_seconds_count", &[]);
     assert!(decisions.is_some_and(|n| n >= 8.0), "{text}");
     // No key material in the metrics.
     assert!(!text.contains(&key), "the key leaked into /metrics");

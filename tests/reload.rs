@@ -14,10 +14,6 @@ const READY: &str = "send SIGHUP to reload";
 const RELOADED: &str = "configuration reloaded";
 const REFUSED: &str = "configuration not reloaded";
 
-fn call(kg: &Keygate, path: &str, key: &str) -> Resp {
-    get(&kg.url(path), &[("authorization", &bearer(key))])
-}
-
 fn edit_config(kg: &Keygate, f: impl FnOnce(String) -> String) {
     let text = std::fs::read_to_string(&kg.config_path).expect("read config");
     std::fs::write(&kg.config_path, f(text)).expect("write config");

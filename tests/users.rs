@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -13,31 +13,8 @@ const A: &str = "/admin/v1";
 const PASSWORD: &str = "Sup3r-Secret-Passw0rd!";
 const NEW_PASSWORD: &str = "An0ther-Secret-Passw0rd?";
 
-fn start() -> (Echo, Keygate) {
-    let echo = Echo::start();
-    let kg = Keygate::start(&Options::new(echo.addr));
-    (echo, kg)
-}
-
-fn assert_error(r: &Resp, status: u16, code: &str) -> String {
-    assert_eq!(r.status, status, "{}", r.body);
-    let v = r.json();
-    assert_eq!(v["error"]["code"], code, "{}", r.body);
-    v["error"]["message"].as_str().expect("message").to_string()
-}
-
 fn proxied(kg: &Keygate, method: &str, path: &str, key: &str) -> Resp {
-    request(
-        method,
-        &kg.url(path),
-        &[("authorization", &bearer(key))],
-        None,
-    )
-}
-
-fn is_rfc3339_utc(v: &Value) -> bool {
-    v.as_str()
-        .is_some_and(|s| s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok())
+    call_with(kg, method, path, Some(key), None)
 }
 
 /// Creates a user and returns its view.
@@ -399,20 +376,6 @@ fn keys_tied_to_users_follow_the_user() {
     assert_eq!(proxied(&kg, "GET", "/v1/x", &key).status, 200);
     kg.admin("PATCH", &path, Some(json!({"role": "member"})));
     assert_eq!(proxied(&kg, "POST", "/v1/x", &key).status, 200);
-}
-
-/// Polls `f` until it is true or `timeout` passes.
-fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -1,9 +1,22 @@
 //! Integration harness: the real `keygate` binary on free ports with a temporary config and data
 //! directory, an echo upstream that answers with what it received, and a small HTTP client.
-//! Readiness is polled, never slept for; processes are killed on drop.
+//! Readiness is polled, never slept for; processes are killed on drop. The helpers every test
+//! file needs (calls, metrics, waiting) live here once, in submodules re-exported below, so
+//! `use common::*;` brings them all.
 #![allow(dead_code)]
 
+mod calls;
+mod metrics;
 pub mod redis_server;
+mod wait;
+
+// A test file that uses none of a module's helpers would otherwise warn about its re-export.
+#[allow(unused_imports)]
+pub use calls::*;
+#[allow(unused_imports)]
+pub use metrics::*;
+#[allow(unused_imports)]
+pub use wait::*;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -423,15 +436,10 @@ address = "{upstream}"
 
     /// Waits until the log has `needle` at least `times` times.
     pub fn wait_for_log(&self, needle: &str, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().matches(needle).count() < times {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} (x{times}) in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let seen = eventually(Duration::from_secs(10), || {
+            self.log().matches(needle).count() >= times
+        });
+        assert!(seen, "no {needle:?} (x{times}) in the log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
