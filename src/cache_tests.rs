@@ -12,8 +12,7 @@ use crate::keys::{KeyFormat, KeyHasher};
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    AccountStatus, CredentialReads, Directory, KeyPatch, KeyStatus, NewAccount, NewKey, Permission,
-    StoreResult,
+    AccountStatus, CredentialReads, Directory, KeyPatch, KeyStatus, NewAccount, StoreResult,
 };
 
 /// Delegates to SQLite; counts credential reads, can slow them down, and can fail them.
@@ -137,25 +136,10 @@ impl Fixture {
     }
 
     async fn key_in(&self, account_id: &str) -> (String, KeyHash) {
-        let plain = self.format.generate();
-        let hash = self.hasher.hash(plain.expose());
-        let rec = self
-            .store
-            .create_key(NewKey {
-                account_id: account_id.to_string(),
-                user_id: None,
-                name: "k".into(),
-                display_prefix: self.format.display_prefix(plain.expose()),
-                hash,
-                scopes: vec!["leads:read".into()],
-                permission: Permission::ReadWrite,
-                expires_at: None,
-                rate_limit: None,
-                resources: None,
-                rotated_from: None,
-            })
-            .await
-            .expect("key");
+        let (new, _) =
+            crate::test_util::new_key(&self.format, &self.hasher, account_id, &["leads:read"]);
+        let hash = new.hash;
+        let rec = self.store.create_key(new).await.expect("key");
         (rec.id, hash)
     }
 
@@ -291,28 +275,14 @@ async fn invalidating_a_key_drops_a_negative_entry() {
         .create_account(NewAccount { name: "a".into() })
         .await
         .expect("account");
-    let plain = f.format.generate();
-    let hash = f.hasher.hash(plain.expose());
+    let (mut new, _) = crate::test_util::new_key(&f.format, &f.hasher, &account.id, &[]);
+    new.name = "late".into();
+    let hash = new.hash;
     assert!(matches!(
         f.cache.get_or_load(&hash).await.expect("lookup"),
         Lookup::Unknown
     ));
-    f.store
-        .create_key(NewKey {
-            account_id: account.id,
-            user_id: None,
-            name: "late".into(),
-            display_prefix: f.format.display_prefix(plain.expose()),
-            hash,
-            scopes: vec![],
-            permission: Permission::Read,
-            expires_at: None,
-            rate_limit: None,
-            resources: None,
-            rotated_from: None,
-        })
-        .await
-        .expect("key");
+    f.store.create_key(new).await.expect("key");
     f.cache.invalidate_local(&Invalidation::Key(hash)).await;
     assert_eq!(f.found(&hash).await.credential.key.name, "late");
 }
