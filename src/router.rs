@@ -34,7 +34,8 @@ pub struct RouteMatch<'r, 'p> {
 }
 
 impl RouteTable {
-    pub fn new(routes: Vec<Route>) -> Result<Self, RouteError> {
+    /// Every path the matcher refuses is reported, not only the first.
+    pub fn new(routes: Vec<Route>) -> Result<Self, Vec<RouteError>> {
         let mut by_path: HashMap<&str, Vec<usize>> = HashMap::new();
         let mut order: Vec<&str> = Vec::new();
         for (i, r) in routes.iter().enumerate() {
@@ -45,12 +46,18 @@ impl RouteTable {
             slot.push(i);
         }
         let mut tree = matchit::Router::new();
+        let mut errors = Vec::new();
         for path in order {
             let indexes = by_path.remove(path).unwrap_or_default();
-            tree.insert(path, indexes).map_err(|e| RouteError {
-                path: path.to_string(),
-                message: e.to_string(),
-            })?;
+            if let Err(e) = tree.insert(path, indexes) {
+                errors.push(RouteError {
+                    path: path.to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(Self { routes, tree })
     }

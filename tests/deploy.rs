@@ -31,8 +31,10 @@ fn every_shipped_config_passes_check_config() {
     let configs = files_under(&deploy_dir(), "toml");
     assert!(!configs.is_empty(), "no keygate config under deploy/");
     for config in configs {
+        // Their secrets live on the machines they are deployed to, not here.
         let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
             .arg("check-config")
+            .arg("--skip-secrets")
             .arg(&config)
             .output()
             .expect("run keygate check-config");
@@ -75,4 +77,81 @@ fn alerts_name_only_metrics_keygate_defines() {
         }
     }
     assert!(named >= 5, "expected the alerts to name keygate's metrics");
+}
+
+/// `check-config` resolves every secret the file names, says which cannot be read, and only then
+/// says ok (systemd's `ExecStartPre` relies on it): the shipped Kubernetes config, with its
+/// secret files moved to a temporary directory.
+#[test]
+fn check_config_resolves_every_secret_and_names_each_missing_one() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shipped = std::fs::read_to_string(deploy_dir().join("kubernetes/keygate.toml"))
+        .expect("shipped config");
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).expect("mkdir");
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        shipped.replace("/run/secrets/keygate", &secrets.display().to_string()),
+    )
+    .expect("write config");
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("check-config")
+            .arg(&config)
+            .output()
+            .expect("run keygate check-config");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // None of the three files exists: each is named, in one report.
+    let (code, stderr) = check();
+    assert_eq!(code, Some(2), "{stderr}");
+    for field in ["secrets.pepper", "secrets.admin_token", "tokens.secret"] {
+        assert!(stderr.contains(field), "{field} not reported: {stderr}");
+    }
+
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = secrets.join(name);
+        std::fs::write(&path, text).expect("write secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    write("pepper", "a-pepper-value-0123456789abcdef", 0o600);
+    write("admin-token", "", 0o600);
+    write(
+        "jwt-secret",
+        "a-jwt-secret-0123456789abcdef0123456789",
+        0o644,
+    );
+    let (code, stderr) = check();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!stderr.contains("secrets.pepper"), "{stderr}");
+    assert!(
+        stderr.contains("secrets.admin_token") && stderr.contains("empty"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tokens.secret") && stderr.contains("every user"),
+        "{stderr}"
+    );
+    for value in ["a-pepper-value", "a-jwt-secret"] {
+        assert!(
+            !stderr.contains(value),
+            "a secret's value was printed: {stderr}"
+        );
+    }
+
+    write("admin-token", "an-admin-token-0123456789", 0o600);
+    write(
+        "jwt-secret",
+        "a-jwt-secret-0123456789abcdef0123456789",
+        0o600,
+    );
+    let (code, stderr) = check();
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -39,8 +39,15 @@ pub enum Command {
         #[arg(long, short, default_value = "config/keygate.toml")]
         config: PathBuf,
     },
-    /// Validate a config file and print every problem with its field and line.
-    CheckConfig { file: PathBuf },
+    /// Validate a config file and print every problem with its field and line, then check that
+    /// every secret it names can be read (environment variables set, files present and not
+    /// readable by everyone).
+    CheckConfig {
+        file: PathBuf,
+        /// Check the file alone, not its secrets (for a build machine that has none of them).
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// Manage accounts through the admin API.
     Accounts {
         #[command(flatten)]
@@ -106,16 +113,7 @@ pub fn main() -> ExitCode {
     let Cli { command } = cli;
     match command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig { file, skip_secrets } => check_config(&file, skip_secrets),
         Command::Accounts { admin, command } => {
             call_admin(admin, |client, json| accounts::run(client, json, command))
         }
@@ -193,6 +191,32 @@ fn init_tracing() {
             "{LOG_PINGORA_WITH_SECRETS}=1: pingora's debug lines may carry API keys and tokens"
         );
     }
+}
+
+/// `keygate check-config`: exit 0 and `FILE: ok`, or exit 2 with every problem found.
+fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let problems = if skip_secrets {
+        Vec::new()
+    } else {
+        crate::config::check_secrets(&config)
+    };
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "{}: secrets cannot be read:\n{}",
+        file.display(),
+        problems.join("\n")
+    );
+    ExitCode::from(2)
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {

@@ -338,7 +338,7 @@ pub struct UpstreamSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
-    pub name: Option<String>,
+    pub name: Option<Spanned<String>>,
     pub path: Spanned<String>,
     /// Empty means every method.
     #[serde(default)]

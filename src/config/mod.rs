@@ -20,7 +20,7 @@ use crate::ratelimit::Limit;
 pub use file::{
     AuthMode, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef, StoreBackend,
 };
-pub use secrets::{resolve_secrets, Secrets};
+pub use secrets::{check_secrets, resolve_secrets, Secrets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -526,9 +526,26 @@ impl Validator<'_> {
         }
 
         let mut routes = Vec::new();
+        // Where each route is in the file, for problems found once all routes are read.
+        let mut route_spans: Vec<(String, Range<usize>)> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let field = |f: &str| format!("routes[{i}].{f}");
             let route_span = r.path.span();
+            route_spans.push((r.path.get_ref().clone(), route_span.clone()));
+            if let Some(name) = &r.name {
+                // A name is a metric label and a log field: two routes must not share one.
+                if let Some(first) = names.insert(name.get_ref().clone(), i) {
+                    self.problem(
+                        &field("name"),
+                        &name.span(),
+                        format!(
+                            "`{}` is already the name of routes[{first}]",
+                            name.get_ref()
+                        ),
+                    );
+                }
+            }
             let upstream = match (&r.upstream, &r.local) {
                 (Some(name), None) => match upstreams.get(name.get_ref()) {
                     Some(u) => Some(u.clone()),
@@ -639,7 +656,10 @@ impl Validator<'_> {
                 scopes.push(sc.get_ref().clone());
             }
             routes.push(Route {
-                name: r.name.unwrap_or_else(|| format!("route{i}")),
+                name: r
+                    .name
+                    .map(toml::Spanned::into_inner)
+                    .unwrap_or_else(|| format!("route{i}")),
                 path: r.path.into_inner(),
                 methods,
                 upstream,
@@ -665,8 +685,17 @@ impl Validator<'_> {
             });
         }
         // A table that fails to build leaves a problem, so the empty one is never returned.
-        let routes = crate::router::RouteTable::new(routes).unwrap_or_else(|e| {
-            self.problem("routes", &none, e.to_string());
+        let routes = crate::router::RouteTable::new(routes).unwrap_or_else(|errors| {
+            for e in errors {
+                let at = route_spans.iter().position(|(path, _)| *path == e.path);
+                match at {
+                    Some(i) => {
+                        let span = route_spans[i].1.clone();
+                        self.problem(&format!("routes[{i}].path"), &span, e.message)
+                    }
+                    None => self.problem("routes", &none, e.to_string()),
+                }
+            }
             crate::router::RouteTable::empty()
         });
 

@@ -166,3 +166,59 @@ fn generated(name: &'static str, data_dir: &Path) -> Result<Secret, SecretError>
     tracing::warn!(secret = name, path = %path.display(), "generated a new secret; keep this file safe");
     Ok(Secret::new(value))
 }
+
+/// What `keygate check-config` says about the secrets a config names, without generating or
+/// changing anything: every environment variable set and non-empty, every file present,
+/// readable, non-empty and not readable by everyone. One line per problem; empty when all is
+/// well. Secrets left to generation are fine (they are made at first start).
+pub fn check_secrets(config: &Config) -> Vec<String> {
+    let hs256 = config.tokens.algorithm == crate::tokens::Algorithm::Hs256;
+    let mut named: Vec<(&str, &SecretRef)> = Vec::new();
+    if let Some(r) = &config.secret_refs.pepper {
+        named.push(("secrets.pepper", r));
+    }
+    if let Some(r) = &config.secret_refs.admin_token {
+        named.push(("secrets.admin_token", r));
+    }
+    match (&config.tokens.secret, &config.tokens.private_key) {
+        (Some(r), _) if hs256 => named.push(("tokens.secret", r)),
+        (_, Some(r)) if !hs256 => named.push(("tokens.private_key", r)),
+        _ => {}
+    }
+    let mut problems = Vec::new();
+    for (field, reference) in named {
+        match reference {
+            SecretRef::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.trim().is_empty() => {}
+                Ok(_) => problems.push(format!("  `{field}`: environment variable {var} is empty")),
+                Err(_) => problems.push(format!(
+                    "  `{field}`: environment variable {var} is not set"
+                )),
+            },
+            SecretRef::File(path) => {
+                if let Some(problem) = check_file(Path::new(path)) {
+                    problems.push(format!("  `{field}`: {path}: {problem}"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+fn check_file(path: &Path) -> Option<String> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Some(e.to_string()),
+    };
+    if meta.permissions().mode() & 0o004 != 0 {
+        return Some(format!(
+            "is readable by every user (mode {:o}); chmod o-r it",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    match fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Some("is empty".into()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}

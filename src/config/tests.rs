@@ -242,7 +242,22 @@ fn custom_templates_render_exactly() {
 fn conflicting_routes_are_reported() {
     let text = format!("{MINIMAL}\n[[routes]]\npath = \"/{{*other}}\"\nupstream = \"api\"\n");
     let p = problems(&text);
-    assert!(p.iter().any(|p| p.contains("`routes`")), "{p:#?}");
+    assert_problem(&p, "routes[1].path", 10);
+    // Every conflict is reported, each with its route's line.
+    let text = format!("{text}\n[[routes]]\npath = \"/{{*third}}\"\nupstream = \"api\"\n");
+    let p = problems(&text);
+    assert_problem(&p, "routes[1].path", 10);
+    assert_problem(&p, "routes[2].path", 14);
+}
+
+#[test]
+fn duplicate_route_names_are_refused() {
+    let text = format!(
+        "{MINIMAL}\n[[routes]]\nname = \"a\"\npath = \"/x\"\nupstream = \"api\"\n\n[[routes]]\nname = \"a\"\npath = \"/y\"\nupstream = \"api\"\n"
+    );
+    let p = problems(&text);
+    assert_problem(&p, "routes[2].name", 15);
+    assert!(p.iter().any(|p| p.contains("routes[1]")), "{p:#?}");
 }
 
 #[test]
