@@ -166,7 +166,7 @@ impl Metrics {
         );
         let invalidation_connected = IntGauge::new(
             "keygate_invalidation_connected",
-            "1 while the invalidation subscription is up (shared store only).",
+            "1 while revocations from other replicas arrive (always 1 with the embedded store).",
         )
         .unwrap_or_else(|e| unreachable!("static metric: {e}"));
         let ratelimit_fallback = counter(

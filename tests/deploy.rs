@@ -4,6 +4,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+mod common;
+use common::*;
 
 fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -154,4 +158,120 @@ fn check_config_resolves_every_secret_and_names_each_missing_one() {
     );
     let (code, stderr) = check();
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// promtool, from Debian's `prometheus` package; a test that needs it fails with the install
+/// line when it is missing, never skips.
+fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let child = Command::new("promtool")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = child.unwrap_or_else(|e| {
+        panic!("promtool is needed ({e}); install it with: apt-get install -y prometheus")
+    });
+    if let Some(text) = stdin {
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(text.as_bytes()).expect("write to promtool");
+        }
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("run promtool");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn alert_rules_are_valid_and_their_unit_tests_pass() {
+    let dir = deploy_dir().join("prometheus");
+    let rules = dir.join("alerts.yml");
+    let (ok, out) = promtool(&["check", "rules", &rules.display().to_string()], None);
+    assert!(ok, "promtool check rules: {out}");
+    let tests = dir.join("alerts_test.yml");
+    let (ok, out) = promtool(&["test", "rules", &tests.display().to_string()], None);
+    assert!(ok, "promtool test rules: {out}");
+}
+
+/// Every alert name in alerts.yml.
+fn alert_names() -> Vec<String> {
+    let text = std::fs::read_to_string(deploy_dir().join("prometheus/alerts.yml")).expect("read");
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// A `promtool test rules` file holding `scrape` as series that stay as scraped for 30 minutes,
+/// and expecting no alert at the end.
+fn quiet_rules_test(scrape: &str) -> String {
+    let mut series = String::new();
+    for line in scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let name = name.replace('\'', "\\'");
+        series.push_str(&format!(
+            "      - series: '{name}'\n        values: '{value}x30'\n"
+        ));
+    }
+    let mut expectations = String::new();
+    for alert in alert_names() {
+        expectations.push_str(&format!(
+            "      - {{ eval_time: 30m, alertname: {alert}, exp_alerts: [] }}\n"
+        ));
+    }
+    format!(
+        "rule_files:\n  - {rules}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n{expectations}",
+        rules = deploy_dir().join("prometheus/alerts.yml").display()
+    )
+}
+
+/// A healthy keygate, on the embedded store and on Redis, after some traffic: its real scrape
+/// passes `promtool check metrics`, and no alert fires on it.
+#[test]
+fn a_healthy_keygate_scrape_passes_promtool_and_fires_no_alert() {
+    let echo = Echo::start();
+    let redis = common::redis_server::RedisServer::start();
+    for (what, opts) in [
+        ("sqlite", Options::new(echo.addr)),
+        ("redis", Options::redis(echo.addr, &redis.url())),
+    ] {
+        let kg = Keygate::start(&opts);
+        let account = kg.create_account("acme");
+        let (_, key) = kg.create_key(&account, serde_json::json!({}));
+        for _ in 0..5 {
+            assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+        }
+        assert_eq!(call(&kg, "/v1/x", "kg_test_nope").status, 401);
+        if what == "redis" {
+            // The subscription comes up just after start.
+            wait_until(
+                "the invalidation subscription",
+                Duration::from_secs(10),
+                || metric(&kg, "keygate_invalidation_connected", &[]) == 1.0,
+            );
+        }
+        let scrape = get(&kg.ops_url("/metrics"), &[]).body;
+
+        let (ok, out) = promtool(&["check", "metrics"], Some(&scrape));
+        assert!(ok, "{what}: promtool check metrics: {out}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("quiet_test.yml");
+        std::fs::write(&file, quiet_rules_test(&scrape)).expect("write rules test");
+        let (ok, out) = promtool(&["test", "rules", &file.display().to_string()], None);
+        assert!(ok, "{what}: an alert fires on a healthy keygate: {out}");
+    }
 }
