@@ -178,12 +178,13 @@ fn key_status_rejections_have_their_codes() {
         &format!("/admin/v1/keys/{revoked_id}/revoke"),
         None,
     );
-    assert_rejected(
+    let r = assert_rejected(
         &echo,
         || call(&kg, "GET", "/v1/x", Some(&revoked)),
         401,
         "key_revoked",
     );
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"), "every 401");
     // A revoked key cannot be enabled again.
     let r = kg.admin("POST", &format!("/admin/v1/keys/{revoked_id}/enable"), None);
     assert_eq!(r.status, 409, "{}", r.body);
@@ -202,12 +203,13 @@ fn key_status_rejections_have_their_codes() {
         &format!("/admin/v1/keys/{disabled_id}/disable"),
         None,
     );
-    assert_rejected(
+    let r = assert_rejected(
         &echo,
         || call(&kg, "GET", "/v1/x", Some(&disabled)),
         401,
         "key_disabled",
     );
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"), "every 401");
     admin_ok(
         &kg,
         "POST",
@@ -248,12 +250,13 @@ fn an_expired_key_is_refused() {
     let r = last.expect("a response");
     assert_eq!(r.json()["error"]["code"], "key_expired", "{}", r.body);
     // And stays expired.
-    assert_rejected(
+    let r = assert_rejected(
         &echo,
         || call(&kg, "GET", "/v1/x", Some(&key)),
         401,
         "key_expired",
     );
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"), "every 401");
 
     // Clearing the expiry brings it back at once.
     admin_ok(

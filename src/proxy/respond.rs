@@ -35,17 +35,14 @@ impl KeygateProxy {
                 resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
             }
         }
+        // Every 401 names the scheme that would work (RFC 9110 11.6.1): a revoked, disabled or
+        // expired key as much as a missing one. Only when `Authorization: Bearer` is a source.
         let bearer_accepted = routing
             .config()
             .credential_sources
             .iter()
             .any(|s| s.scheme.as_deref() == Some("bearer "));
-        if bearer_accepted
-            && matches!(
-                reason,
-                Reason::MissingCredential | Reason::InvalidKey | Reason::MalformedCredential
-            )
-        {
+        if bearer_accepted && template.status == 401 {
             resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
         }
         session.write_response_header(Box::new(resp), false).await?;
