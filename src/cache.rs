@@ -101,6 +101,47 @@ pub struct KeyCache {
     revalidate_before: AtomicU64,
     ttl: Duration,
     max_stale: Duration,
+    /// Which cached hashes belong to which account, so an account's change drops exactly its
+    /// entries. Kept in step by the load path (adds) and moka's eviction listener (removes).
+    by_account: Arc<AccountIndex>,
+}
+
+/// Account id -> hashes of its cached keys. An index rather than a scan: moka keeps a predicate
+/// given to `invalidate_entries_if` and tests it against every entry read until a full pass
+/// retires it, so at a million cached keys each account or key change taxed every request for
+/// seconds. Sharded (no global lock); most accounts hold one or a few keys.
+#[derive(Default)]
+struct AccountIndex {
+    hashes: dashmap::DashMap<String, Vec<KeyHash>>,
+}
+
+impl AccountIndex {
+    fn add(&self, account_id: &str, hash: KeyHash) {
+        if let Some(mut slot) = self.hashes.get_mut(account_id) {
+            if !slot.contains(&hash) {
+                slot.push(hash);
+            }
+            return;
+        }
+        self.hashes
+            .entry(account_id.to_string())
+            .or_default()
+            .push(hash);
+    }
+
+    fn remove(&self, account_id: &str, hash: &KeyHash) {
+        self.hashes.remove_if_mut(account_id, |_, slot| {
+            slot.retain(|h| h != hash);
+            slot.is_empty()
+        });
+    }
+
+    fn of(&self, account_id: &str) -> Vec<KeyHash> {
+        self.hashes
+            .get(account_id)
+            .map(|slot| slot.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl KeyCache {
@@ -112,13 +153,22 @@ impl KeyCache {
         max_stale: Duration,
         max_entries: u64,
     ) -> Self {
+        let by_account = Arc::new(AccountIndex::default());
+        let index = by_account.clone();
         let entries = Cache::builder()
             .max_capacity(max_entries)
             .expire_after(TtlPolicy {
                 positive: ttl + max_stale,
                 negative: negative_ttl,
             })
-            .support_invalidation_closures()
+            .eviction_listener(move |hash: Arc<KeyHash>, value: Lookup, cause| {
+                // A replaced entry is the same hash with a fresh record: it stays indexed.
+                if cause != moka::notification::RemovalCause::Replaced {
+                    if let Lookup::Found(c) = value {
+                        index.remove(&c.credential.account.id, &hash);
+                    }
+                }
+            })
             .build();
         Self {
             entries,
@@ -128,6 +178,7 @@ impl KeyCache {
             revalidate_before: AtomicU64::new(0),
             ttl,
             max_stale,
+            by_account,
         }
     }
 
@@ -207,11 +258,21 @@ impl KeyCache {
                 Err(_) => self.store.find_credential(&hash).await?,
             };
             if self.generation.load(Ordering::Acquire) == before {
-                return Ok(to_lookup(found, before));
+                return Ok(self.indexed(hash, to_lookup(found, before)));
             }
         }
         let before = self.generation.load(Ordering::Acquire);
-        Ok(to_lookup(self.store.find_credential(&hash).await?, before))
+        let found = self.store.find_credential(&hash).await?;
+        Ok(self.indexed(hash, to_lookup(found, before)))
+    }
+
+    /// Records a found key under its account before it enters the cache, so an account change
+    /// racing this load finds it (and the generation check re-reads it).
+    fn indexed(&self, hash: KeyHash, lookup: Lookup) -> Lookup {
+        if let Lookup::Found(c) = &lookup {
+            self.by_account.add(&c.credential.account.id, hash);
+        }
+        lookup
     }
 
     /// Drops the affected entries now and once more shortly after (see the module docs): for
@@ -223,28 +284,38 @@ impl KeyCache {
         let event = event.clone();
         tokio::spawn(async move {
             tokio::time::sleep(REPEAT_INVALIDATION_AFTER).await;
-            this.invalidate_loaded_before(&event, generation);
+            this.invalidate_loaded_before(&event, generation).await;
         });
     }
 
-    /// The repeat: drops only matching entries whose load began before the invalidation, so a
-    /// fresh entry (which stale-if-error may need during an outage) survives it.
-    fn invalidate_loaded_before(&self, event: &Invalidation, generation: u64) {
-        let event = event.clone();
-        let dropped = self.entries.invalidate_entries_if(move |hash, v| match v {
-            Lookup::Unknown => matches!(&event, Invalidation::Key(h) if h == hash),
-            Lookup::Found(c) => {
-                c.load_generation < generation
-                    && match &event {
-                        Invalidation::Key(h) => h == hash,
-                        Invalidation::Account(id) => c.credential.account.id == *id,
-                        Invalidation::All => true,
-                        Invalidation::TokenCutoff(..) => false,
-                    }
+    /// The repeat: drops only the affected entries whose load began before the invalidation,
+    /// so a fresh entry (which stale-if-error may need during an outage) survives it. Looks up
+    /// exactly those entries; never a scan of the cache.
+    async fn invalidate_loaded_before(&self, event: &Invalidation, generation: u64) {
+        match event {
+            Invalidation::Key(hash) => self.drop_if_loaded_before(hash, generation).await,
+            Invalidation::Account(id) => {
+                for hash in self.by_account.of(id) {
+                    self.drop_if_loaded_before(&hash, generation).await;
+                }
             }
-        });
-        if dropped.is_err() {
-            self.entries.invalidate_all();
+            // Re-read before next use rather than dropped: the same guarantee, no scan.
+            Invalidation::All => {
+                self.revalidate_before
+                    .fetch_max(generation, Ordering::AcqRel);
+            }
+            Invalidation::TokenCutoff(..) => {}
+        }
+    }
+
+    async fn drop_if_loaded_before(&self, hash: &KeyHash, generation: u64) {
+        let stale = match self.entries.get(hash).await {
+            Some(Lookup::Found(c)) => c.load_generation < generation,
+            Some(Lookup::Unknown) => true,
+            None => false,
+        };
+        if stale {
+            self.entries.invalidate(hash).await;
         }
     }
 
@@ -258,14 +329,8 @@ impl KeyCache {
         match event {
             Invalidation::Key(hash) => self.entries.invalidate(hash).await,
             Invalidation::Account(id) => {
-                let id = id.clone();
-                let dropped = self.entries.invalidate_entries_if(move |_, v| match v {
-                    Lookup::Found(c) => c.credential.account.id == id,
-                    Lookup::Unknown => false,
-                });
-                if dropped.is_err() {
-                    // Only fails when closures are unsupported; fall back to dropping everything.
-                    self.entries.invalidate_all();
+                for hash in self.by_account.of(id) {
+                    self.entries.invalidate(&hash).await;
                 }
             }
             Invalidation::All => self.entries.invalidate_all(),

@@ -528,3 +528,36 @@ async fn until_a_lookup_reads(f: &Fixture, hash: &KeyHash, key_id: &str) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The account index follows the cache: a key dropped by its own invalidation, by its
+/// account's, or by eviction leaves the index, so it never outgrows what is cached.
+#[tokio::test]
+async fn the_account_index_follows_the_cache() {
+    let f = fixture(Opts::default());
+    let (account_id, _, first) = f.key().await;
+    let (_, second) = f.key_in(&account_id).await;
+    f.found(&first).await;
+    f.found(&second).await;
+    let mut indexed = f.cache.by_account.of(&account_id);
+    indexed.sort();
+    let mut both = vec![first, second];
+    both.sort();
+    assert_eq!(indexed, both);
+
+    f.cache.invalidate_local(&Invalidation::Key(first)).await;
+    f.cache.entries.run_pending_tasks().await;
+    assert_eq!(f.cache.by_account.of(&account_id), vec![second]);
+
+    f.cache
+        .invalidate_local(&Invalidation::Account(account_id.clone()))
+        .await;
+    f.cache.entries.run_pending_tasks().await;
+    assert!(f.cache.by_account.of(&account_id).is_empty());
+    assert!(
+        f.cache.by_account.hashes.is_empty(),
+        "no empty slot is kept"
+    );
+    // Both are read again, and indexed again.
+    f.found(&first).await;
+    assert_eq!(f.cache.by_account.of(&account_id), vec![first]);
+}
