@@ -163,13 +163,10 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     let secrets = resolve_secrets(&config).context("resolving secrets")?;
     let OpenedStore { store, redis } = open_store(&config)?;
     let metrics = Arc::new(Metrics::new(&config.route_names()));
-    let cache = Arc::new(KeyCache::new(
+    let cache = Arc::new(KeyCache::configured(
         store.clone(),
         metrics.clone(),
-        config.cache.ttl,
-        config.cache.negative_ttl,
-        config.cache.max_stale,
-        config.cache.max_entries,
+        &config.cache,
     ));
     let cutoffs = Arc::new(TokenCutoffs::new());
     let invalidator = Arc::new(Invalidator::new(

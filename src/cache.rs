@@ -145,6 +145,22 @@ impl AccountIndex {
 }
 
 impl KeyCache {
+    /// A cache sized and timed as `[cache]` says.
+    pub fn configured(
+        store: Arc<dyn CredentialReads>,
+        metrics: Arc<Metrics>,
+        settings: &crate::config::CacheSettings,
+    ) -> Self {
+        Self::new(
+            store,
+            metrics,
+            settings.ttl,
+            settings.negative_ttl,
+            settings.max_stale,
+            settings.max_entries,
+        )
+    }
+
     pub fn new(
         store: Arc<dyn CredentialReads>,
         metrics: Arc<Metrics>,

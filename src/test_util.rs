@@ -49,13 +49,10 @@ impl TestGate {
         let config = Arc::new(Config::parse(config_text, "test").expect("test config"));
         let store = Arc::new(SqliteStore::open(db).expect("test SQLite store"));
         let metrics = Arc::new(Metrics::new(&config.route_names()));
-        let cache = Arc::new(KeyCache::new(
+        let cache = Arc::new(KeyCache::configured(
             store.clone(),
             metrics.clone(),
-            config.cache.ttl,
-            config.cache.negative_ttl,
-            config.cache.max_stale,
-            config.cache.max_entries,
+            &config.cache,
         ));
         let cutoffs = Arc::new(TokenCutoffs::new());
         cutoffs
