@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -79,13 +79,14 @@ make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forev
 impl Wsgi {
     fn start() -> Wsgi {
         let port = free_port();
+        let mut log = tempfile::tempfile().expect("log file");
         let child = Command::new("python3")
             .arg("-c")
             .arg(WSGI_APP)
             .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.try_clone().expect("log file"))
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -101,7 +102,10 @@ impl Wsgi {
         let child = &mut wsgi.child;
         wait_until("the WSGI upstream", Duration::from_secs(20), || {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("the WSGI upstream exited early ({status})");
+                let mut stderr = String::new();
+                let _ = log.seek(std::io::SeekFrom::Start(0));
+                let _ = log.read_to_string(&mut stderr);
+                panic!("the WSGI upstream exited early ({status}):\n{stderr}");
             }
             TcpStream::connect(addr).is_ok()
         });
@@ -156,6 +160,12 @@ fn keygate_vars(status: u16, body: &str) -> Map<String, Value> {
 #[test]
 fn identity_headers_spelled_with_underscores_never_reach_a_wsgi_upstream() {
     let wsgi = Wsgi::start();
+    // The upstream reads `_` as `-` (else this test could not fail): asked directly, it takes an
+    // underscored name for a keygate identity header.
+    let (status, body) = raw_get(wsgi.addr, "/", "X_Keygate_Key_Id: direct\r\n");
+    let environ = json_body(status, &body);
+    assert_eq!(environ["HTTP_X_KEYGATE_KEY_ID"], "direct", "{body}");
+
     let kg = Keygate::start(&Options::new(wsgi.addr));
     let account = kg.create_account("acme");
     let (key_id, key) = kg.create_key(&account, json!({}));
