@@ -86,6 +86,7 @@ fn decision(c: &mut Criterion) {
             .decide(Request {
                 method: "GET",
                 path: "/v1/x",
+                query: None,
                 headers: &valid,
                 client_ip: None,
             })
@@ -100,6 +101,7 @@ fn decision(c: &mut Criterion) {
             .decide(Request {
                 method: "GET",
                 path: "/v1/x",
+                query: None,
                 headers: &malformed,
                 client_ip: None,
             })
@@ -114,6 +116,7 @@ fn decision(c: &mut Criterion) {
             .decide(Request {
                 method: "GET",
                 path: "/open/x",
+                query: None,
                 headers: &anonymous,
                 client_ip: None,
             })
@@ -130,6 +133,7 @@ fn decision(c: &mut Criterion) {
             fx.t.gate.decide(Request {
                 method: "GET",
                 path: black_box("/v1/x"),
+                query: None,
                 headers: black_box(&valid),
                 client_ip: None,
             })
@@ -146,6 +150,7 @@ fn decision(c: &mut Criterion) {
             fx.t.gate.decide(Request {
                 method: "GET",
                 path: black_box("/v1/x"),
+                query: None,
                 headers: black_box(&malformed),
                 client_ip: None,
             })
@@ -156,6 +161,7 @@ fn decision(c: &mut Criterion) {
             fx.t.gate.decide(Request {
                 method: "GET",
                 path: black_box("/open/x"),
+                query: None,
                 headers: black_box(&anonymous),
                 client_ip: None,
             })

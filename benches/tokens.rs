@@ -57,6 +57,7 @@ fn bench(c: &mut Criterion) {
         let d = rt.block_on(gate.decide(Request {
             method: "GET",
             path: "/v1/x",
+            query: None,
             headers,
             client_ip: None,
         }));
@@ -78,6 +79,7 @@ fn bench(c: &mut Criterion) {
             gate.decide(Request {
                 method: "GET",
                 path: "/v1/x",
+                query: None,
                 headers: &key_headers,
                 client_ip: None,
             })
@@ -88,6 +90,7 @@ fn bench(c: &mut Criterion) {
             gate.decide(Request {
                 method: "GET",
                 path: "/v1/x",
+                query: None,
                 headers: &jwt_headers,
                 client_ip: None,
             })

@@ -139,6 +139,67 @@ pub fn authorize(c: &Credential, route: &Route, method: &str, now: i64) -> Resul
     Ok(())
 }
 
+/// A read-only credential may not carry a `_method` query parameter: Rails, Laravel and Symfony
+/// read it as the request's method, so `GET /x?_method=DELETE` would be a delete to them.
+/// Refused rather than stripped, as rewriting the query could change what the upstream reads.
+pub fn check_method_parameter(c: &Credential, query: Option<&str>) -> Result<(), Rejection> {
+    if effective_permission(c) == Permission::Read && query.is_some_and(has_method_parameter) {
+        return Err(Reason::ReadOnlyKey.into());
+    }
+    Ok(())
+}
+
+/// Whether the query has a parameter a framework could read as `_method`: the name is
+/// percent-decoded (`%5Fmethod`, `+` as a space) and compared case-insensitively, and a leading
+/// `.`, space or `[` counts as `_`, since PHP rewrites those to `_` in parameter names.
+pub fn has_method_parameter(query: &str) -> bool {
+    query.split(['&', ';']).any(|pair| {
+        let name = pair.split('=').next().unwrap_or(pair);
+        let mut decoded = PercentDecoded::new(name.as_bytes());
+        let leading = decoded.next();
+        matches!(leading, Some(b'_' | b'.' | b' ' | b'['))
+            && decoded.map(|b| b.to_ascii_lowercase()).eq(*b"method")
+    })
+}
+
+/// Bytes of a query component, percent-escapes and `+` decoded; a malformed escape stays as it
+/// is. An iterator, so a long parameter name is never copied.
+struct PercentDecoded<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> PercentDecoded<'a> {
+    fn new(rest: &'a [u8]) -> Self {
+        Self { rest }
+    }
+}
+
+impl Iterator for PercentDecoded<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let (&first, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        match first {
+            b'+' => Some(b' '),
+            b'%' => {
+                let hex = |b: u8| char::from(b).to_digit(16);
+                match rest {
+                    [hi, lo, tail @ ..] => match (hex(*hi), hex(*lo)) {
+                        (Some(hi), Some(lo)) => {
+                            self.rest = tail;
+                            u8::try_from(hi * 16 + lo).ok()
+                        }
+                        _ => Some(b'%'),
+                    },
+                    _ => Some(b'%'),
+                }
+            }
+            b => Some(b),
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "authz_tests.rs"]
 mod tests;

@@ -266,3 +266,49 @@ fn other_rejections_carry_no_detail() {
     let err = authorize(&c, &route(&["x"], None), "GET", NOW).expect_err("revoked");
     assert_eq!(err.detail, Detail::default());
 }
+
+#[test]
+fn method_parameter_in_any_spelling_a_framework_reads() {
+    for query in [
+        "_method=DELETE",
+        "a=1&_method=put",
+        "a=1;_method=put",
+        "%5Fmethod=DELETE",
+        "%5fMETHOD=x",
+        "_%6Dethod=x",
+        "_METHOD=delete",
+        ".method=delete",
+        "+method=delete",
+        "%20method=delete",
+        "[method=delete",
+        "_method",
+        "_method=",
+    ] {
+        assert!(has_method_parameter(query), "{query}");
+    }
+    for query in [
+        "",
+        "method=DELETE",
+        "my_method=DELETE",
+        "_methods=1",
+        "__method=1",
+        "x=_method",
+        "_method%",
+        "%5",
+        "%zz",
+    ] {
+        assert!(!has_method_parameter(query), "{query}");
+    }
+}
+
+#[test]
+fn method_parameter_is_refused_only_on_read_only_credentials() {
+    let mut c = cred();
+    c.key.permission = Permission::Read;
+    let err = check_method_parameter(&c, Some("_method=DELETE")).expect_err("read-only");
+    assert_eq!(err.reason, Reason::ReadOnlyKey);
+    assert!(check_method_parameter(&c, Some("a=1")).is_ok());
+    assert!(check_method_parameter(&c, None).is_ok());
+    c.key.permission = Permission::ReadWrite;
+    assert!(check_method_parameter(&c, Some("_method=DELETE")).is_ok());
+}

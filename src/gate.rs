@@ -33,6 +33,8 @@ use crate::usage::UsageRecorder;
 pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string, for the parameters a framework reads as the method (`_method`).
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub client_ip: Option<IpAddr>,
 }
@@ -252,11 +254,13 @@ impl Gate {
         let now = crate::store::now();
         if let Some(cached) = principal.credential() {
             let credential = &cached.credential;
-            let authorized = authz::authorize(credential, route, req.method, now).and_then(|()| {
-                authz::check_resources(credential, route, |name| {
-                    matched.params.get(name).map(str::to_string)
-                })
-            });
+            let authorized = authz::authorize(credential, route, req.method, now)
+                .and_then(|()| authz::check_method_parameter(credential, req.query))
+                .and_then(|()| {
+                    authz::check_resources(credential, route, |name| {
+                        matched.params.get(name).map(str::to_string)
+                    })
+                });
             if let Err(rejection) = authorized {
                 return Decision::Reject {
                     route: Some(index),

@@ -211,6 +211,7 @@ impl Fixture {
             .decide(Request {
                 method,
                 path,
+                query: None,
                 headers: h,
                 client_ip,
             })

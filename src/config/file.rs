@@ -28,6 +28,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub identity: IdentitySection,
     #[serde(default)]
+    pub forwarding: ForwardingSection,
+    #[serde(default)]
     pub usage: UsageSection,
     #[serde(default)]
     pub tokens: TokensSection,
@@ -274,6 +276,41 @@ impl Default for IdentitySection {
             scopes: None,
             auth_method: None,
             credits_remaining: None,
+        }
+    }
+}
+
+/// What keygate does to a request on its way to the upstream, beyond the identity headers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardingSection {
+    /// Client headers dropped before forwarding, matched case-insensitively with `_` read as
+    /// `-`. Setting it replaces [`DEFAULT_STRIP_HEADERS`]; `[]` strips none.
+    pub strip_headers: Spanned<Vec<String>>,
+}
+
+/// Headers that make an upstream framework act on another method or path than the one keygate
+/// authorised: a read-only key's `GET` with `X-HTTP-Method-Override: DELETE` is a delete to
+/// Rails, Express's method-override or Symfony; `X-Original-URL` and `X-Rewrite-URL` reroute
+/// IIS and old Symfony behind an open route.
+pub const DEFAULT_STRIP_HEADERS: [&str; 5] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+impl Default for ForwardingSection {
+    fn default() -> Self {
+        Self {
+            strip_headers: Spanned::new(
+                0..0,
+                DEFAULT_STRIP_HEADERS
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect(),
+            ),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct Config {
     pub credential_sources: Vec<CredentialSource>,
     pub cache: CacheSettings,
     pub identity: IdentityHeaders,
+    /// Client headers removed before forwarding (`[forwarding] strip_headers`), lower-case.
+    pub strip_headers: Vec<HeaderName>,
     pub last_used_interval: Duration,
     /// The routes with their matcher, built once per load.
     pub routes: crate::router::RouteTable,
@@ -485,6 +487,15 @@ impl Validator<'_> {
             namespace,
         };
 
+        let strip_span = raw.forwarding.strip_headers.span();
+        let strip_headers = raw
+            .forwarding
+            .strip_headers
+            .get_ref()
+            .iter()
+            .map(|name| self.header("forwarding.strip_headers", &strip_span, name))
+            .collect();
+
         let mut upstreams = HashMap::new();
         for (name, u) in raw.upstreams {
             let addr = u.address.get_ref();
@@ -774,6 +785,7 @@ impl Validator<'_> {
                 max_stale: Duration::from_secs(c.max_stale_seconds),
             },
             identity,
+            strip_headers,
             last_used_interval: Duration::from_secs(raw.usage.last_used_interval_seconds),
             routes,
             templates: Templates::new(overrides),

@@ -489,3 +489,27 @@ fn knobs_that_cannot_act_on_a_route_are_refused() {
         }
     }
 }
+
+#[test]
+fn strip_headers_default_replace_and_validate() {
+    let names = |c: &Config| -> Vec<String> {
+        c.strip_headers
+            .iter()
+            .map(|h| h.as_str().to_string())
+            .collect()
+    };
+    let c = Config::parse(MINIMAL, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(&c), file::DEFAULT_STRIP_HEADERS);
+
+    let text = format!("{MINIMAL}\n[forwarding]\nstrip_headers = [\"X-Debug\", \"x_user\"]\n");
+    let c = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(names(&c), ["x-debug", "x_user"], "replaces the default");
+    let text = format!("{MINIMAL}\n[forwarding]\nstrip_headers = []\n");
+    let c = Config::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.strip_headers.is_empty());
+
+    let text = format!("{MINIMAL}\n[forwarding]\nstrip_headers = [\"ok\", \"not a header\"]\n");
+    assert_problem(&problems(&text), "forwarding.strip_headers", 10);
+    let text = format!("{MINIMAL}\n[forwarding]\nstrip = []\n");
+    assert!(parse_error(&text).contains("unknown field"));
+}

@@ -7,6 +7,9 @@
 //! - `phases`: the `ProxyHttp` phases and the per-request state;
 //! - `respond`: the responses keygate writes itself (rejections, local endpoints);
 //! - `routing`: what one configuration prepares for the request path (gate, peers);
+//! - `strip`: which client headers are dropped before forwarding (credentials, the identity
+//!   namespace in any spelling, the configured list);
+//! - `settle`: whether a `charge_on = "success"` reservation goes back;
 //! - `services`: the background services (admin and ops listeners, last-used writer, reload,
 //!   housekeeping);
 //! - `server`: the pingora server that runs them all.
@@ -16,6 +19,8 @@ mod respond;
 mod routing;
 mod server;
 mod services;
+mod settle;
+mod strip;
 
 pub use phases::{KeygateProxy, RequestCtx};
 pub use server::run;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::HeaderName;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use super::respond::add_rate_headers;
 use super::routing::{IdentityNames, Routing};
+use super::settle::Settlement;
 use crate::cache::CachedCredential;
 use crate::errors::Reason;
 use crate::gate::{Charge, Decision, Request};
@@ -35,6 +35,10 @@ pub struct RequestCtx {
     pub(super) outcome: Option<Outcome>,
     pub(super) rate: Option<RateStatus>,
     pub(super) charge: Option<Charge>,
+    /// The upstream's final status, once its answer's head arrived.
+    pub(super) upstream_status: Option<u16>,
+    /// The request's head went to the upstream (the body follows as the client sends it).
+    pub(super) sent_upstream: bool,
 }
 
 impl KeygateProxy {
@@ -72,6 +76,7 @@ impl ProxyHttp for KeygateProxy {
             .decide(Request {
                 method: header.method.as_str(),
                 path: header.uri.path(),
+                query: header.uri.query(),
                 headers: &header.headers,
                 client_ip,
             })
@@ -122,6 +127,20 @@ impl ProxyHttp for KeygateProxy {
         }
     }
 
+    /// Records the upstream's own status, before anything is written to the client: it decides
+    /// a `charge_on = "success"` refund, whatever then happens to the client.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if !upstream_response.status.is_informational() {
+            ctx.upstream_status = Some(upstream_response.status.as_u16());
+        }
+        Ok(())
+    }
+
     /// RateLimit headers on every response of a limited route.
     async fn response_filter(
         &self,
@@ -150,8 +169,9 @@ impl ProxyHttp for KeygateProxy {
         Ok(Box::new(peer.clone()))
     }
 
-    /// Anti-spoofing and identity: credentials and every client-sent header in the identity
-    /// namespace are removed, then keygate's own identity headers are added.
+    /// Anti-spoofing and identity: credentials, every client-sent header in the identity
+    /// namespace and the configured strip list are removed (see [`super::strip`]), then
+    /// keygate's own identity headers are added.
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
@@ -164,20 +184,13 @@ impl ProxyHttp for KeygateProxy {
                 "no routing selected",
             ));
         };
-        let config = routing.config();
-        for source in &config.credential_sources {
-            upstream_request.remove_header(&source.header);
-        }
-        let namespace = config.identity.namespace.as_str();
-        let spoofed: Vec<HeaderName> = upstream_request
-            .headers
-            .keys()
-            .filter(|name| name.as_str().starts_with(namespace))
-            .cloned()
-            .collect();
-        for name in &spoofed {
+        // Credentials, the identity namespace in any spelling (`X_Keygate_Key_Id` is
+        // `X-Keygate-Key-Id` to CGI-style upstreams) and `[forwarding] strip_headers`.
+        let dropped = routing.strip.dropped(upstream_request.headers.keys());
+        for name in &dropped {
             upstream_request.remove_header(name);
         }
+        ctx.sent_upstream = true;
 
         let Some(principal) = &ctx.principal else {
             return Ok(());
@@ -206,24 +219,30 @@ impl ProxyHttp for KeygateProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        // charge_on = "success": settled before the request is counted, so a counted request's
+        // credits are final (what tests and dashboards read).
+        if let Some(charge) = ctx.charge.take() {
+            let settlement = Settlement {
+                upstream_status: ctx.upstream_status,
+                request_sent: ctx.sent_upstream && session.is_body_done(),
+                client_failed: e.is_some_and(|e| e.esource() == &ErrorSource::Downstream),
+            };
+            if charge.refund_unless_success && settlement.refund_due() {
+                if let Some(routing) = &ctx.routing {
+                    routing.gate.refund(&charge).await;
+                }
+            }
+        }
         let outcome = ctx
             .outcome
             .unwrap_or(Outcome::Rejected(Reason::RouteNotFound));
         match &ctx.routing {
             Some(routing) => routing.gate.count_request(ctx.route, outcome),
             None => self.metrics.request(None, outcome),
-        }
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        // charge_on = "success": the reservation goes back unless the upstream answered 2xx.
-        if let Some(charge) = ctx.charge.take() {
-            if charge.refund_unless_success && (e.is_some() || !(200..300).contains(&status)) {
-                if let Some(routing) = &ctx.routing {
-                    routing.gate.refund(&charge).await;
-                }
-            }
         }
         // The access line names the key by id, never by value.
         tracing::debug!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use pingora::prelude::*;
 
+use super::strip::StripRules;
 use crate::config::Config;
 use crate::gate::Gate;
 
@@ -17,6 +18,8 @@ pub(super) struct Routing {
     /// Upstream peers prepared once per route (address parsed, SNI set); `None` for local
     /// endpoints.
     pub(super) peers: Vec<Option<HttpPeer>>,
+    /// The client headers dropped before forwarding.
+    pub(super) strip: StripRules,
 }
 
 impl Routing {
@@ -34,7 +37,8 @@ impl Routing {
                     })
             })
             .collect();
-        Self { gate, peers }
+        let strip = StripRules::new(&gate.config);
+        Self { gate, peers, strip }
     }
 
     pub(super) fn config(&self) -> &Config {
