@@ -35,6 +35,10 @@ impl KeygateProxy {
                 resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
             }
         }
+        if reason == Reason::Overloaded {
+            // The password hasher's queue drains in well under a second.
+            resp.insert_header(http::header::RETRY_AFTER, "1")?;
+        }
         let bearer_accepted = routing
             .config()
             .credential_sources
