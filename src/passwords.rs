@@ -125,15 +125,12 @@ impl Turn<'_> {
     }
 }
 
-/// The process-wide hasher: one slot per core but one (at least one slot), so a flood leaves a
-/// core to the proxy (with every core hashing, a 2-core box answered open routes in hundreds of
-/// ms), and [`QUEUE_PER_SLOT`] waiting per slot.
+/// The process-wide hasher: one slot per core, [`QUEUE_PER_SLOT`] waiting per slot.
 pub fn hasher_pool() -> &'static BoundedHasher {
     static POOL: OnceLock<BoundedHasher> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let slots = cores.saturating_sub(1).max(1);
-        BoundedHasher::new(slots, slots.saturating_mul(QUEUE_PER_SLOT))
+        BoundedHasher::new(cores, cores.saturating_mul(QUEUE_PER_SLOT))
     })
 }
 
