@@ -238,7 +238,10 @@ fn a_login_flood_cannot_exhaust_memory_or_starve_the_proxy() {
         latencies.len()
     );
     let threads = proc_status(pid, "Threads");
-    assert!(threads < 64.0, "keygate runs {threads} threads after the flood");
+    assert!(
+        threads < 64.0,
+        "keygate runs {threads} threads after the flood"
+    );
 
     let overloaded: Vec<_> = logins.iter().filter(|r| r.status == 503).collect();
     assert!(!overloaded.is_empty(), "no login was refused as overloaded");

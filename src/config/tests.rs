@@ -474,3 +474,24 @@ fn knobs_that_cannot_act_on_a_route_are_refused() {
         }
     }
 }
+
+#[test]
+fn slow_client_limits_default_and_must_be_positive() {
+    let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.request_header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_connections_per_ip, 256);
+    let text = format!(
+        "[server]\nrequest_header_timeout_seconds = 0\nmax_connections_per_ip = 0\n{MINIMAL}"
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("server.request_header_timeout_seconds")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("server.max_connections_per_ip")),
+        "{p:#?}"
+    );
+}

@@ -311,3 +311,7 @@ impl GetSocketDigest for DeadlineStream {
         self.inner.set_socket_digest(digest);
     }
 }
+
+#[cfg(test)]
+#[path = "connections_tests.rs"]
+mod tests;
