@@ -238,6 +238,13 @@ fn a_login_flood_cannot_exhaust_memory_or_starve_the_proxy() {
         latencies.len()
     );
     let threads = proc_status(pid, "Threads");
+    eprintln!(
+        "peak RSS {hwm:.0} MiB, {threads} threads, open route p99 {:?} (idle max {:?}), {} of {} logins 503",
+        p99(&latencies),
+        baseline.last(),
+        logins.iter().filter(|r| r.status == 503).count(),
+        logins.len()
+    );
     assert!(
         threads < 64.0,
         "keygate runs {threads} threads after the flood"
