@@ -97,6 +97,9 @@ pub struct Metrics {
     ratelimit_fallback: IntCounter,
     credits_charged: IntCounter,
     credits_refunded: IntCounter,
+    closed_per_ip_limit: IntCounter,
+    closed_header_timeout: IntCounter,
+    open_connections: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,6 +187,21 @@ impl Metrics {
         let cache_entries =
             IntGauge::new("keygate_cache_entries", "Entries in the validation cache.")
                 .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let closed = IntCounterVec::new(
+            Opts::new(
+                "keygate_connections_closed_total",
+                "Public connections keygate closed itself, by reason (per_ip_limit: the client IP \
+                 had max_connections_per_ip open; header_timeout: the request header took longer \
+                 than request_header_timeout_seconds).",
+            ),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let open_connections = IntGauge::new(
+            "keygate_open_connections",
+            "Open connections on the public listener.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
 
         let m = Self {
             cache_hit: cache.with_label_values(&["hit"]),
@@ -202,6 +220,9 @@ impl Metrics {
             ratelimit_fallback,
             credits_charged,
             credits_refunded,
+            closed_per_ip_limit: closed.with_label_values(&["per_ip_limit"]),
+            closed_header_timeout: closed.with_label_values(&["header_timeout"]),
+            open_connections,
             registry,
         };
         for c in [
@@ -218,12 +239,29 @@ impl Metrics {
             Box::new(m.ratelimit_fallback.clone()),
             Box::new(m.credits_charged.clone()),
             Box::new(m.credits_refunded.clone()),
+            Box::new(closed),
+            Box::new(m.open_connections.clone()),
         ] {
             m.registry
                 .register(c)
                 .unwrap_or_else(|e| unreachable!("metrics registered once: {e}"));
         }
         m
+    }
+
+    /// A connection refused because its client IP had `max_connections_per_ip` open.
+    pub fn connection_over_ip_limit(&self) {
+        self.closed_per_ip_limit.inc();
+    }
+
+    /// A connection closed because its request header missed the deadline.
+    pub fn connection_header_timeout(&self) {
+        self.closed_header_timeout.inc();
+    }
+
+    /// A public connection opened (`+1`) or closed (`-1`).
+    pub fn open_connections_add(&self, delta: i64) {
+        self.open_connections.add(delta);
     }
 
     /// `route` is the route index, or `None` when nothing matched (the startup route table).

@@ -5,11 +5,17 @@
 //! hashes made with other parameters keep working. Passwords only ever travel as [`Secret`]s,
 //! and neither they nor their hashes reach a log line or a response.
 //!
-//! Hashing and verifying take tens of milliseconds of CPU on purpose: async callers should run
-//! them on the blocking pool (`tokio::task::spawn_blocking`).
+//! Hashing and verifying take tens of milliseconds of CPU and 19 MiB of memory each, on purpose.
+//! Async callers go through [`hash_bounded`] and [`admit`] + [`Turn::verify`]: one process-wide
+//! [`BoundedHasher`] runs at most one hash per core on the blocking pool, lets a short queue wait
+//! for a turn, and refuses the rest with [`PasswordError::Overloaded`] (503 with `Retry-After`),
+//! so a login flood costs a bounded amount of memory and threads and leaves the proxy's cores
+//! their share.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::OnceLock;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::secret::Secret;
 
@@ -28,6 +34,114 @@ pub enum PasswordError {
     /// message carries argon2's error, never the password.
     #[error("cannot hash the password: {0}")]
     Hash(String),
+    /// Every hashing slot is busy and the queue is full: try again shortly.
+    #[error("password hashing is at capacity")]
+    Overloaded,
+}
+
+/// How many password operations may wait for a turn, per hashing slot, before more are refused.
+/// A waiting operation holds no argon2 memory; the queue absorbs a burst of honest logins.
+const QUEUE_PER_SLOT: usize = 4;
+
+/// Bounds concurrent argon2 work: `slots` run at once on the blocking pool, `queue` more wait,
+/// the rest are refused at once. Permits are taken in order (tokio's semaphore is fair).
+pub struct BoundedHasher {
+    /// Running plus waiting operations; a failed `try_acquire` here is the overload answer.
+    admitted: Semaphore,
+    /// Operations running on the blocking pool, each holding argon2's memory.
+    running: Semaphore,
+}
+
+impl BoundedHasher {
+    pub fn new(slots: usize, queue: usize) -> Self {
+        let slots = slots.max(1);
+        Self {
+            admitted: Semaphore::new(slots.saturating_add(queue)),
+            running: Semaphore::new(slots),
+        }
+    }
+
+    /// A place among the running and waiting operations, or [`PasswordError::Overloaded`] at
+    /// once when the queue is full. Callers take it before any other work for the password
+    /// (a store lookup), so refused requests cost nearly nothing.
+    pub fn admit(&self) -> Result<Turn<'_>, PasswordError> {
+        let admitted = self
+            .admitted
+            .try_acquire()
+            .map_err(|_| PasswordError::Overloaded)?;
+        Ok(Turn {
+            pool: self,
+            _admitted: admitted,
+        })
+    }
+
+    /// [`BoundedHasher::admit`], then [`Turn::run`].
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        self.admit()?.run(work).await
+    }
+}
+
+/// An admitted password operation: it waits for a running slot when it runs.
+pub struct Turn<'a> {
+    pool: &'a BoundedHasher,
+    _admitted: SemaphorePermit<'a>,
+}
+
+impl Turn<'_> {
+    /// Runs `work` on the blocking pool once a slot is free.
+    pub async fn run<T: Send + 'static>(
+        self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let _running = self
+            .pool
+            .running
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Overloaded)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| PasswordError::Hash(format!("hashing task failed: {e}")))
+    }
+
+    /// [`verify`] (with `Some(phc)`) or [`verify_dummy`] (with `None`, for an unknown user):
+    /// `false` for no match.
+    pub async fn verify(
+        self,
+        password: Secret,
+        phc: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        self.run(move || match phc {
+            Some(phc) => verify(&password, &phc),
+            None => {
+                verify_dummy(&password);
+                false
+            }
+        })
+        .await
+    }
+}
+
+/// The process-wide hasher: one slot per core, [`QUEUE_PER_SLOT`] waiting per slot.
+pub fn hasher_pool() -> &'static BoundedHasher {
+    static POOL: OnceLock<BoundedHasher> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        BoundedHasher::new(cores, cores.saturating_mul(QUEUE_PER_SLOT))
+    })
+}
+
+/// [`hash`] through the process-wide [`BoundedHasher`].
+pub async fn hash_bounded(password: Secret) -> Result<String, PasswordError> {
+    hasher_pool().run(move || hash(&password)).await?
+}
+
+/// A turn on the process-wide [`BoundedHasher`], for a verification (see [`Turn::verify`]).
+pub fn admit() -> Result<Turn<'static>, PasswordError> {
+    hasher_pool().admit()
 }
 
 fn hasher() -> Argon2<'static> {
@@ -150,6 +264,60 @@ mod tests {
             (0.25..4.0).contains(&ratio),
             "dummy {dummy:?} vs real {real:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_bounded_hasher_queues_then_refuses() {
+        let pool = std::sync::Arc::new(BoundedHasher::new(1, 1));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = std::sync::Arc::new(std::sync::Mutex::new(wait));
+        let blocker = {
+            let (pool, wait) = (pool.clone(), wait.clone());
+            tokio::spawn(async move {
+                pool.run(move || wait.lock().map(|w| w.recv().is_ok()).unwrap_or(false))
+                    .await
+            })
+        };
+        // The second waits in the queue; the third finds it full.
+        while pool.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(|| 7).await })
+        };
+        while pool.admitted.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            pool.run(|| 0).await,
+            Err(PasswordError::Overloaded)
+        ));
+        release.send(()).expect("release");
+        assert!(blocker.await.expect("join").expect("ran"));
+        assert_eq!(queued.await.expect("join").expect("ran"), 7);
+        // Free again.
+        assert_eq!(pool.run(|| 1).await.expect("ran"), 1);
+    }
+
+    #[tokio::test]
+    async fn bounded_hash_and_verify() {
+        let pw = Secret::new("correct horse battery staple");
+        let phc = hash_bounded(pw.clone()).await.expect("hash");
+        let verify = |pw: &Secret, phc: Option<String>| {
+            let pw = pw.clone();
+            async move {
+                admit()
+                    .expect("admitted")
+                    .verify(pw, phc)
+                    .await
+                    .expect("verify")
+            }
+        };
+        assert!(verify(&pw, Some(phc.clone())).await);
+        let wrong = Secret::new("wrong-password");
+        assert!(!verify(&wrong, Some(phc)).await);
+        assert!(!verify(&wrong, None).await);
     }
 
     #[test]

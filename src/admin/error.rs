@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The store failed. The detail is logged once and never sent to the client.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// The password hasher is at capacity: 503 with `Retry-After`, like the proxy's `overloaded`.
+    #[error("keygate is busy, try again shortly")]
+    Overloaded,
     /// keygate itself failed (a password could not be hashed). Logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,6 +47,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::InvalidBody(_) => "invalid_body",
             Self::StoreUnavailable(_) => "store_unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -55,7 +59,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +100,8 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if matches!(self, Self::Unauthorized) {
             (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else if matches!(self, Self::Overloaded) {
+            (status, [(header::RETRY_AFTER, "1")], body).into_response()
         } else {
             (status, body).into_response()
         }

@@ -91,6 +91,7 @@ impl From<ServiceError> for ApiError {
                 Self::StoreUnavailable(detail)
             }
             ServiceError::Internal(detail) => Self::Internal(detail),
+            ServiceError::Overloaded => Self::Overloaded,
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct ServerSection {
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
     pub data_dir: String,
+    pub request_header_timeout_seconds: u64,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerSection {
@@ -103,6 +105,8 @@ impl Default for ServerSection {
             grace_period_seconds: 0,
             graceful_shutdown_timeout_seconds: 5,
             data_dir: "data".into(),
+            request_header_timeout_seconds: 10,
+            max_connections_per_ip: 256,
         }
     }
 }

@@ -91,6 +91,12 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Total time a client has to send a request's header, from the connection's accept (or, on
+    /// a kept-alive connection, from the request's first byte). Pingora's own read timeout is
+    /// per read, so without this a client trickling a byte at a time holds a connection forever.
+    pub request_header_timeout: Duration,
+    /// Open public connections one client IP may hold; more are closed at accept.
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -351,6 +357,16 @@ impl Validator<'_> {
         let s = raw.server;
         if s.threads == 0 {
             self.problem("server.threads", &none, "must be at least 1");
+        }
+        if s.request_header_timeout_seconds == 0 {
+            self.problem(
+                "server.request_header_timeout_seconds",
+                &none,
+                "must be at least 1",
+            );
+        }
+        if s.max_connections_per_ip == 0 {
+            self.problem("server.max_connections_per_ip", &none, "must be at least 1");
         }
         let listeners = Listeners {
             public: self.addr("listeners.public", &raw.listeners.public),
@@ -767,6 +783,8 @@ impl Validator<'_> {
                 work_stealing: s.work_stealing,
                 grace_period_seconds: s.grace_period_seconds,
                 graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds,
+                request_header_timeout: Duration::from_secs(s.request_header_timeout_seconds),
+                max_connections_per_ip: s.max_connections_per_ip,
             },
             listeners,
             store,

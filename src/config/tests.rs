@@ -513,3 +513,24 @@ fn strip_headers_default_replace_and_validate() {
     let text = format!("{MINIMAL}\n[forwarding]\nstrip = []\n");
     assert!(parse_error(&text).contains("unknown field"));
 }
+
+#[test]
+fn slow_client_limits_default_and_must_be_positive() {
+    let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.request_header_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_connections_per_ip, 256);
+    let text = format!(
+        "[server]\nrequest_header_timeout_seconds = 0\nmax_connections_per_ip = 0\n{MINIMAL}"
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("server.request_header_timeout_seconds")),
+        "{p:#?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("server.max_connections_per_ip")),
+        "{p:#?}"
+    );
+}

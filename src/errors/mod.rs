@@ -87,6 +87,7 @@ reasons! {
     InvalidToken => ("invalid_token", 401, "The token is not valid"),
     TokenExpired => ("token_expired", 401, "The token has expired"),
     InvalidCredentials => ("invalid_credentials", 401, "Invalid credentials"),
+    Overloaded => ("overloaded", 503, "The service is busy, try again shortly"),
 }
 
 impl Reason {

@@ -27,6 +27,9 @@ pub enum ServiceError {
     /// safe. The detail is for the log only.
     #[error("token cut-off not persisted: {0}")]
     TokenCutFailed(String),
+    /// The password hasher is at capacity (a login or password flood): try again shortly.
+    #[error("password hashing is at capacity")]
+    Overloaded,
     /// keygate itself failed (a password could not be hashed). The detail is for the log only.
     #[error("internal error: {0}")]
     Internal(String),

@@ -36,12 +36,14 @@ fn password_ok(password: &Secret) -> ServiceResult<()> {
     passwords::validate_new(password.expose()).map_err(|m| ServiceError::invalid("password", m))
 }
 
-/// argon2id on the blocking pool (tens of milliseconds of CPU).
+/// argon2id on the process-wide bounded hasher (tens of milliseconds of CPU, 19 MiB).
 async fn hash(password: Secret) -> ServiceResult<String> {
-    tokio::task::spawn_blocking(move || passwords::hash(&password))
+    passwords::hash_bounded(password)
         .await
-        .map_err(|e| ServiceError::Internal(format!("password hashing task failed: {e}")))?
-        .map_err(|e| ServiceError::Internal(e.to_string()))
+        .map_err(|e| match e {
+            passwords::PasswordError::Overloaded => ServiceError::Overloaded,
+            e => ServiceError::Internal(e.to_string()),
+        })
 }
 
 impl KeyService {

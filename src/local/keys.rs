@@ -59,6 +59,7 @@ fn refused(e: ServiceError) -> Rejection {
         ServiceError::NotFound(_) => Rejection::new(Reason::RouteNotFound),
         ServiceError::Conflict(m) => invalid(m),
         ServiceError::StoreUnavailable(_) => Rejection::new(Reason::StoreUnavailable),
+        ServiceError::Overloaded => Rejection::new(Reason::Overloaded),
         ServiceError::TokenCutFailed(_) | ServiceError::Internal(_) => {
             tracing::warn!(error = %e, "self-service key change");
             Rejection::new(Reason::StoreUnavailable)

@@ -1,7 +1,8 @@
 //! `POST {login path}` `{"email","password"}` -> `{"token": <session JWT>, "user": {"id","email"}}`
 //! (Encrata's step 1). Unknown email, wrong password, a disabled user or an inactive account all
 //! get the same 401, after the same argon2 work, so the answer reveals nothing. Limited per client
-//! IP (the route's `ip_rate_limit`, applied by the gate) and per email (its `rate_limit`, here).
+//! IP (the route's `ip_rate_limit`, applied by the gate) and per email (its `rate_limit`, here);
+//! when the password hasher is at capacity, 503 `overloaded` with `Retry-After`.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -10,7 +11,7 @@ use super::{parse_body, LocalContext, LocalRequest, LocalResponse};
 use crate::authz::Rejection;
 use crate::config::Route;
 use crate::errors::Reason;
-use crate::passwords;
+use crate::passwords::{self, PasswordError};
 use crate::secret::Secret;
 use crate::store::{AccountStatus, UserStatus};
 use crate::tokens::{ClaimsDraft, TokenKind};
@@ -43,26 +44,27 @@ pub async fn login(
             return Err(r);
         }
     }
+    // A place at the password hasher first: past its short queue the answer is 503
+    // `overloaded` before any store read, so a flood costs neither memory nor threads.
+    let turn = passwords::admit().map_err(|_| Rejection::new(Reason::Overloaded))?;
     let found = ctx
         .store
         .find_user_by_email(&email)
         .await
         .map_err(|_| Rejection::new(Reason::StoreUnavailable))?;
-    // argon2 is deliberately slow: run it on the blocking pool, not on a proxy worker thread.
-    let password = body.password;
+    // argon2 is deliberately slow and memory-hungry: it runs when the turn gets a slot.
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), Some(hash)),
         None => (None, None),
     };
-    let verified = tokio::task::spawn_blocking(move || match hash {
-        Some(hash) => passwords::verify(&password, &hash),
-        None => {
-            passwords::verify_dummy(&password);
+    let verified = match turn.verify(body.password, hash).await {
+        Ok(verified) => verified,
+        Err(PasswordError::Overloaded) => return Err(Rejection::new(Reason::Overloaded)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot verify a password");
             false
         }
-    })
-    .await
-    .unwrap_or(false);
+    };
     let Some(user) = user.filter(|u| verified && u.status == UserStatus::Active) else {
         return Err(Rejection::new(Reason::InvalidCredentials));
     };

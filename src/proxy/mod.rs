@@ -14,6 +14,7 @@
 //!   housekeeping);
 //! - `server`: the pingora server that runs them all.
 
+mod connections;
 mod phases;
 mod respond;
 mod routing;

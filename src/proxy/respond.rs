@@ -35,6 +35,10 @@ impl KeygateProxy {
                 resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
             }
         }
+        if reason == Reason::Overloaded {
+            // The password hasher's queue drains in well under a second.
+            resp.insert_header(http::header::RETRY_AFTER, "1")?;
+        }
         // Every 401 names the scheme that would work (RFC 9110 11.6.1): a revoked, disabled or
         // expired key as much as a missing one. Only when `Authorization: Bearer` is a source.
         let bearer_accepted = routing

@@ -39,8 +39,15 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
 
     let routing = Arc::new(ArcSwap::from_pointee(Routing::new(app.gate.clone())));
     let proxy = KeygateProxy::new(routing.clone(), app.shared.metrics.clone());
+    // The proxy app behind the per-IP connection cap and the request-header deadline.
+    let guarded = super::connections::GuardedApp::new(
+        Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+        config.server.max_connections_per_ip,
+        config.server.request_header_timeout,
+        app.shared.metrics.clone(),
+    );
     let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "keygate proxy");
+        pingora::services::listening::Service::new("keygate proxy".to_string(), guarded);
     proxy_service.add_tcp(&config.listeners.public.to_string());
     server.add_service(proxy_service);
 

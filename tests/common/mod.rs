@@ -238,6 +238,10 @@ pub struct Options {
     pub rust_log: String,
     /// Further environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Extra lines for the `[server]` section (e.g. `max_connections_per_ip = 10`).
+    pub server_toml: String,
+    /// The process's open-file limit (`ulimit -n`), when the test lowers it.
+    pub nofile: Option<u64>,
 }
 
 impl Options {
@@ -253,6 +257,8 @@ impl Options {
             cache_extra_toml: String::new(),
             rust_log: "info".into(),
             env: Vec::new(),
+            server_toml: String::new(),
+            nofile: None,
         }
     }
 
@@ -301,6 +307,7 @@ pub struct Keygate {
     child: Option<Child>,
     rust_log: String,
     env: Vec<(String, String)>,
+    nofile: Option<u64>,
 }
 
 impl Keygate {
@@ -321,6 +328,7 @@ threads = 1
 grace_period_seconds = 0
 graceful_shutdown_timeout_seconds = 1
 data_dir = "{data}"
+{server_extra}
 
 [listeners]
 public = "{public}"
@@ -351,6 +359,7 @@ address = "{upstream}"
 {extra}
 "#,
             data = dir.path().join("data").display(),
+            server_extra = opts.server_toml,
             prefix = opts.prefix,
             ttl = opts.cache_ttl_seconds,
             store = opts.store_toml,
@@ -370,6 +379,7 @@ address = "{upstream}"
             child: None,
             rust_log: opts.rust_log.clone(),
             env: opts.env.clone(),
+            nofile: opts.nofile,
         };
         kg.spawn();
         kg
@@ -377,7 +387,19 @@ address = "{upstream}"
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("keygate.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        // A lowered open-file limit is set by a shell that then execs keygate in its place, so
+        // the child's pid is keygate's.
+        let mut command = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_keygate"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_keygate")),
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
@@ -427,6 +449,11 @@ address = "{upstream}"
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The running process's id (for `/proc/<pid>/...`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("keygate is running").id()
     }
 
     /// Sends a signal (`"-HUP"`, ...) to the running process.
@@ -544,6 +571,7 @@ impl Keygate {
             child: None,
             rust_log: "info".into(),
             env: Vec::new(),
+            nofile: None,
         };
         kg.spawn();
         kg

@@ -1,0 +1,317 @@
+//! Slow and greedy clients on the public listener: a per-client-IP cap on open connections and a
+//! total deadline for reading each request's header.
+//!
+//! Pingora 0.9 bounds each header *read* (`read_timeout`, 60 s) but not the whole header, so a
+//! client sending one byte every few seconds holds its connection (and a file descriptor)
+//! forever; its `ConnectionFilter` sees only the accept, never the close, so it cannot count open
+//! connections. Both are done here instead, by wrapping the proxy app: [`GuardedApp`] sees each
+//! accepted stream before pingora's HTTP code does, refuses it when its IP is at the cap, and hands
+//! pingora a [`DeadlineStream`] that fails reads once the header deadline passes.
+//!
+//! Approximation (HTTP/1 over TCP only, which is all the public listener serves): the stream does
+//! not parse HTTP, it watches the bytes. A header is complete at the first `\r\n\r\n` read; the
+//! next request's deadline starts at its first byte after the response began (a non-1xx status
+//! line written). Body bytes read after an early response count as a new header, so such a body
+//! must arrive within the deadline too.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::metrics::Metrics;
+
+/// The proxy app behind the connection cap and the header deadline.
+pub struct GuardedApp<A> {
+    inner: Arc<A>,
+    limits: Arc<Limits>,
+}
+
+/// Open connections per client IP, and the settings.
+struct Limits {
+    open: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    header_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> GuardedApp<A> {
+    pub fn new(
+        inner: Arc<A>,
+        max_per_ip: usize,
+        header_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner,
+            limits: Arc::new(Limits {
+                open: Mutex::new(HashMap::new()),
+                max_per_ip,
+                header_timeout,
+                metrics,
+            }),
+        }
+    }
+}
+
+/// One counted connection of `ip`; dropping it uncounts it.
+struct Slot {
+    limits: Arc<Limits>,
+    ip: Option<IpAddr>,
+}
+
+impl Limits {
+    /// A slot for a connection from `ip`, or `None` when `ip` is at the cap. A connection whose
+    /// peer address is unknown is counted only in the gauge.
+    fn take(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Slot> {
+        if let Some(ip) = ip {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let n = open.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                return None;
+            }
+            *n += 1;
+        }
+        self.metrics.open_connections_add(1);
+        Some(Slot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limits.metrics.open_connections_add(-1);
+        if let Some(ip) = self.ip {
+            let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let ip = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let Some(slot) = self.limits.take(ip) else {
+            self.limits.metrics.connection_over_ip_limit();
+            return None; // dropping the stream closes it
+        };
+        let guarded = DeadlineStream::new(stream, slot);
+        // The inner app loops over kept-alive requests itself and returns `None` at the end, so
+        // the slot is held for the connection's whole life.
+        self.inner.process_new(Box::new(guarded), shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// Where a connection is in its request cycle, as far as its bytes tell.
+#[derive(Debug)]
+enum Phase {
+    /// Reading a header; `matched` counts the bytes of `\r\n\r\n` seen so far.
+    Header { matched: usize },
+    /// The header is complete; the request is being handled.
+    Handling,
+    /// A response has begun; the next byte read starts a new header.
+    Answered,
+}
+
+/// The accepted stream, failing reads once a header has taken longer than the deadline.
+pub struct DeadlineStream {
+    inner: Stream,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+    slot: Slot,
+}
+
+impl std::fmt::Debug for DeadlineStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineStream")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl DeadlineStream {
+    fn new(inner: Stream, slot: Slot) -> Self {
+        let timeout = slot.limits.header_timeout;
+        Self {
+            inner,
+            phase: Phase::Header { matched: 0 },
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            slot,
+        }
+    }
+
+    /// Advances the phase over bytes just read.
+    fn saw_read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if matches!(self.phase, Phase::Answered) {
+            let timeout = self.slot.limits.header_timeout;
+            self.deadline.as_mut().reset(Instant::now() + timeout);
+            self.phase = Phase::Header { matched: 0 };
+        }
+        if let Phase::Header { matched } = &mut self.phase {
+            const END: &[u8] = b"\r\n\r\n";
+            for &b in bytes {
+                *matched = if b == END[*matched] {
+                    *matched + 1
+                } else if b == b'\r' {
+                    1
+                } else {
+                    0
+                };
+                if *matched == END.len() {
+                    self.phase = Phase::Handling;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Advances the phase over bytes about to be written: a final status line ends the request.
+    fn saw_write(&mut self, bytes: &[u8]) {
+        let informational = bytes.len() > 9 && bytes.starts_with(b"HTTP/1.") && bytes[9] == b'1';
+        if matches!(self.phase, Phase::Handling) && bytes.starts_with(b"HTTP/") && !informational {
+            self.phase = Phase::Answered;
+        }
+    }
+}
+
+impl AsyncRead for DeadlineStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled()[before..].to_vec();
+                this.saw_read(&read);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if matches!(this.phase, Phase::Header { .. })
+                    && this.deadline.as_mut().poll(cx).is_ready()
+                {
+                    this.slot.limits.metrics.connection_header_timeout();
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request header deadline passed",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for DeadlineStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.saw_write(buf);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for DeadlineStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for DeadlineStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for DeadlineStream {}
+
+#[async_trait]
+impl Peek for DeadlineStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl GetTimingDigest for DeadlineStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for DeadlineStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for DeadlineStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[cfg(test)]
+#[path = "connections_tests.rs"]
+mod tests;
