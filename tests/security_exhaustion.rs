@@ -15,6 +15,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// The login flood saturates every core on purpose; the slow-client test measures whether real
+/// requests still get answers. Run side by side (the harness runs a file's tests in parallel)
+/// the first would starve the second, so they take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdefghijklmnop";
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -123,6 +128,7 @@ const ROUNDS: u32 = 8;
 
 #[test]
 fn a_login_flood_cannot_exhaust_memory_or_starve_the_proxy() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let echo = Echo::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let secret = dir.path().join("jwt_secret");
@@ -286,6 +292,7 @@ fn a_login_flood_cannot_exhaust_memory_or_starve_the_proxy() {
 /// descriptors, 300 tricklers from one IP do not stop another client's requests.
 #[test]
 fn slow_clients_cannot_hold_connections_or_exhaust_file_descriptors() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let echo = Echo::start();
     let mut o = Options::new(echo.addr);
     o.nofile = Some(200);
@@ -338,14 +345,14 @@ fn slow_clients_cannot_hold_connections_or_exhaust_file_descriptors() {
         assert!(started.elapsed() < Duration::from_secs(3));
         for i in 0..20 {
             let r = tokio::time::timeout(
-                Duration::from_secs(2),
+                Duration::from_secs(5),
                 http_from(client_ip, public, "GET", "/open/real", ""),
             )
             .await;
             match r {
                 Ok(Ok(r)) => assert_eq!(r.status, 200, "request {i}: {r:?}"),
                 Ok(Err(e)) => panic!("request {i} during the trickle failed: {e}"),
-                Err(_) => panic!("request {i} during the trickle got no answer in 2 s"),
+                Err(_) => panic!("request {i} during the trickle got no answer in 5 s"),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -371,8 +378,11 @@ fn slow_clients_cannot_hold_connections_or_exhaust_file_descriptors() {
         .iter()
         .filter(|d| **d >= Duration::from_millis(2500))
         .count();
+    // The ones within the cap live to the deadline. (Timing alone cannot bound it from above:
+    // on a loaded machine a trickler refused at accept may see its close late; the metrics
+    // below count what keygate did.)
     assert!(
-        (90..=100).contains(&at_deadline),
+        at_deadline >= 90,
         "{at_deadline} tricklers lived to the header deadline"
     );
     assert!(
@@ -382,12 +392,14 @@ fn slow_clients_cannot_hold_connections_or_exhaust_file_descriptors() {
             &[("reason", "per_ip_limit")]
         ) >= 200.0
     );
+    let timed_out = metric(
+        &kg,
+        "keygate_connections_closed_total",
+        &[("reason", "header_timeout")],
+    );
     assert!(
-        metric(
-            &kg,
-            "keygate_connections_closed_total",
-            &[("reason", "header_timeout")]
-        ) >= 90.0
+        (90.0..=100.0).contains(&timed_out),
+        "{timed_out} closed at the header deadline; the cap is 100"
     );
     // A request still works afterwards.
     assert_eq!(get(&kg.url("/open/after"), &[]).status, 200);
