@@ -206,7 +206,8 @@ pub fn build(config: Config) -> anyhow::Result<App> {
             session_ttl: config.tokens.session_ttl,
             exchange_ttl: config.tokens.exchange_ttl,
         })
-        .context("[tokens]")?,
+        .context("[tokens]")?
+        .with_cutoffs(cutoffs.clone()),
     );
     // Tokens revoked before this process started must stay revoked here too; a cut-off older
     // than the longest token lifetime can stop no valid token.

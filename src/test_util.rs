@@ -79,7 +79,8 @@ impl TestGate {
                 session_ttl: config.tokens.session_ttl,
                 exchange_ttl: config.tokens.exchange_ttl,
             })
-            .expect("test token settings"),
+            .expect("test token settings")
+            .with_cutoffs(cutoffs.clone()),
         );
         let hasher = KeyHasher::new(&Secret::new(PEPPER));
         let (recorder, writer) = usage::channel(config.last_used_interval, metrics.clone());
