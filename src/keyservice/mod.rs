@@ -11,6 +11,7 @@ mod accounts;
 mod audit;
 mod error;
 mod keys;
+mod narrowing;
 mod users;
 pub mod validate;
 
