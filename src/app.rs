@@ -192,6 +192,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         invalidator,
         hasher.clone(),
         config.key_format.clone(),
+        config.self_service.clone(),
     ));
     let (recorder, usage_writer) = usage::channel(config.last_used_interval, metrics.clone());
     let limiter = Arc::new(build_limiter(&config, redis.as_ref(), metrics.clone())?);

@@ -89,6 +89,7 @@ impl TestGate {
             invalidator.clone(),
             hasher.clone(),
             config.key_format.clone(),
+            config.self_service.clone(),
         ));
         let gate = Gate::new(GateParts {
             config: config.clone(),

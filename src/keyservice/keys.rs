@@ -105,6 +105,7 @@ impl KeyService {
         } = req;
         let name = validate::name("name", &name)?;
         let scopes = validate::scopes(scopes)?;
+        self.check_self_service_scopes(actor, &scopes)?;
         let user_id = user_id.map(|u| validate::name("user_id", &u)).transpose()?;
         let expires_at = match expires_at.as_deref() {
             None => None,
@@ -158,6 +159,7 @@ impl KeyService {
             }
         }
 
+        let room = self.room_for_one_more(actor).await?;
         let plaintext = self.key_format.generate();
         let key = self
             .store
@@ -175,6 +177,7 @@ impl KeyService {
                 rotated_from: None,
             })
             .await?;
+        drop(room);
         // Drops a cached "unknown key" answer for this hash, should one exist.
         self.invalidate(Invalidation::Key(key.hash)).await;
         self.record(
@@ -221,6 +224,7 @@ impl KeyService {
         }
         if let Some(scopes) = scopes {
             let scopes = validate::scopes(scopes)?;
+            self.check_self_service_scopes(actor, &scopes)?;
             changes.push(format!("scopes=[{}]", scopes.join(",")));
             patch.scopes = Some(scopes);
         }
@@ -320,6 +324,8 @@ impl KeyService {
         }
         let grace_end =
             grace_seconds.map(|g| now().saturating_add(i64::try_from(g).unwrap_or(i64::MAX)));
+        // The successor is one more key until the old one is revoked or its grace ends.
+        let room = self.room_for_one_more(actor).await?;
         let plaintext = self.key_format.generate();
         let (key, old) = self
             .store
@@ -341,6 +347,7 @@ impl KeyService {
                 grace_end,
             )
             .await?;
+        drop(room);
         // The new hash may be cached as unknown; the old key's expiry may have moved.
         self.invalidate(Invalidation::Key(key.hash)).await;
         self.invalidate(Invalidation::Key(old.hash)).await;
