@@ -477,9 +477,7 @@ impl Gate {
             .verify(token, TokenKind::Session)
             .map_err(token_reason)?;
         let issued = claims.issued_at_ms();
-        if self.cutoffs.is_cut(&claims.sub, issued)
-            || self.cutoffs.is_cut(&claims.acc, issued)
-        {
+        if self.cutoffs.is_cut(&claims.sub, issued) || self.cutoffs.is_cut(&claims.acc, issued) {
             return Err(Reason::InvalidToken);
         }
         Ok(Arc::new(claims))

@@ -346,7 +346,13 @@ fn a_users_role_lowered_cuts_their_tokens_and_raised_does_not() {
     let account = kg.create_account("acme");
     let user = create_user(&kg, &account, "u@example.com", "read_only");
     let session = login(&kg, "u@example.com", PASSWORD);
-    let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+    let r = mine(
+        &kg,
+        "POST",
+        "/api/keys",
+        &session,
+        Some(json!({"name": "k"})),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let key = r.json()["key"].as_str().expect("key").to_string();
     let jwt = exchange(&kg, &key);
@@ -488,11 +494,28 @@ fn the_key_routes_rate_limit_bounds_self_service_creation() {
     create_user(&kg, &account, "r@example.com", "read_only");
     let session = login(&kg, "r@example.com", PASSWORD);
     for i in 0..3 {
-        let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+        let r = mine(
+            &kg,
+            "POST",
+            "/api/keys",
+            &session,
+            Some(json!({"name": "k"})),
+        );
         assert_eq!(r.status, 201, "key {i}: {}", r.body);
     }
-    let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
-    assert_eq!((r.status, code(&r)), (429, "rate_limited".into()), "{}", r.body);
+    let r = mine(
+        &kg,
+        "POST",
+        "/api/keys",
+        &session,
+        Some(json!({"name": "k"})),
+    );
+    assert_eq!(
+        (r.status, code(&r)),
+        (429, "rate_limited".into()),
+        "{}",
+        r.body
+    );
     assert!(r.header("retry-after").is_some());
 }
 
@@ -504,11 +527,23 @@ fn a_users_key_count_is_capped() {
     let session = login(&kg, "c@example.com", PASSWORD);
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+        let r = mine(
+            &kg,
+            "POST",
+            "/api/keys",
+            &session,
+            Some(json!({"name": "k"})),
+        );
         assert_eq!(r.status, 201, "key {i}: {}", r.body);
         ids.push(r.json()["id"].as_str().expect("id").to_string());
     }
-    let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+    let r = mine(
+        &kg,
+        "POST",
+        "/api/keys",
+        &session,
+        Some(json!({"name": "k"})),
+    );
     let message = assert_error(&r, 422, "invalid_body");
     assert!(message.contains("3 keys"), "{message}");
     // Rotating makes a key too.
@@ -521,9 +556,21 @@ fn a_users_key_count_is_capped() {
     );
     assert_error(&r, 422, "invalid_body");
     // A revoked key no longer counts.
-    let r = mine(&kg, "DELETE", &format!("/api/keys/{}", ids[0]), &session, None);
+    let r = mine(
+        &kg,
+        "DELETE",
+        &format!("/api/keys/{}", ids[0]),
+        &session,
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+    let r = mine(
+        &kg,
+        "POST",
+        "/api/keys",
+        &session,
+        Some(json!({"name": "k"})),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     // The cap bounds self-service: an operator may still give the user a key.
     let r = kg.admin(
@@ -541,10 +588,22 @@ fn the_default_cap_is_a_hundred_keys() {
     create_user(&kg, &account, "h@example.com", "member");
     let session = login(&kg, "h@example.com", PASSWORD);
     for i in 0..100 {
-        let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+        let r = mine(
+            &kg,
+            "POST",
+            "/api/keys",
+            &session,
+            Some(json!({"name": "k"})),
+        );
         assert_eq!(r.status, 201, "key {i}: {}", r.body);
     }
-    let r = mine(&kg, "POST", "/api/keys", &session, Some(json!({"name": "k"})));
+    let r = mine(
+        &kg,
+        "POST",
+        "/api/keys",
+        &session,
+        Some(json!({"name": "k"})),
+    );
     assert_error(&r, 422, "invalid_body");
 }
 

@@ -482,7 +482,8 @@ fn self_service_bounds_default_and_are_checked() {
     assert_eq!(c.self_service.max_per_user, 100);
     assert_eq!(c.self_service.scopes, None, "any scope unless configured");
 
-    let text = format!("[keys]\nmax_per_user = 5\nself_service_scopes = [\"leads:read\"]\n{MINIMAL}");
+    let text =
+        format!("[keys]\nmax_per_user = 5\nself_service_scopes = [\"leads:read\"]\n{MINIMAL}");
     let c = Config::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.self_service.max_per_user, 5);
     assert_eq!(c.self_service.scopes, Some(vec!["leads:read".to_string()]));

@@ -180,16 +180,16 @@ mod tests {
             assert_eq!(decode(&encode(&e)), Some(e));
         }
         assert_eq!(
-            encode(&Invalidation::TokenCutoff("key_x".into(), 1_700_000_000_123)),
+            encode(&Invalidation::TokenCutoff(
+                "key_x".into(),
+                1_700_000_000_123
+            )),
             "c:1700000000.123:key_x"
         );
         // From a replica that publishes whole seconds: the end of that second.
         assert_eq!(
             decode("c:1700000000:key_x"),
-            Some(Invalidation::TokenCutoff(
-                "key_x".into(),
-                1_700_000_000_999
-            ))
+            Some(Invalidation::TokenCutoff("key_x".into(), 1_700_000_000_999))
         );
         assert_eq!(decode("c:17x:key_x"), None);
         assert_eq!(decode("c:1700000000.123:"), None);

@@ -159,14 +159,20 @@ mod tests {
             ("projects", &["p1", "p2"]),
             ("teams", &["t1"])
         ])))));
-        assert!(!narrows(set(Some(res(&[("projects", &["p2", "p1", "p3"])])))));
+        assert!(!narrows(set(Some(res(&[(
+            "projects",
+            &["p2", "p1", "p3"]
+        )])))));
         assert!(!narrows(set(Some(res(&[])))), "every kind unrestricted");
         assert!(!narrows(set(None)), "the restriction lifted");
         let open = KeyRecord {
             resources: None,
             ..key()
         };
-        assert!(key_narrows(&open, &set(Some(res(&[("projects", &["p1"])])))));
+        assert!(key_narrows(
+            &open,
+            &set(Some(res(&[("projects", &["p1"])])))
+        ));
         assert!(!key_narrows(&open, &set(Some(res(&[])))));
     }
 

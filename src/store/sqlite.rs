@@ -89,7 +89,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 /// A cut-off row's time in milliseconds. `at_ms` is exact when it belongs to `at`'s second; a
 /// row without it, or whose `at` a version before milliseconds has since moved on, is read as
 /// the end of `at`'s second (it stops everything issued in that second, as it always did).
-const CUTOFF_MS: &str = "CASE WHEN at_ms IS NOT NULL AND at_ms / 1000 = at      THEN at_ms ELSE at * 1000 + 999 END";
+const CUTOFF_MS: &str =
+    "CASE WHEN at_ms IS NOT NULL AND at_ms / 1000 = at      THEN at_ms ELSE at * 1000 + 999 END";
 
 /// Adds every [`ADDED_COLUMNS`] entry the database lacks, in one transaction.
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
