@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use common::redis_server::RedisServer;
 use common::*;
 use serde_json::{json, Value};
 
@@ -22,6 +23,11 @@ const PASSWORD: &str = "password123";
 /// keygate with login, the self-service key routes, the exchange and the default routes;
 /// `keys_extra` goes into the `[keys]` section, `my_keys_extra` into the `/api/keys` route.
 fn start_with(keys_extra: &str, my_keys_extra: &str) -> (Echo, Keygate) {
+    start_on("", keys_extra, my_keys_extra)
+}
+
+/// [`start_with`] on the store `store_toml` names (empty: the embedded SQLite).
+fn start_on(store_toml: &str, keys_extra: &str, my_keys_extra: &str) -> (Echo, Keygate) {
     let echo = Echo::start();
     let upstream = echo.addr;
     let kg = Keygate::start_with_config(|s| {
@@ -47,6 +53,8 @@ admin_token = {{ env = "KEYGATE_TEST_ADMIN_TOKEN" }}
 [keys]
 prefix = "kg_test_"
 {keys_extra}
+
+{store_toml}
 
 [tokens]
 secret = {{ file = "{secret}" }}
@@ -483,6 +491,53 @@ fn an_old_whole_second_cutoff_still_cuts_its_whole_second() {
     });
     let fresh = exchange(&kg, &key);
     assert_eq!(call(&kg, "/v1/x", &fresh).status, 200);
+}
+
+/// The same through Redis: a whole-second value in `kg:token_cutoffs` (the older format) cuts
+/// its whole second on a replica started later, a token issued after that second works, and new
+/// cut-offs are stored in milliseconds.
+#[test]
+fn an_old_whole_second_cutoff_in_redis_still_cuts_its_whole_second() {
+    let redis = RedisServer::start();
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\n", redis.url());
+    let (_echo, mut kg) = start_on(&store, "", "");
+    let account = kg.create_account("acme");
+    let (id, key) = kg.create_key(&account, json!({}));
+    let jwt = exchange(&kg, &key);
+    let iat = claims(&jwt)["iat"].as_i64().expect("iat");
+    kg.kill();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", &redis.url()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    cli(&["HSET", "kg:token_cutoffs", &id, &iat.to_string()]);
+    kg.restart();
+    let r = call(&kg, "/v1/x", &jwt);
+    assert_eq!(r.status, 401, "issued in the cut second: {}", r.body);
+    let other = kg.create_account("other");
+    let (other_id, _) = kg.create_key(&other, json!({}));
+    admin_ok(
+        &kg,
+        "POST",
+        &format!("/admin/v1/keys/{other_id}/disable"),
+        None,
+    );
+    let stored = cli(&["HGET", "kg:token_cutoffs", &other_id]);
+    assert!(
+        stored.contains('.') && stored.len() > 4,
+        "stored in milliseconds: {stored}"
+    );
+    wait_until("the next second", Duration::from_secs(3), || {
+        unix_now() > iat
+    });
+    let fresh = exchange(&kg, &key);
+    assert_eq!(call(&kg, "/v1/x", &fresh).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &jwt).status, 401);
 }
 
 // ---------------------------------------------------------------- item 9: self-service bounds
