@@ -194,6 +194,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
         invalidator,
         hasher.clone(),
         config.key_format.clone(),
+        config.self_service.clone(),
     ));
     let (recorder, usage_writer) = usage::channel(config.last_used_interval, metrics.clone());
     let limiter = Arc::new(build_limiter(&config, redis.as_ref(), metrics.clone())?);
@@ -208,7 +209,8 @@ pub fn build(config: Config) -> anyhow::Result<App> {
             session_ttl: config.tokens.session_ttl,
             exchange_ttl: config.tokens.exchange_ttl,
         })
-        .context("[tokens]")?,
+        .context("[tokens]")?
+        .with_cutoffs(cutoffs.clone()),
     );
     // Tokens revoked before this process started must stay revoked here too; a cut-off older
     // than the longest token lifetime can stop no valid token.

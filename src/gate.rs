@@ -453,16 +453,17 @@ impl Gate {
             .verify(token, TokenKind::Access)
             .map_err(token_reason)?;
         let key_id = claims.kid_key.as_deref().unwrap_or(&claims.sub);
-        if self.cutoffs.is_cut(key_id, claims.iat) {
+        let issued = claims.issued_at_ms();
+        if self.cutoffs.is_cut(key_id, issued) {
             return Err(Reason::KeyRevoked);
         }
-        if self.cutoffs.is_cut(&claims.acc, claims.iat) {
+        if self.cutoffs.is_cut(&claims.acc, issued) {
             return Err(Reason::AccountSuspended);
         }
         if claims
             .usr
             .as_deref()
-            .is_some_and(|u| self.cutoffs.is_cut(u, claims.iat))
+            .is_some_and(|u| self.cutoffs.is_cut(u, issued))
         {
             return Err(Reason::KeyDisabled);
         }
@@ -479,9 +480,8 @@ impl Gate {
         let claims = tokens
             .verify(token, TokenKind::Session)
             .map_err(token_reason)?;
-        if self.cutoffs.is_cut(&claims.sub, claims.iat)
-            || self.cutoffs.is_cut(&claims.acc, claims.iat)
-        {
+        let issued = claims.issued_at_ms();
+        if self.cutoffs.is_cut(&claims.sub, issued) || self.cutoffs.is_cut(&claims.acc, issued) {
             return Err(Reason::InvalidToken);
         }
         Ok(Arc::new(claims))

@@ -76,7 +76,8 @@ impl TestGate {
                 session_ttl: config.tokens.session_ttl,
                 exchange_ttl: config.tokens.exchange_ttl,
             })
-            .expect("test token settings"),
+            .expect("test token settings")
+            .with_cutoffs(cutoffs.clone()),
         );
         let hasher = KeyHasher::new(&Secret::new(PEPPER));
         let (recorder, writer) = usage::channel(config.last_used_interval, metrics.clone());
@@ -85,6 +86,7 @@ impl TestGate {
             invalidator.clone(),
             hasher.clone(),
             config.key_format.clone(),
+            config.self_service.clone(),
         ));
         let gate = Gate::new(GateParts {
             config: config.clone(),

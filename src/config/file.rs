@@ -184,6 +184,10 @@ pub struct SecretsSection {
 pub struct KeysSection {
     pub prefix: Spanned<String>,
     pub body_length: Spanned<usize>,
+    /// Most live keys a user may hold through self-service.
+    pub max_per_user: Spanned<u64>,
+    /// Scopes a user may put on their own keys; absent: any well-formed scope.
+    pub self_service_scopes: Option<Spanned<Vec<String>>>,
 }
 
 impl Default for KeysSection {
@@ -191,6 +195,8 @@ impl Default for KeysSection {
         Self {
             prefix: Spanned::new(0..0, "kg_live_".into()),
             body_length: Spanned::new(0..0, 32),
+            max_per_user: Spanned::new(0..0, super::DEFAULT_MAX_KEYS_PER_USER),
+            self_service_scopes: None,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub secret_refs: SecretRefs,
     pub key_format: KeyFormat,
+    /// What users may do to their own keys (`[keys]`: `max_per_user`, `self_service_scopes`).
+    pub self_service: SelfServiceKeys,
     pub credential_sources: Vec<CredentialSource>,
     pub cache: CacheSettings,
     pub identity: IdentityHeaders,
@@ -70,6 +72,32 @@ pub struct TokenConfig {
     pub audience: String,
     pub session_ttl: Duration,
     pub exchange_ttl: Duration,
+}
+
+/// Default for `[keys] max_per_user`.
+pub const DEFAULT_MAX_KEYS_PER_USER: u64 = 100;
+/// Highest `[keys] max_per_user` accepted.
+pub const MAX_KEYS_PER_USER: u64 = 100_000;
+
+/// Bounds on self-service keys, which a user makes with a session token (an operator, through
+/// the admin API, is not bound by them). Restart-only, like the rest of `[keys]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfServiceKeys {
+    /// Most live keys (not revoked, not expired) a user may hold; creating or rotating one more
+    /// is refused.
+    pub max_per_user: u64,
+    /// The scopes a user may put on their own keys. `None` (the default, as before this
+    /// setting existed): any well-formed scope; `Some(vec![])`: none.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl Default for SelfServiceKeys {
+    fn default() -> Self {
+        Self {
+            max_per_user: DEFAULT_MAX_KEYS_PER_USER,
+            scopes: None,
+        }
+    }
 }
 
 /// Limits for accounts on a plan; either may be left to the route.
@@ -446,6 +474,28 @@ impl Validator<'_> {
             );
         }
 
+        let max_per_user = *raw.keys.max_per_user.get_ref();
+        if !(1..=MAX_KEYS_PER_USER).contains(&max_per_user) {
+            self.problem(
+                "keys.max_per_user",
+                &raw.keys.max_per_user.span(),
+                format!("must be between 1 and {MAX_KEYS_PER_USER}"),
+            );
+        }
+        let self_service_scopes = raw.keys.self_service_scopes.as_ref().map(|list| {
+            if let Some(bad) = list.get_ref().iter().find(|s| !valid_scope(s)) {
+                self.problem(
+                    "keys.self_service_scopes",
+                    &list.span(),
+                    format!(
+                        "`{}` is not a scope (1-64 letters, digits, and : . _ -)",
+                        bad.escape_debug()
+                    ),
+                );
+            }
+            list.get_ref().clone()
+        });
+
         let mut credential_sources = Vec::new();
         if raw.credentials.sources.is_empty() {
             self.problem("credentials.sources", &none, "needs at least one source");
@@ -795,6 +845,10 @@ impl Validator<'_> {
                 admin_token: raw.secrets.admin_token,
             },
             key_format: KeyFormat::new(prefix, body_len),
+            self_service: SelfServiceKeys {
+                max_per_user,
+                scopes: self_service_scopes,
+            },
             credential_sources,
             cache: CacheSettings {
                 ttl: Duration::from_secs(c.ttl_seconds.max(1)),

@@ -82,6 +82,7 @@ fn example_config_parses() {
     assert_eq!(c.identity.namespace, "x-keygate-");
     assert_eq!(c.templates.get(Reason::MissingCredential).status, 401);
     assert!(c.secret_refs.pepper.is_none());
+    assert_eq!(c.self_service, SelfServiceKeys::default());
 }
 
 #[test]
@@ -533,4 +534,22 @@ fn slow_client_limits_default_and_must_be_positive() {
             .any(|p| p.contains("server.max_connections_per_ip")),
         "{p:#?}"
     );
+}
+
+#[test]
+fn self_service_bounds_default_and_are_checked() {
+    let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.self_service.max_per_user, 100);
+    assert_eq!(c.self_service.scopes, None, "any scope unless configured");
+
+    let text =
+        format!("[keys]\nmax_per_user = 5\nself_service_scopes = [\"leads:read\"]\n{MINIMAL}");
+    let c = Config::parse(&text, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.self_service.max_per_user, 5);
+    assert_eq!(c.self_service.scopes, Some(vec!["leads:read".to_string()]));
+
+    let p = problems("[keys]\nmax_per_user = 0\nself_service_scopes = [\"ok\", \"not ok\"]\n");
+    assert_problem(&p, "keys.max_per_user", 2);
+    assert_problem(&p, "keys.self_service_scopes", 3);
+    assert!(parse_error("[keys]\nmax_keys = 5\n").contains("max_keys"));
 }

@@ -25,8 +25,9 @@ pub enum Invalidation {
     Key(KeyHash),
     Account(String),
     All,
-    /// Tokens whose subject (a key, user or account id) is this, issued at or before this Unix
-    /// second, are refused: how an access token dies with its key without a store read.
+    /// Tokens whose subject (a key, user or account id) is this, issued at or before this
+    /// millisecond (since the Unix epoch), are refused: how an access token dies with its key
+    /// without a store read.
     TokenCutoff(String, i64),
 }
 
@@ -92,7 +93,7 @@ impl Invalidator {
     /// Revokes every token of `subject` issued up to now: here, in the store (for replicas
     /// that start later) and on every other replica.
     pub async fn cut_tokens(&self, subject: &str) -> Result<(), StoreError> {
-        let at = crate::store::now();
+        let at = crate::tokens::cutoffs::now_ms();
         // Applied here and published even if persisting fails: live replicas must stop the
         // tokens now; only a replica started later depends on the stored cut-off.
         let stored = self.store.set_token_cutoff(subject, at).await;
@@ -123,14 +124,19 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, event: &Invalidation) -> Result<(), String>;
 }
 
-/// Wire format: `k:<hex hash>`, `a:<account id>` or `*`. Short and unambiguous, since ids and
-/// hex never contain `:`-prefixed ambiguity after the first two characters.
+/// Wire format: `k:<hex hash>`, `a:<account id>`, `*` or `c:<time>:<subject>`. Short and
+/// unambiguous, since ids and hex never contain `:`-prefixed ambiguity after the first two
+/// characters. A cut-off's time is decimal seconds with three fraction digits
+/// ([`cutoffs::to_text`](crate::tokens::cutoffs::to_text)); a whole number of seconds, as
+/// replicas before milliseconds publish it, cuts that whole second.
 pub fn encode(event: &Invalidation) -> String {
     match event {
         Invalidation::Key(hash) => format!("k:{}", hex::encode(hash)),
         Invalidation::Account(id) => format!("a:{id}"),
         Invalidation::All => "*".to_string(),
-        Invalidation::TokenCutoff(subject, at) => format!("c:{at}:{subject}"),
+        Invalidation::TokenCutoff(subject, at) => {
+            format!("c:{}:{subject}", crate::tokens::cutoffs::to_text(*at))
+        }
     }
 }
 
@@ -149,7 +155,7 @@ pub fn decode(message: &str) -> Option<Invalidation> {
         }
         return Some(Invalidation::TokenCutoff(
             subject.to_string(),
-            at.parse().ok()?,
+            crate::tokens::cutoffs::parse_text(at)?,
         ));
     }
     message
@@ -168,10 +174,25 @@ mod tests {
             Invalidation::Key([7u8; 32]),
             Invalidation::Account("acc_x".into()),
             Invalidation::All,
-            Invalidation::TokenCutoff("key_x".into(), 1_700_000_000),
+            Invalidation::TokenCutoff("key_x".into(), 1_700_000_000_123),
+            Invalidation::TokenCutoff("usr_x:odd".into(), 1_700_000_000_000),
         ] {
             assert_eq!(decode(&encode(&e)), Some(e));
         }
+        assert_eq!(
+            encode(&Invalidation::TokenCutoff(
+                "key_x".into(),
+                1_700_000_000_123
+            )),
+            "c:1700000000.123:key_x"
+        );
+        // From a replica that publishes whole seconds: the end of that second.
+        assert_eq!(
+            decode("c:1700000000:key_x"),
+            Some(Invalidation::TokenCutoff("key_x".into(), 1_700_000_000_999))
+        );
+        assert_eq!(decode("c:17x:key_x"), None);
+        assert_eq!(decode("c:1700000000.123:"), None);
         assert_eq!(decode("k:zz"), None);
         assert_eq!(decode("k:00"), None);
         assert_eq!(decode("a:"), None);

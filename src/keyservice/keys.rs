@@ -1,10 +1,12 @@
 //! Keys: create (the plaintext exists only in the answer), update, the status changes (disable,
 //! enable, revoke) and rotate. Every write drops the key's cache entry after it commits; a status
-//! change away from active also cuts off the key's tokens.
+//! change away from active, and an update that narrows the key (`super::narrowing`), also cut
+//! off the key's tokens.
 
 use std::collections::BTreeMap;
 
 use super::audit::{key_status_str, limit_str, permission_str, resources_str, time_str};
+use super::narrowing;
 use super::validate::{self, RateLimitBody};
 use super::{Actor, KeyService, ServiceError, ServiceResult};
 use crate::invalidation::Invalidation;
@@ -103,6 +105,7 @@ impl KeyService {
         } = req;
         let name = validate::name("name", &name)?;
         let scopes = validate::scopes(scopes)?;
+        self.check_self_service_scopes(actor, &scopes)?;
         let user_id = user_id.map(|u| validate::name("user_id", &u)).transpose()?;
         let expires_at = match expires_at.as_deref() {
             None => None,
@@ -156,6 +159,7 @@ impl KeyService {
             }
         }
 
+        let room = self.room_for_one_more(actor).await?;
         let plaintext = self.key_format.generate();
         let key = self
             .store
@@ -173,6 +177,7 @@ impl KeyService {
                 rotated_from: None,
             })
             .await?;
+        drop(room);
         // Drops a cached "unknown key" answer for this hash, should one exist.
         self.invalidate(Invalidation::Key(key.hash)).await;
         self.record(
@@ -219,6 +224,7 @@ impl KeyService {
         }
         if let Some(scopes) = scopes {
             let scopes = validate::scopes(scopes)?;
+            self.check_self_service_scopes(actor, &scopes)?;
             changes.push(format!("scopes=[{}]", scopes.join(",")));
             patch.scopes = Some(scopes);
         }
@@ -248,9 +254,19 @@ impl KeyService {
                 "nothing to change: set `name`, `scopes`, `expires_at`, `rate_limit` or `resources`",
             ));
         }
-        let key = self.write(actor, id, patch).await?;
-        self.record(actor, "key.update", &key.id, changes.join(" "))
-            .await;
+        // Tokens carry what the key allowed when they were issued: taking anything away cuts
+        // them (see `narrowing`); a rename or a widening leaves them working.
+        let before = self.key_for(actor, id).await?;
+        let narrows = narrowing::key_narrows(&before, &patch);
+        let key = self.write(id, patch).await?;
+        if narrows {
+            changes.push("tokens=cut".into());
+            self.cut_then_record(&key.id, actor, "key.update", &key.id, changes.join(" "))
+                .await?;
+        } else {
+            self.record(actor, "key.update", &key.id, changes.join(" "))
+                .await;
+        }
         Ok(key)
     }
 
@@ -266,7 +282,10 @@ impl KeyService {
             status: Some(status),
             ..KeyPatch::default()
         };
-        let key = self.write(actor, id, patch).await?;
+        if matches!(actor, Actor::User { .. }) {
+            self.key_for(actor, id).await?;
+        }
+        let key = self.write(id, patch).await?;
         let action = match status {
             KeyStatus::Active => "key.enable",
             KeyStatus::Disabled => "key.disable",
@@ -305,6 +324,8 @@ impl KeyService {
         }
         let grace_end =
             grace_seconds.map(|g| now().saturating_add(i64::try_from(g).unwrap_or(i64::MAX)));
+        // The successor is one more key until the old one is revoked or its grace ends.
+        let room = self.room_for_one_more(actor).await?;
         let plaintext = self.key_format.generate();
         let (key, old) = self
             .store
@@ -326,6 +347,7 @@ impl KeyService {
                 grace_end,
             )
             .await?;
+        drop(room);
         // The new hash may be cached as unknown; the old key's expiry may have moved.
         self.invalidate(Invalidation::Key(key.hash)).await;
         self.invalidate(Invalidation::Key(old.hash)).await;
@@ -360,12 +382,9 @@ impl KeyService {
         })
     }
 
-    /// The store write, then the invalidation, so the very next request re-reads the key. A
-    /// user's write is checked against their keys first.
-    async fn write(&self, actor: &Actor, id: &str, patch: KeyPatch) -> ServiceResult<KeyRecord> {
-        if matches!(actor, Actor::User { .. }) {
-            self.key_for(actor, id).await?;
-        }
+    /// The store write, then the invalidation, so the very next request re-reads the key. The
+    /// caller has checked that the actor may change the key ([`Self::key_for`]).
+    async fn write(&self, id: &str, patch: KeyPatch) -> ServiceResult<KeyRecord> {
         let key = self.store.update_key(id, patch).await?;
         self.invalidate(Invalidation::Key(key.hash)).await;
         Ok(key)

@@ -11,11 +11,14 @@ mod accounts;
 mod audit;
 mod error;
 mod keys;
+mod narrowing;
+mod self_service;
 mod users;
 pub mod validate;
 
 use std::sync::Arc;
 
+use crate::config::SelfServiceKeys;
 use crate::invalidation::{Invalidation, Invalidator};
 use crate::keys::{KeyFormat, KeyHasher};
 use crate::store::Store;
@@ -41,6 +44,11 @@ pub struct KeyService {
     hasher: KeyHasher,
     /// The key format is a restart-only setting (`[keys]`), so the one from startup holds.
     key_format: KeyFormat,
+    /// Bounds on what users do to their own keys (`[keys]`, restart-only too).
+    self_service: SelfServiceKeys,
+    /// Held while a user's key is counted and made, so this replica's concurrent creations
+    /// cannot all pass the count (see [`KeyService::room_for_one_more`]).
+    user_creations: tokio::sync::Mutex<()>,
 }
 
 impl KeyService {
@@ -49,12 +57,15 @@ impl KeyService {
         invalidator: Arc<Invalidator>,
         hasher: KeyHasher,
         key_format: KeyFormat,
+        self_service: SelfServiceKeys,
     ) -> Self {
         Self {
             store,
             invalidator,
             hasher,
             key_format,
+            self_service,
+            user_creations: tokio::sync::Mutex::new(()),
         }
     }
 

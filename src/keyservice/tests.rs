@@ -31,8 +31,12 @@ struct Fixture {
 /// One account with two users, Ann and Bob (their password hashes are placeholders: nobody
 /// logs in here).
 async fn fixture() -> Fixture {
+    fixture_with(CONFIG).await
+}
+
+async fn fixture_with(config: &str) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let t = TestGate::new(CONFIG, &dir.path().join("svc.db")).await;
+    let t = TestGate::new(config, &dir.path().join("svc.db")).await;
     let store: Arc<dyn Store> = t.store.clone();
     let service = t.keys.clone();
     let account = service
@@ -206,4 +210,56 @@ async fn the_audit_log_names_who_made_each_change() {
     ];
     want.sort();
     assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn concurrent_self_service_creations_stop_at_the_cap() {
+    let config = CONFIG.replace(
+        "prefix = \"kg_svc_\"",
+        "prefix = \"kg_svc_\"\nmax_per_user = 3\nself_service_scopes = [\"leads:read\"]",
+    );
+    let f = Arc::new(fixture_with(&config).await);
+    let attempts: Vec<_> = (0..10)
+        .map(|_| {
+            let f = f.clone();
+            tokio::spawn(async move { f.service.create_key(&f.ann, input(&f, &f.ann)).await })
+        })
+        .collect();
+    let mut made = 0;
+    for a in attempts {
+        match a.await.expect("task") {
+            Ok(_) => made += 1,
+            Err(ServiceError::Conflict(m)) => assert!(m.contains("3 keys"), "{m}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made, 3, "the count and the creation happen under one lock");
+    // Bob has his own count; an operator is not capped, and grants any scope.
+    assert!(f
+        .service
+        .create_key(&f.bob, input(&f, &f.bob))
+        .await
+        .is_ok());
+    let mut ops = input(&f, &f.ann);
+    ops.scopes = vec!["admin:all".into()];
+    assert!(f.service.create_key(&Actor::Operator, ops).await.is_ok());
+    // A user grants only the configured scopes, on creation and on update.
+    let mut wide = input(&f, &f.bob);
+    wide.scopes = vec!["admin:all".into()];
+    let e = f.service.create_key(&f.bob, wide).await.err();
+    assert_eq!(e.as_ref().and_then(ServiceError::field), Some("scopes"));
+    let mut ok = input(&f, &f.bob);
+    ok.scopes = vec!["leads:read".into()];
+    let key = f
+        .service
+        .create_key(&f.bob, ok)
+        .await
+        .expect("allowed scope")
+        .key;
+    let change = KeyChange {
+        scopes: Some(vec!["admin:all".into()]),
+        ..KeyChange::default()
+    };
+    let e = f.service.update_key(&f.bob, &key.id, change).await.err();
+    assert_eq!(e.as_ref().and_then(ServiceError::field), Some("scopes"));
 }

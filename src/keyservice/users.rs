@@ -1,11 +1,13 @@
 //! Users: create, change role or status, set the password. A user's role and status bound what
 //! their keys may do, so a change drops the cached credentials of the user's account (they carry
-//! the user) and cuts off the user's tokens (they carry the old role).
+//! the user); a role lowered or a user disabled also cuts off the user's tokens (they carry the
+//! old role), and a new password ends the user's sessions.
 //!
 //! Passwords arrive as [`Secret`]s, are hashed with argon2id on the blocking pool, and never
 //! reach an error, an audit entry or a log line.
 
 use super::audit::{role_str, user_status_str};
+use super::narrowing;
 use super::validate;
 use super::{Actor, KeyService, ServiceError, ServiceResult};
 use crate::invalidation::Invalidation;
@@ -139,8 +141,19 @@ impl KeyService {
                 user_status_str(user.status)
             ));
         }
-        self.cut_then_record(&user.id, actor, "user.update", &user.id, changes.join(" "))
-            .await?;
+        // A lower role or a disabled user takes rights from the user's tokens (sessions carry
+        // the role, access tokens the permission it bounds): cut them. Raising a role or
+        // enabling a user takes nothing away.
+        let narrows = narrowing::role_lowered(current.role, user.role)
+            || (current.status == UserStatus::Active && user.status != UserStatus::Active);
+        if narrows {
+            changes.push("tokens=cut".into());
+            self.cut_then_record(&user.id, actor, "user.update", &user.id, changes.join(" "))
+                .await?;
+        } else {
+            self.record(actor, "user.update", &user.id, changes.join(" "))
+                .await;
+        }
         Ok(user)
     }
 

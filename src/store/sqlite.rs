@@ -82,7 +82,15 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("keys", "rate_limit", "TEXT"),
     ("keys", "resources", "TEXT"),
     ("keys", "rotated_from", "TEXT"),
+    // The cut-off in milliseconds; `at` keeps its second (see `set_token_cutoff`).
+    ("token_cutoffs", "at_ms", "INTEGER"),
 ];
+
+/// A cut-off row's time in milliseconds. `at_ms` is exact when it belongs to `at`'s second; a
+/// row without it, or whose `at` a version before milliseconds has since moved on, is read as
+/// the end of `at`'s second (it stops everything issued in that second, as it always did).
+const CUTOFF_MS: &str =
+    "CASE WHEN at_ms IS NOT NULL AND at_ms / 1000 = at      THEN at_ms ELSE at * 1000 + 999 END";
 
 /// Adds every [`ADDED_COLUMNS`] entry the database lacks, in one transaction.
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -431,13 +439,20 @@ fn page_clause(page: &Page, table: &str, has_where: bool) -> String {
 
 #[async_trait]
 impl CredentialReads for SqliteStore {
+    /// Writes the millisecond in `at_ms` and its second in `at`, so a version before
+    /// milliseconds still reads (and cuts) the whole second. Only ever moves later.
     async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()> {
         let subject = subject.to_string();
+        let secs = at.div_euclid(1000);
         self.with(move |c| {
             c.execute(
-                "INSERT INTO token_cutoffs (subject, at) VALUES (?1, ?2) \
-                 ON CONFLICT(subject) DO UPDATE SET at = MAX(at, excluded.at)",
-                params![subject, at],
+                &format!(
+                    "INSERT INTO token_cutoffs (subject, at, at_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(subject) DO UPDATE SET \
+                       at = MAX(at, excluded.at), \
+                       at_ms = MAX({CUTOFF_MS}, excluded.at_ms)"
+                ),
+                params![subject, secs, at],
             )
             .map(|_| ())
             .map_err(unavailable)
@@ -447,11 +462,17 @@ impl CredentialReads for SqliteStore {
 
     async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
         self.with(move |c| {
+            // `at` (indexed) narrows to the candidate seconds; the exact time decides.
             let mut stmt = c
-                .prepare("SELECT subject, at FROM token_cutoffs WHERE at >= ?1 ORDER BY at")
+                .prepare(&format!(
+                    "SELECT subject, {CUTOFF_MS} AS ms FROM token_cutoffs \
+                     WHERE at >= ?1 AND {CUTOFF_MS} >= ?2 ORDER BY ms, subject"
+                ))
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![since.div_euclid(1000), since], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(unavailable)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(unavailable)

@@ -19,10 +19,12 @@ pub trait CredentialReads: Send + Sync + 'static {
     async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>>;
 
     /// Tokens whose subject is `subject` (a key, account or user id) issued at or before `at`
-    /// are dead. A later cut-off replaces an earlier one, never the other way round.
+    /// (milliseconds since the Unix epoch) are dead. A later cut-off replaces an earlier one,
+    /// never the other way round. A cut-off stored in whole seconds by an older version reads
+    /// as the last millisecond of its second.
     async fn set_token_cutoff(&self, subject: &str, at: i64) -> StoreResult<()>;
-    /// Every cut-off at or after `since` (a replica starting up reads those younger than the
-    /// longest token lifetime).
+    /// Every cut-off at or after `since` (milliseconds; a replica starting up reads those
+    /// younger than the longest token lifetime).
     async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>>;
 }
 

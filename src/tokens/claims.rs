@@ -13,6 +13,7 @@
 //! | `plan` | `plan` | the account's plan, so a token is limited as its key is |
 //! | `rl` | `rl` | the key's own rate-limit override, opaque to this module |
 //! | `iat`, `exp` | `iat`, `exp` | issued at / expires at, seconds since the Unix epoch |
+//! | `iat_ms` | `iat_ms` | issued at, milliseconds: what token cut-offs compare (see [`super::cutoffs`]) |
 //! | `iss`, `aud` | `iss`, `aud` | from [`super::TokenSettings`] |
 //! | `jti` | `jti` | random token id (128 bits, hex) |
 //!
@@ -71,10 +72,24 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rl: Option<serde_json::Value>,
     pub iat: i64,
+    /// The issue time in milliseconds, for cut-offs precise within a second. Absent on tokens
+    /// issued before it existed: see [`Claims::issued_at_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
     pub exp: i64,
     pub iss: String,
     pub aud: String,
     pub jti: String,
+}
+
+impl Claims {
+    /// When the token was issued, in milliseconds, as cut-offs compare it: `iat_ms`, or for a
+    /// token without it the first millisecond of its `iat` second (conservative: any cut-off
+    /// in that second stops it).
+    pub fn issued_at_ms(&self) -> i64 {
+        self.iat_ms
+            .unwrap_or_else(|| super::cutoffs::first_ms_of(self.iat))
+    }
 }
 
 /// Everything the caller decides about a token; [`super::Tokens::issue`] adds the kind, `iat`,

@@ -31,6 +31,7 @@ mod keys;
 mod tests;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,6 +64,9 @@ pub struct Tokens {
     session_ttl: i64,
     exchange_ttl: i64,
     jwks: serde_json::Value,
+    /// The cut-offs known here, so a new token is issued after every one of its subjects'
+    /// (see [`cutoffs`]); empty unless [`Tokens::with_cutoffs`] shares the gate's.
+    cutoffs: Arc<cutoffs::TokenCutoffs>,
 }
 
 impl fmt::Debug for Tokens {
@@ -132,9 +136,18 @@ impl Tokens {
             validation,
             session_ttl,
             exchange_ttl,
+            cutoffs: Arc::default(),
         };
         tokens.probe()?;
         Ok(tokens)
+    }
+
+    /// Shares the cut-offs the request path checks, so every token issued here carries an issue
+    /// time after the latest cut-off of its subjects known here: a login or exchange right after
+    /// a cut (same millisecond, or a lagging clock) is not refused by that cut.
+    pub fn with_cutoffs(mut self, cutoffs: Arc<cutoffs::TokenCutoffs>) -> Self {
+        self.cutoffs = cutoffs;
+        self
     }
 
     /// Signs and verifies a throw-away token, so a key the backend cannot use fails at start-up
@@ -184,11 +197,14 @@ impl Tokens {
 
     /// Signs a token of `kind` with `iat` = now, `exp` = now + the kind's TTL (or the draft's
     /// `not_after`, when sooner), `iss`/`aud` from the settings and a random 128-bit `jti`. The
-    /// header carries the pinned `alg` and the `kid`.
+    /// header carries the pinned `alg` and the `kid`. `iat_ms` is now in milliseconds, moved just
+    /// past the latest cut-off known for the token's subjects when that is later (see
+    /// [`cutoffs`]).
     ///
     /// Returns the token and its lifetime in seconds (`expiresIn`).
     pub fn issue(&self, draft: ClaimsDraft, kind: TokenKind) -> Result<(String, i64), TokenError> {
-        let now = chrono::Utc::now().timestamp();
+        let now_ms = cutoffs::now_ms();
+        let now = now_ms.div_euclid(1000);
         let mut ttl = self.ttl_secs(kind);
         if let Some(not_after) = draft.not_after {
             ttl = ttl.min(not_after.saturating_sub(now));
@@ -198,6 +214,11 @@ impl Tokens {
                 "the token would be expired when issued".into(),
             ));
         }
+        let subjects = [Some(draft.sub.as_str()), Some(draft.acc.as_str())]
+            .into_iter()
+            .chain([draft.usr.as_deref(), draft.kid_key.as_deref()])
+            .flatten();
+        let iat_ms = now_ms.max(self.cutoffs.issue_floor(subjects).unwrap_or(0));
         let claims = Claims {
             sub: draft.sub,
             kind,
@@ -210,6 +231,7 @@ impl Tokens {
             plan: draft.plan,
             rl: draft.rl,
             iat: now,
+            iat_ms: Some(iat_ms),
             exp: now.saturating_add(ttl),
             iss: self.issuer.clone(),
             aud: self.audience.clone(),

@@ -80,6 +80,7 @@ fn claims_for(t: &Tokens, kind: TokenKind) -> Claims {
         plan: None,
         rl: None,
         iat: now,
+        iat_ms: None,
         exp: now + 600,
         iss: t.issuer.clone(),
         aud: t.audience.clone(),
@@ -162,8 +163,8 @@ fn claim_names_are_short_and_stable() {
     assert_eq!(
         names,
         [
-            "acc", "aud", "exp", "iat", "iss", "jti", "key", "perm", "res", "scp", "sub", "typ",
-            "usr"
+            "acc", "aud", "exp", "iat", "iat_ms", "iss", "jti", "key", "perm", "res", "scp", "sub",
+            "typ", "usr"
         ]
     );
     assert_eq!(json["typ"], "access");
@@ -903,4 +904,38 @@ fn a_token_with_critical_extensions_is_refused() {
             "{crit:?}"
         );
     }
+}
+
+#[test]
+fn tokens_carry_a_millisecond_issue_time_after_every_known_cut() {
+    let cutoffs = std::sync::Arc::new(super::cutoffs::TokenCutoffs::new());
+    let t = tokens(Algorithm::Hs256).with_cutoffs(cutoffs.clone());
+    let draft = || ClaimsDraft {
+        sub: "usr_1".into(),
+        acc: "acc_1".into(),
+        usr: Some("usr_1".into()),
+        perm: "member".into(),
+        ..ClaimsDraft::default()
+    };
+    let (token, _) = t.issue(draft(), TokenKind::Session).expect("issue");
+    let claims = t.verify(&token, TokenKind::Session).expect("verify");
+    let ms = claims.iat_ms.expect("iat_ms");
+    assert_eq!(ms.div_euclid(1000), claims.iat, "the same instant");
+    assert_eq!(claims.issued_at_ms(), ms);
+
+    // A cut-off later than this clock (another replica's, or this very millisecond): the next
+    // token is issued just after it, so the cut does not stop it.
+    let cut = super::cutoffs::now_ms() + 5_000;
+    cutoffs.record("acc_1", cut);
+    let (token, _) = t.issue(draft(), TokenKind::Session).expect("issue");
+    let claims = t.verify(&token, TokenKind::Session).expect("verify");
+    assert_eq!(claims.iat_ms, Some(cut + 1));
+    assert!(!cutoffs.is_cut("acc_1", claims.issued_at_ms()));
+
+    // A token without `iat_ms` counts from the start of its `iat` second.
+    let old = Claims {
+        iat_ms: None,
+        ..claims
+    };
+    assert_eq!(old.issued_at_ms(), old.iat * 1000);
 }

@@ -14,7 +14,9 @@
 //!   so an email is taken once)
 //! - `kg:accounts`, `kg:keys`, `kg:users`  sorted sets of all ids, scored by a global sequence
 //!   `kg:seq`
-//! - `kg:token_cutoffs`  hash: token subject -> cut-off time (one key, so cluster-safe)
+//! - `kg:token_cutoffs`  hash: token subject -> cut-off time, decimal seconds with three
+//!   fraction digits (`1700000000.123`); a whole number, as versions before milliseconds wrote
+//!   it, is the end of that second (one key, so cluster-safe)
 //! - `kg:audit`          list of JSON entries (newest first), ids from `kg:audit:seq`
 //!
 //! Multi-field changes that must not race run as Lua scripts on one slot (status changes, the
@@ -217,9 +219,18 @@ return 1
 "#;
 
 /// Keeps the later of the stored cut-off and ARGV[2] for subject ARGV[1].
+/// A cut-off only moves later. A whole-second value (no `.`, from a version before
+/// milliseconds) counts as the end of its second, as [`crate::tokens::cutoffs::parse_text`]
+/// reads it, so a millisecond cut inside that second does not shorten it.
 const SET_TOKEN_CUTOFF: &str = r#"
+local function at(v)
+  local n = tonumber(v)
+  if n and not string.find(v, '.', 1, true) then n = n + 0.999 end
+  return n
+end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur or tonumber(ARGV[2]) > tonumber(cur) then
+local cur_at = cur and at(cur)
+if not cur_at or at(ARGV[2]) > cur_at then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 return 1
@@ -506,7 +517,7 @@ impl CredentialReads for RedisStore {
         let _: i64 = Script::new(SET_TOKEN_CUTOFF)
             .key(TOKEN_CUTOFFS)
             .arg(subject)
-            .arg(at)
+            .arg(crate::tokens::cutoffs::to_text(at))
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -521,7 +532,9 @@ impl CredentialReads for RedisStore {
             .map_err(unavailable)?;
         let mut out: Vec<(String, i64)> = all
             .into_iter()
-            .filter_map(|(subject, at)| at.parse::<i64>().ok().map(|at| (subject, at)))
+            .filter_map(|(subject, at)| {
+                crate::tokens::cutoffs::parse_text(&at).map(|at| (subject, at))
+            })
             .filter(|(_, at)| *at >= since)
             .collect();
         out.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
