@@ -50,6 +50,12 @@ local = "key_rotate"
 auth = "session"
 
 [[routes]]
+name = "leads"
+path = "/v1/leads/{{*rest}}"
+upstream = "api"
+scopes = ["leads:read"]
+
+[[routes]]
 name = "v1"
 path = "/v1/{{*rest}}"
 upstream = "api"
@@ -209,10 +215,12 @@ fn self_service_keys_are_validated_like_the_admin_api() {
         "POST",
         "/api/keys",
         &token,
-        Some(json!({"name": "k", "scopes": ["a", "a"], "resources": {"projects": ["p1", "p1"]}})),
+        Some(
+            json!({"name": "k", "scopes": ["leads:read", "leads:read"], "resources": {"projects": ["p1", "p1"]}}),
+        ),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.json()["scopes"], json!(["a"]));
+    assert_eq!(r.json()["scopes"], json!(["leads:read"]));
     assert_eq!(r.json()["resources"], json!({"projects": ["p1"]}));
 }
 

@@ -86,8 +86,8 @@ pub struct SelfServiceKeys {
     /// Most live keys (not revoked, not expired) a user may hold; creating or rotating one more
     /// is refused.
     pub max_per_user: u64,
-    /// The scopes a user may put on their own keys. `None` (the default, as before this
-    /// setting existed): any well-formed scope; `Some(vec![])`: none.
+    /// The scopes a user may put on their own keys: `[keys] self_service_scopes`, else every
+    /// scope a route requires (at start). `None` (only for configs built in code): any.
     pub scopes: Option<Vec<String>>,
 }
 
@@ -847,7 +847,15 @@ impl Validator<'_> {
             key_format: KeyFormat::new(prefix, body_len),
             self_service: SelfServiceKeys {
                 max_per_user,
-                scopes: self_service_scopes,
+                // Unset: what the routes check, so a user can grant what keygate enforces and
+                // nothing an upstream might read as more (`admin:all`).
+                scopes: Some(self_service_scopes.unwrap_or_else(|| {
+                    let mut all: Vec<String> =
+                        routes.iter().flat_map(|r| r.scopes.clone()).collect();
+                    all.sort();
+                    all.dedup();
+                    all
+                })),
             },
             credential_sources,
             cache: CacheSettings {

@@ -82,7 +82,9 @@ fn example_config_parses() {
     assert_eq!(c.identity.namespace, "x-keygate-");
     assert_eq!(c.templates.get(Reason::MissingCredential).status, 401);
     assert!(c.secret_refs.pepper.is_none());
-    assert_eq!(c.self_service, SelfServiceKeys::default());
+    // No route of the example requires a scope, so users may grant none.
+    assert_eq!(c.self_service.scopes, Some(vec![]));
+    assert_eq!(c.self_service.max_per_user, 100);
 }
 
 #[test]
@@ -540,7 +542,17 @@ fn slow_client_limits_default_and_must_be_positive() {
 fn self_service_bounds_default_and_are_checked() {
     let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.self_service.max_per_user, 100);
-    assert_eq!(c.self_service.scopes, None, "any scope unless configured");
+    assert_eq!(
+        c.self_service.scopes,
+        Some(vec![]),
+        "what the routes require"
+    );
+    let routed = format!("{MINIMAL}\n[[routes]]\npath = \"/l\"\nupstream = \"api\"\nscopes = [\"leads:read\", \"a:b\"]\n");
+    let c = Config::parse(&routed, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.self_service.scopes,
+        Some(vec!["a:b".to_string(), "leads:read".to_string()])
+    );
 
     let text =
         format!("[keys]\nmax_per_user = 5\nself_service_scopes = [\"leads:read\"]\n{MINIMAL}");
