@@ -25,6 +25,8 @@ use crate::usage::{self, UsageWriter};
 
 /// What the proxy, the admin API and the ops endpoints share.
 pub struct Shared {
+    /// Set on SIGTERM: `/readyz` fails and answers close their connections (see `proxy`).
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The running configuration; a reload swaps it (lock-free reads).
     pub config: arc_swap::ArcSwap<Config>,
     pub store: Arc<dyn Store>,
@@ -253,6 +255,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     }));
     Ok(App {
         shared: Arc::new(Shared {
+            draining: Arc::default(),
             config: arc_swap::ArcSwap::new(config),
             store,
             cache,

@@ -4,6 +4,8 @@
 //! [`Reason`]. Counters for each (route, outcome) pair are resolved once, so the request path only
 //! does an atomic add: no label hashing, no lock. No key, token or secret is ever a label.
 
+use std::sync::Arc;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -100,6 +102,7 @@ pub struct Metrics {
     closed_per_ip_limit: IntCounter,
     closed_header_timeout: IntCounter,
     open_connections: IntGauge,
+    in_flight: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -202,6 +205,11 @@ impl Metrics {
             "Open connections on the public listener.",
         )
         .unwrap_or_else(|e| unreachable!("static metric: {e}"));
+        let in_flight = IntGauge::new(
+            "keygate_requests_in_flight",
+            "Requests on the public listener being handled right now.",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric: {e}"));
 
         let m = Self {
             cache_hit: cache.with_label_values(&["hit"]),
@@ -223,6 +231,7 @@ impl Metrics {
             closed_per_ip_limit: closed.with_label_values(&["per_ip_limit"]),
             closed_header_timeout: closed.with_label_values(&["header_timeout"]),
             open_connections,
+            in_flight,
             registry,
         };
         for c in [
@@ -241,6 +250,7 @@ impl Metrics {
             Box::new(m.credits_refunded.clone()),
             Box::new(closed),
             Box::new(m.open_connections.clone()),
+            Box::new(m.in_flight.clone()),
         ] {
             m.registry
                 .register(c)
@@ -262,6 +272,17 @@ impl Metrics {
     /// A public connection opened (`+1`) or closed (`-1`).
     pub fn open_connections_add(&self, delta: i64) {
         self.open_connections.add(delta);
+    }
+
+    /// A request started on the public listener; it counts as in flight until the guard drops.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.clone())
+    }
+
+    /// Requests being handled right now (a drain waits for this to reach zero).
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
     }
 
     /// `route` is the route index, or `None` when nothing matched (the startup route table).
@@ -333,6 +354,15 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// One request in flight; dropping it (however the request ends) takes it off the gauge.
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.dec();
     }
 }
 

@@ -21,9 +21,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Ready when the config is loaded (it is, or we would not be running), the store answers and
-/// the token cut-offs have been read.
+/// Ready when not draining, the config is loaded (it is, or we would not be running), the store
+/// answers and the token cut-offs have been read.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining before shutdown\n".to_string(),
+        );
+    }
     if !shared.cutoffs.loaded() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

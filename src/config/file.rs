@@ -90,6 +90,9 @@ pub struct PlanSection {
 pub struct ServerSection {
     pub threads: usize,
     pub work_stealing: bool,
+    /// After SIGTERM: how long to keep accepting and serving (with `/readyz` failing) so load
+    /// balancers and Kubernetes endpoints stop sending before the listeners close.
+    pub drain_seconds: u64,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
     pub data_dir: String,
@@ -102,6 +105,7 @@ impl Default for ServerSection {
         Self {
             threads: 1,
             work_stealing: false,
+            drain_seconds: 5,
             grace_period_seconds: 0,
             graceful_shutdown_timeout_seconds: 5,
             data_dir: "data".into(),

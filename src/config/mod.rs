@@ -117,6 +117,8 @@ pub struct LocalEndpoint {
 pub struct ServerSettings {
     pub threads: usize,
     pub work_stealing: bool,
+    /// SIGTERM: serve on (readiness failing) this long, then stop accepting.
+    pub drain: Duration,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
     /// Total time a client has to send a request's header, from the connection's accept (or, on
@@ -831,6 +833,7 @@ impl Validator<'_> {
             server: ServerSettings {
                 threads: s.threads.max(1),
                 work_stealing: s.work_stealing,
+                drain: Duration::from_secs(s.drain_seconds),
                 grace_period_seconds: s.grace_period_seconds,
                 graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds,
                 request_header_timeout: Duration::from_secs(s.request_header_timeout_seconds),

@@ -15,6 +15,7 @@
 //! - `server`: the pingora server that runs them all.
 
 mod connections;
+mod drain;
 mod phases;
 mod respond;
 mod routing;

@@ -1,6 +1,7 @@
 //! The `ProxyHttp` phases: decide in `request_filter`, pick the route's peer, rewrite the
 //! identity headers on the way up, add rate-limit headers on the way down, count and log.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,7 +16,7 @@ use super::settle::Settlement;
 use crate::cache::CachedCredential;
 use crate::errors::Reason;
 use crate::gate::{Charge, Decision, Request};
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{InFlight, Metrics, Outcome};
 use crate::ratelimit::RateStatus;
 
 /// The `ProxyHttp` implementation: one per server, shared by every worker thread.
@@ -24,6 +25,9 @@ pub struct KeygateProxy {
     pub(super) routing: Arc<ArcSwap<Routing>>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) identity_names: IdentityNames,
+    /// Set on SIGTERM: answers then carry `Connection: close`, so keep-alive clients move to
+    /// new connections (which the load balancer sends elsewhere once it sees `/readyz` fail).
+    pub(super) draining: Arc<AtomicBool>,
 }
 
 /// Per-request state.
@@ -39,16 +43,23 @@ pub struct RequestCtx {
     pub(super) upstream_status: Option<u16>,
     /// The request's head went to the upstream (the body follows as the client sends it).
     pub(super) sent_upstream: bool,
+    /// Holds the request on the in-flight gauge (a drain waits for it) until the request ends.
+    pub(super) in_flight: Option<InFlight>,
 }
 
 impl KeygateProxy {
-    pub(super) fn new(routing: Arc<ArcSwap<Routing>>, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(
+        routing: Arc<ArcSwap<Routing>>,
+        metrics: Arc<Metrics>,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
         // Identity header names are restart-only (see `reload`), so they are read once.
         let identity_names = IdentityNames::new(&routing.load().config().identity);
         Self {
             routing,
             metrics,
             identity_names,
+            draining,
         }
     }
 }
@@ -64,6 +75,10 @@ impl ProxyHttp for KeygateProxy {
     /// Decides the request. `Ok(true)` means keygate already answered (a rejection or a local
     /// endpoint).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.in_flight = Some(self.metrics.request_started());
+        if self.draining.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())

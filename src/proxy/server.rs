@@ -18,8 +18,8 @@ fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
     Ok(l)
 }
 
-/// Runs keygate until a signal stops it: SIGTERM drains gracefully, SIGINT stops at once, SIGHUP
-/// reloads the configuration from `source`.
+/// Runs keygate until a signal stops it: SIGTERM drains (see `drain`), SIGINT stops at once,
+/// SIGHUP reloads the configuration from `source`.
 pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow::Result<()> {
     let config = app.shared.config.load_full();
     let admin = bind(config.listeners.admin, "admin")?;
@@ -30,6 +30,8 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     let conf = pingora::server::configuration::ServerConf {
         threads: config.server.threads,
         work_stealing: config.server.work_stealing,
+        // The drain and the wait for requests in flight happen before pingora hears of the
+        // shutdown (see `drain`); its grace period is only the optional extra wait after that.
         grace_period_seconds: Some(config.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
         ..Default::default()
@@ -38,7 +40,11 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     server.bootstrap();
 
     let routing = Arc::new(ArcSwap::from_pointee(Routing::new(app.gate.clone())));
-    let proxy = KeygateProxy::new(routing.clone(), app.shared.metrics.clone());
+    let proxy = KeygateProxy::new(
+        routing.clone(),
+        app.shared.metrics.clone(),
+        app.shared.draining.clone(),
+    );
     // The proxy app behind the per-IP connection cap and the request-header deadline.
     let guarded = super::connections::GuardedApp::new(
         Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
@@ -94,5 +100,17 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
         ops = %config.listeners.ops,
         "keygate listening"
     );
-    server.run_forever();
+    let shutdown = super::drain::DrainThenStop {
+        draining: app.shared.draining.clone(),
+        metrics: app.shared.metrics.clone(),
+        drain: config.server.drain,
+        in_flight_timeout: std::time::Duration::from_secs(
+            config.server.graceful_shutdown_timeout_seconds,
+        ),
+    };
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(shutdown),
+    });
+    tracing::info!("keygate stopped");
+    Ok(())
 }

@@ -456,6 +456,23 @@ address = "{upstream}"
         self.child.as_ref().expect("keygate is running").id()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself: its status, or `None` if it is
+    /// still running then (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends a signal (`"-HUP"`, ...) to the running process.
     pub fn signal(&self, which: &str) {
         send_signal(self.child.as_ref().expect("keygate is running"), which);
