@@ -606,60 +606,53 @@ fn limited(route: usize, status: RateStatus) -> Decision {
 
 /// A path keygate can route safely: absolute, with no `.` or `..` segment (also percent-encoded,
 /// and also before a `;` path parameter, which Tomcat and Spring strip before resolving dot
-/// segments: `/public/..;/secret`), no encoded slash or backslash, nothing encoded twice
-/// (`%252e`, `%252f`), no raw backslash, and percent-escapes that decode to UTF-8 (an overlong
-/// form such as `%c0%ae` for `.` is not UTF-8). Such paths are refused rather than normalised,
-/// so keygate and the upstream can never disagree about which route was asked for.
+/// segments: `/public/..;/secret`, `/public/%2e%2e%3b/secret`), no encoded slash or backslash,
+/// nothing encoded twice (`%252e`, and `%25%32e`, whose `2` is itself encoded: once decoded,
+/// no escape of `.`, `/` or `\` may remain), no raw backslash, and percent-escapes that decode
+/// to UTF-8 (an overlong form such as `%c0%ae` for `.` is not UTF-8). Such paths are refused
+/// rather than normalised, so keygate and the upstream can never disagree about which route was
+/// asked for.
 pub fn is_canonical_path(path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') {
         return false;
     }
-    let has = |needle: &str| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-    };
-    if path.contains('%') {
-        let encoded_twice = ["%252e", "%252f", "%255c"];
-        if has("%2f") || has("%5c") || encoded_twice.iter().any(|n| has(n)) {
-            return false;
-        }
-        if !percent_decodes_to_utf8(path.as_bytes()) {
-            return false;
-        }
+    if !path.contains('%') {
+        // The common case: no allocation on this per-request path.
+        return !has_dot_segment(path);
     }
-    // A segment is a dot segment when every unit is `.` or `%2e`: at most two units, so a
-    // segment longer than six bytes never is. No allocation on this per-request path.
-    path.split('/').all(|segment| {
+    if contains_ignore_case(path, "%2f") || contains_ignore_case(path, "%5c") {
+        return false;
+    }
+    let Some(decoded) = percent_decode_utf8(path.as_bytes()) else {
+        return false;
+    };
+    // With no encoded slash, the decoded path has the same segments, so dot segments (and an
+    // encoded `;`) are judged on it.
+    let encoded_twice = ["%2e", "%2f", "%5c"];
+    !encoded_twice
+        .iter()
+        .any(|n| contains_ignore_case(&decoded, n))
+        && !has_dot_segment(&decoded)
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Whether a segment of `path`, up to its first `;` parameter, is `.` or `..`.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
         let before_params = segment.split(';').next().unwrap_or(segment);
-        !is_dot_segment(before_params.as_bytes())
+        before_params == "." || before_params == ".."
     })
 }
 
-fn is_dot_segment(mut s: &[u8]) -> bool {
-    if s.is_empty() || s.len() > 6 {
-        return false;
-    }
-    let mut units = 0;
-    while !s.is_empty() {
-        units += 1;
-        if units > 2 {
-            return false;
-        }
-        if s[0] == b'.' {
-            s = &s[1..];
-        } else if s.len() >= 3 && s[..3].eq_ignore_ascii_case(b"%2e") {
-            s = &s[3..];
-        } else {
-            return false;
-        }
-    }
-    true
-}
-
-/// Whether the bytes the path's percent-escapes stand for, with the literal ones, are UTF-8. A
-/// malformed escape (`%zz`, a `%` at the end) counts as not.
-fn percent_decodes_to_utf8(path: &[u8]) -> bool {
+/// The path with its percent-escapes decoded, if that is UTF-8. A malformed escape (`%zz`, a
+/// `%` at the end) counts as not.
+fn percent_decode_utf8(path: &[u8]) -> Option<String> {
     let mut decoded = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < path.len() {
@@ -668,17 +661,14 @@ fn percent_decodes_to_utf8(path: &[u8]) -> bool {
                 .get(i + 1..i + 3)
                 .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok());
-            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(byte) => decoded.push(byte),
-                None => return false,
-            }
+            decoded.push(hex.and_then(|h| u8::from_str_radix(h, 16).ok())?);
             i += 3;
         } else {
             decoded.push(path[i]);
             i += 1;
         }
     }
-    std::str::from_utf8(&decoded).is_ok()
+    String::from_utf8(decoded).ok()
 }
 
 /// The first configured source that carries a credential. A present but empty header counts as
