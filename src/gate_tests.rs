@@ -381,6 +381,10 @@ fn only_canonical_paths_are_routed() {
         "/public/%zz",
         "/public/%",
         "/public/%2",
+        // Found by fuzzing: an encoded `;`, and a double encoding of the escape's digits.
+        "/a/%2e%2e%3b/b",
+        "/a/%25%32e%25%32e/b",
+        "/a/%252%65/b",
         "v1/x",
         "",
     ] {

@@ -73,6 +73,8 @@ fn dot_segments_with_path_parameters_and_odd_encodings_are_refused() {
         "/public/..%252fsecret/x",
         "/public/%c0%ae%c0%ae/secret/x",
         "/public/%e0%80%ae%e0%80%ae/secret/x",
+        "/public/%2e%2e%3b/secret/x",
+        "/public/%25%32e%25%32e/secret/x",
     ] {
         let (status, body) = raw_get(kg.public, path, "");
         assert_eq!(status, 400, "{path}: {body}");
@@ -88,7 +90,7 @@ fn dot_segments_with_path_parameters_and_odd_encodings_are_refused() {
     let metrics = get(&kg.ops_url("/metrics"), &[]).body;
     assert!(
         metrics.lines().any(|l| l
-            .starts_with("keygate_requests_total{outcome=\"invalid_path\",route=\"(none)\"} 9")),
+            .starts_with("keygate_requests_total{outcome=\"invalid_path\",route=\"(none)\"} 11")),
         "{metrics}"
     );
 }
