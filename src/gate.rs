@@ -250,8 +250,9 @@ impl Gate {
             Err(reason) => return reject(Some(index), reason),
         };
 
-        // 4. Authorize: status, expiry, account, permission, scopes, resources.
-        let now = crate::store::now();
+        // 4. Authorize: status, expiry, account, permission, scopes, resources. (The clock is
+        //    read only for a credential: an anonymous request needs no time.)
+        let now = principal.credential().map_or(0, |_| crate::store::now());
         if let Some(cached) = principal.credential() {
             let credential = &cached.credential;
             let authorized = authz::authorize(credential, route, req.method, now)
@@ -613,10 +614,19 @@ fn limited(route: usize, status: RateStatus) -> Decision {
 /// rather than normalised, so keygate and the upstream can never disagree about which route was
 /// asked for.
 pub fn is_canonical_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
         return false;
     }
-    if !path.contains('%') {
+    // One pass over the bytes for both a raw backslash and an escape.
+    let mut escaped = false;
+    for &b in bytes {
+        if b == b'\\' {
+            return false;
+        }
+        escaped |= b == b'%';
+    }
+    if !escaped {
         // The common case: no allocation on this per-request path.
         return !has_dot_segment(path);
     }
@@ -644,9 +654,12 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 
 /// Whether a segment of `path`, up to its first `;` parameter, is `.` or `..`.
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let before_params = segment.split(';').next().unwrap_or(segment);
-        before_params == "." || before_params == ".."
+    path.as_bytes().split(|b| *b == b'/').any(|segment| {
+        let end = segment
+            .iter()
+            .position(|b| *b == b';')
+            .unwrap_or(segment.len());
+        matches!(&segment[..end], b"." | b"..")
     })
 }
 

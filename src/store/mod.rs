@@ -392,6 +392,10 @@ impl Page {
     }
 }
 
+/// Unix seconds. Read on every authenticated request, so straight from the system clock rather
+/// than through a calendar type.
 pub fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
