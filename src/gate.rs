@@ -271,10 +271,18 @@ impl Gate {
             }
         }
 
-        // 5. Rate limit: the client IP's bucket, the caller's, then its account's.
-        let rate = match self.limit(route, &principal, req.client_ip).await {
-            Ok(rate) => rate,
-            Err(status) => return limited(index, status),
+        // 5. Rate limit: the client IP's bucket, the caller's, then its account's. (An anonymous
+        //    caller on a route without `ip_rate_limit` has no bucket at all: the step is skipped
+        //    rather than run empty, which keeps open routes as cheap as before the pipeline.)
+        let nothing_to_limit =
+            matches!(principal, Principal::Anonymous) && route.ip_limit.is_none();
+        let rate = if nothing_to_limit {
+            None
+        } else {
+            match self.limit(route, &principal, req.client_ip).await {
+                Ok(rate) => rate,
+                Err(status) => return limited(index, status),
+            }
         };
 
         // 6. Record (off the request path: a queued, debounced write).
