@@ -125,12 +125,15 @@ impl Turn<'_> {
     }
 }
 
-/// The process-wide hasher: one slot per core, [`QUEUE_PER_SLOT`] waiting per slot.
+/// The process-wide hasher: one slot per core but one (a core stays free for the proxy, so a
+/// login flood cannot slow the requests it serves), at least one; [`QUEUE_PER_SLOT`] waiting
+/// per slot.
 pub fn hasher_pool() -> &'static BoundedHasher {
     static POOL: OnceLock<BoundedHasher> = OnceLock::new();
     POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        BoundedHasher::new(cores, cores.saturating_mul(QUEUE_PER_SLOT))
+        let slots = cores.saturating_sub(1).max(1);
+        BoundedHasher::new(slots, slots.saturating_mul(QUEUE_PER_SLOT))
     })
 }
 
