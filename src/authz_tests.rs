@@ -18,6 +18,12 @@ fn route(scopes: &[&str], permission: Option<RoutePermission>) -> Route {
             address: "127.0.0.1:1".into(),
             tls: false,
             sni: String::new(),
+            timeouts: crate::config::UpstreamTimeouts {
+                connect: std::time::Duration::from_secs(5),
+                read: std::time::Duration::from_secs(60),
+                write: std::time::Duration::from_secs(60),
+                idle: std::time::Duration::from_secs(60),
+            },
         })),
         local: None,
         auth: AuthMode::ApiKey,

@@ -384,6 +384,26 @@ pub struct UpstreamSection {
     /// TLS server name; defaults to the host part of `address`.
     #[serde(default)]
     pub sni: Option<String>,
+    /// Establishing a connection (default 5 s); past it: 504 `upstream_timeout`.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: Spanned<u64>,
+    /// Waiting for each read from the upstream, the response head included (default 60 s).
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: Spanned<u64>,
+    /// Waiting for each write to the upstream (default 60 s).
+    #[serde(default = "default_read_timeout_ms")]
+    pub write_timeout_ms: Spanned<u64>,
+    /// How long an idle pooled connection is kept for reuse (default 60 s).
+    #[serde(default = "default_read_timeout_ms")]
+    pub idle_timeout_ms: Spanned<u64>,
+}
+
+fn default_connect_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 5_000)
+}
+
+fn default_read_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 60_000)
 }
 
 #[derive(Debug, Deserialize)]

@@ -183,6 +183,18 @@ pub struct Upstream {
     pub address: String,
     pub tls: bool,
     pub sni: String,
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// How long keygate waits on an upstream before answering 504 `upstream_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Each read, the response head included (time to first byte).
+    pub read: Duration,
+    pub write: Duration,
+    /// A pooled idle connection is closed after this.
+    pub idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -593,6 +605,23 @@ impl Validator<'_> {
                 .sni
                 .clone()
                 .unwrap_or_else(|| host.unwrap_or_default().to_string());
+            let mut timeout = |field: &str, value: &toml::Spanned<u64>| {
+                let ms = *value.get_ref();
+                if !(1..=3_600_000).contains(&ms) {
+                    self.problem(
+                        &format!("upstreams.{name}.{field}"),
+                        &value.span(),
+                        "must be between 1 and 3600000 (milliseconds)",
+                    );
+                }
+                Duration::from_millis(ms)
+            };
+            let timeouts = UpstreamTimeouts {
+                connect: timeout("connect_timeout_ms", &u.connect_timeout_ms),
+                read: timeout("read_timeout_ms", &u.read_timeout_ms),
+                write: timeout("write_timeout_ms", &u.write_timeout_ms),
+                idle: timeout("idle_timeout_ms", &u.idle_timeout_ms),
+            };
             upstreams.insert(
                 name.clone(),
                 Arc::new(Upstream {
@@ -600,6 +629,7 @@ impl Validator<'_> {
                     address: addr.clone(),
                     tls: u.tls,
                     sni,
+                    timeouts,
                 }),
             );
         }

@@ -88,6 +88,8 @@ reasons! {
     TokenExpired => ("token_expired", 401, "The token has expired"),
     InvalidCredentials => ("invalid_credentials", 401, "Invalid credentials"),
     Overloaded => ("overloaded", 503, "The service is busy, try again shortly"),
+    UpstreamUnavailable => ("upstream_unavailable", 502, "The service is unavailable"),
+    UpstreamTimeout => ("upstream_timeout", 504, "The service did not answer in time"),
 }
 
 impl Reason {

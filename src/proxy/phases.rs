@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::respond::add_rate_headers;
 use super::routing::{IdentityNames, Routing};
@@ -169,6 +169,52 @@ impl ProxyHttp for KeygateProxy {
         Ok(())
     }
 
+    /// An upstream that cannot be reached or does not answer in time gets the API's own error
+    /// format (`upstream_unavailable` 502, `upstream_timeout` 504, through the templates, counted
+    /// under their reason); anything else keeps pingora's handling. Credits charged for it go
+    /// back (see `settle`).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let reason = match (e.esource(), e.etype()) {
+            (ErrorSource::Upstream, ErrorType::ConnectTimedout)
+            | (ErrorSource::Upstream, ErrorType::TLSHandshakeTimedout)
+            | (ErrorSource::Upstream, ErrorType::ReadTimedout)
+            | (ErrorSource::Upstream, ErrorType::WriteTimedout) => Some(Reason::UpstreamTimeout),
+            (ErrorSource::Upstream, _) => Some(Reason::UpstreamUnavailable),
+            _ => None,
+        };
+        let routing = ctx.routing.clone();
+        match (reason, routing) {
+            // Once the answer's head went out, there is nothing left to say but to close.
+            (Some(reason), Some(routing)) if session.response_written().is_none() => {
+                ctx.outcome = Some(Outcome::Rejected(reason));
+                let status = routing.config().templates.get(reason).status;
+                if let Err(write) = self
+                    .respond_rejection(session, &routing, reason, &Default::default(), None)
+                    .await
+                {
+                    tracing::debug!(error = %write, "could not answer an upstream failure");
+                }
+                FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: false,
+                }
+            }
+            (Some(reason), _) => {
+                ctx.outcome = Some(Outcome::Rejected(reason));
+                FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                }
+            }
+            (None, _) => pingora_default_failure(session, e).await,
+        }
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -246,7 +292,15 @@ impl ProxyHttp for KeygateProxy {
                 request_sent: ctx.sent_upstream && session.is_body_done(),
                 client_failed: e.is_some_and(|e| e.esource() == &ErrorSource::Downstream),
             };
-            if charge.refund_unless_success && settlement.refund_due() {
+            // An upstream that could not be reached or did not answer in time did no work the
+            // caller got: its credits go back whatever `charge_on` says.
+            let upstream_failed = matches!(
+                ctx.outcome,
+                Some(Outcome::Rejected(
+                    Reason::UpstreamUnavailable | Reason::UpstreamTimeout
+                ))
+            );
+            if upstream_failed || (charge.refund_unless_success && settlement.refund_due()) {
                 if let Some(routing) = &ctx.routing {
                     routing.gate.refund(&charge).await;
                 }
@@ -269,5 +323,28 @@ impl ProxyHttp for KeygateProxy {
             key_id = ctx.principal.as_ref().map(|p| p.credential.key.id.as_str()).unwrap_or("-"),
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
+    }
+}
+
+/// pingora's own answer to a failure that is not the upstream's (a bad request, a client gone).
+async fn pingora_default_failure(session: &mut Session, e: &Error) -> FailToProxy {
+    let code = match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(code), _) => *code,
+        (_, ErrorSource::Upstream) => 502,
+        (
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ErrorSource::Downstream,
+        ) => 0,
+        (_, ErrorSource::Downstream) => 400,
+        (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
+    };
+    if code > 0 {
+        if let Err(write) = session.respond_error(code).await {
+            tracing::debug!(error = %write, "could not send an error response");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
     }
 }

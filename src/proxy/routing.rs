@@ -29,12 +29,18 @@ impl Routing {
             .routes
             .iter()
             .map(|r| {
-                r.upstream
-                    .as_ref()
-                    .map(|u| match u.address.parse::<SocketAddr>() {
+                r.upstream.as_ref().map(|u| {
+                    let mut peer = match u.address.parse::<SocketAddr>() {
                         Ok(addr) => HttpPeer::new(addr, u.tls, u.sni.clone()),
                         Err(_) => HttpPeer::new(u.address.as_str(), u.tls, u.sni.clone()),
-                    })
+                    };
+                    let t = u.timeouts;
+                    peer.options.connection_timeout = Some(t.connect);
+                    peer.options.read_timeout = Some(t.read);
+                    peer.options.write_timeout = Some(t.write);
+                    peer.options.idle_timeout = Some(t.idle);
+                    peer
+                })
             })
             .collect();
         let strip = StripRules::new(&gate.config);
