@@ -3,43 +3,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-
-/// Sends `request` as written (no client normalises the path or the header names) and returns
-/// the status and the body.
-fn raw(to: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(to).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream.write_all(request.as_bytes()).expect("write");
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).to_string();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn raw_get(to: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
-    raw(
-        to,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: keygate\r\n{extra_headers}Connection: close\r\n\r\n"
-        ),
-    )
-}
 
 const PUBLIC_AND_SECRET: &str = r#"
 [[routes]]

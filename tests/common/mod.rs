@@ -7,6 +7,7 @@
 
 mod calls;
 mod metrics;
+mod raw;
 pub mod redis_server;
 mod wait;
 
@@ -15,6 +16,8 @@ mod wait;
 pub use calls::*;
 #[allow(unused_imports)]
 pub use metrics::*;
+#[allow(unused_imports)]
+pub use raw::*;
 #[allow(unused_imports)]
 pub use wait::*;
 
