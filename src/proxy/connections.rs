@@ -14,11 +14,10 @@
 //! line written). Body bytes read after an early response count as a new header, so such a body
 //! must arrive within the deadline too.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,7 +42,8 @@ pub struct GuardedApp<A> {
 
 /// Open connections per client IP, and the settings.
 struct Limits {
-    open: Mutex<HashMap<IpAddr, usize>>,
+    /// Sharded, so accepts from different clients never wait on one lock.
+    open: dashmap::DashMap<IpAddr, usize>,
     max_per_ip: usize,
     header_timeout: Duration,
     metrics: Arc<Metrics>,
@@ -59,7 +59,7 @@ impl<A> GuardedApp<A> {
         Self {
             inner,
             limits: Arc::new(Limits {
-                open: Mutex::new(HashMap::new()),
+                open: dashmap::DashMap::new(),
                 max_per_ip,
                 header_timeout,
                 metrics,
@@ -79,8 +79,7 @@ impl Limits {
     /// peer address is unknown is counted only in the gauge.
     fn take(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Slot> {
         if let Some(ip) = ip {
-            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            let n = open.entry(ip).or_insert(0);
+            let mut n = self.open.entry(ip).or_insert(0);
             if *n >= self.max_per_ip {
                 return None;
             }
@@ -98,13 +97,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.limits.metrics.open_connections_add(-1);
         if let Some(ip) = self.ip {
-            let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = open.get_mut(&ip) {
+            self.limits.open.remove_if_mut(&ip, |_, n| {
                 *n = n.saturating_sub(1);
-                if *n == 0 {
-                    open.remove(&ip);
-                }
-            }
+                *n == 0
+            });
         }
     }
 }
