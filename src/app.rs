@@ -165,6 +165,7 @@ pub fn build(config: Config) -> anyhow::Result<App> {
     let secrets = resolve_secrets(&config).context("resolving secrets")?;
     let OpenedStore { store, redis } = open_store(&config)?;
     let metrics = Arc::new(Metrics::new(&config.route_names()));
+    let store = crate::store::MeteredStore::wrap(store, metrics.clone());
     let cache = Arc::new(KeyCache::configured(
         store.clone(),
         metrics.clone(),

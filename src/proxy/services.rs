@@ -52,7 +52,7 @@ impl pingora::services::background::BackgroundService for UsageService {
         let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
             return;
         };
-        let run = writer.run(self.shared.store.clone(), self.shared.metrics.clone());
+        let run = writer.run(self.shared.store.clone());
         tokio::select! {
             _ = run => {}
             _ = shutdown.changed() => {}
