@@ -325,10 +325,19 @@ mod tests {
         let b = pair(&["b.example.com", "*.wild.example.com"]);
         let set = CertSet::load(&[a.files.clone(), b.files.clone()]).expect("load");
         assert_eq!(leaf(set.for_name(Some("a.example.com"))), ["a.example.com"]);
-        assert_eq!(leaf(set.for_name(Some("B.Example.COM")))[0], "b.example.com");
-        assert_eq!(leaf(set.for_name(Some("x.wild.example.com")))[0], "b.example.com");
+        assert_eq!(
+            leaf(set.for_name(Some("B.Example.COM")))[0],
+            "b.example.com"
+        );
+        assert_eq!(
+            leaf(set.for_name(Some("x.wild.example.com")))[0],
+            "b.example.com"
+        );
         // A wildcard covers one label only.
-        assert_eq!(leaf(set.for_name(Some("y.x.wild.example.com")))[0], "a.example.com");
+        assert_eq!(
+            leaf(set.for_name(Some("y.x.wild.example.com")))[0],
+            "a.example.com"
+        );
         assert_eq!(leaf(set.for_name(Some("other.test")))[0], "a.example.com");
         assert_eq!(leaf(set.for_name(None))[0], "a.example.com");
     }
@@ -353,7 +362,8 @@ mod tests {
         assert!(e.to_string().contains("nope.pem"), "{e}");
 
         // A key file that is not PEM: the message names it and quotes nothing from it.
-        let secret = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw!!\n-----END PRIVATE KEY-----\n";
+        let secret =
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw!!\n-----END PRIVATE KEY-----\n";
         std::fs::write(&b.files.key, secret).expect("write");
         let (_, e) = CertSet::load(&[b.files.clone()]).expect_err("bad key");
         let text = e.to_string();

@@ -8,8 +8,8 @@ use pingora::prelude::*;
 
 use super::strip::StripRules;
 use crate::config::{Config, Upstream, UpstreamProtocol};
-use pingora::utils::tls::{parse_x509, WrappedX509};
 use crate::gate::Gate;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 
 /// One configuration's request handling: the gate and each route's upstream peer, built
 /// together so route indexes always agree. A request keeps the routing it started with, so a
@@ -77,6 +77,13 @@ pub(super) fn configure_peer(peer: &mut HttpPeer, upstream: &Upstream) {
             .map(|der| WrappedX509::new(der.clone(), parse_x509))
             .collect();
         peer.options.ca = Some(Arc::from(ca));
+        // pingora pools connections by a hash of the peer that leaves the CA out: without
+        // this, a connection checked against one upstream's CA would be reused for another
+        // upstream at the same address and name that trusts a different CA.
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        upstream.ca.hash(&mut hasher);
+        peer.group_key = hasher.finish();
     }
 }
 

@@ -65,7 +65,10 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     // `connections`), so pingora listens on plain TCP there too.
     let mut certs = None;
     if let Some(tls) = &config.listeners.tls {
-        let set = tls.certs.clone().context("TLS certificates were not loaded")?;
+        let set = tls
+            .certs
+            .clone()
+            .context("TLS certificates were not loaded")?;
         tracing::info!(address = %tls.address, names = ?set.names(), "TLS certificates loaded");
         let resolver = Arc::new(crate::tls::SniResolver::new(set));
         let server_config = crate::tls::server_config(resolver.clone(), tls.http2)

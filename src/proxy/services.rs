@@ -99,7 +99,8 @@ impl ReloadService {
                 // `[listeners]` cannot change on reload, so the TLS listener is still the one
                 // the resolver serves; its files were just read and checked.
                 let tls = reloaded.config.listeners.tls.as_ref();
-                if let (Some(resolver), Some(set)) = (&self.certs, tls.and_then(|t| t.certs.clone()))
+                if let (Some(resolver), Some(set)) =
+                    (&self.certs, tls.and_then(|t| t.certs.clone()))
                 {
                     tracing::info!(names = ?set.names(), "TLS certificates reloaded");
                     resolver.replace(set);
