@@ -365,7 +365,7 @@ mod tests {
         let secret =
             "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw!!\n-----END PRIVATE KEY-----\n";
         std::fs::write(&b.files.key, secret).expect("write");
-        let (_, e) = CertSet::load(&[b.files.clone()]).expect_err("bad key");
+        let (_, e) = CertSet::load(std::slice::from_ref(&b.files)).expect_err("bad key");
         let text = e.to_string();
         assert!(text.contains("key.pem"), "{text}");
         assert!(!text.contains("c2VjcmV0"), "{text}");
@@ -373,7 +373,7 @@ mod tests {
         // The certificate where the key should be.
         let c = b.files.key.clone();
         std::fs::copy(&b.files.cert, &c).expect("copy");
-        let (_, e) = CertSet::load(&[b.files.clone()]).expect_err("no key");
+        let (_, e) = CertSet::load(std::slice::from_ref(&b.files)).expect_err("no key");
         assert!(matches!(e, TlsFileError::NoKey { .. }), "{e}");
     }
 

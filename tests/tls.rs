@@ -880,6 +880,7 @@ async fn rejections_and_local_answers_are_the_same_over_h2_and_h2c() {
     );
     // A second keygate with `[listeners] h2c = true` on its plain listener, in a config written
     // here (the harness writes `[listeners]` itself).
+    let routes = format!("{DEFAULT_ROUTES}\n{H2_ROUTES}");
     let plain = Keygate::start_with_config(|slots| {
         format!(
             r#"
@@ -912,7 +913,7 @@ address = "{upstream}"
             admin = slots.admin,
             ops = slots.ops,
             upstream = echo.addr,
-            routes = format!("{DEFAULT_ROUTES}\n{H2_ROUTES}"),
+            routes = routes,
             errors = UNAUTHORIZED_TEMPLATE,
         )
     });
