@@ -938,21 +938,24 @@ address = "{upstream}"
             h2_client(conn).await
         };
 
-        let r = h2_request(
-            &mut send,
-            "GET",
-            "/v1/items",
-            &[("authorization", &auth)],
-            None,
-        )
-        .await
-        .resp;
+        // A client's identity header, in either spelling, never reaches the upstream.
+        let spoofed = [
+            ("authorization", auth.as_str()),
+            ("x-keygate-key-id", "key_spoofed"),
+            ("x_keygate_account_id", "acct_spoofed"),
+        ];
+        let r = h2_request(&mut send, "GET", "/v1/items", &spoofed, None)
+            .await
+            .resp;
         assert_eq!(r.status, 200, "{label}: {}", r.body);
-        assert_eq!(r.json()["path"], "/v1/items", "{label}");
+        let seen = r.json();
+        assert_eq!(seen["path"], "/v1/items", "{label}");
+        let key_id = seen["headers"]["x-keygate-key-id"].as_str().unwrap_or("");
         assert!(
-            r.json()["headers"]["x-keygate-key-id"].is_string(),
-            "{label}"
+            key_id.starts_with("key_") && key_id != "key_spoofed",
+            "{label}: {seen}"
         );
+        assert!(!r.body.contains("spoofed"), "{label}: {seen}");
 
         let r = h2_request(&mut send, "GET", "/v1/items", &[], None)
             .await
