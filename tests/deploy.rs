@@ -275,3 +275,61 @@ fn a_healthy_keygate_scrape_passes_promtool_and_fires_no_alert() {
         assert!(ok, "{what}: an alert fires on a healthy keygate: {out}");
     }
 }
+
+/// The ```toml block under a README heading.
+fn toml_under_readme_heading(heading: &str) -> String {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no {heading:?} section in the README"));
+    let section = &readme[start + heading.len() + 2..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or_else(|| panic!("no ```toml block under {heading:?}"));
+    block.to_string()
+}
+
+/// The README's TLS example passes `check-config`, certificate files included: the test writes
+/// them where the example names them (relative paths, from the directory keygate runs in), so
+/// the files are read and checked as they would be on a server.
+#[test]
+fn the_readme_tls_example_passes_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = toml_under_readme_heading("## TLS and HTTP/2");
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).expect("mkdir");
+    for name in ["api.example.com", "eu.example.com", "internal-ca"] {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        std::fs::write(tls.join(format!("{name}.pem")), c.cert.pem()).expect("write");
+        std::fs::write(
+            tls.join(format!("{name}.key")),
+            c.signing_key.serialize_pem(),
+        )
+        .expect("write");
+    }
+    std::fs::write(dir.path().join("keygate.toml"), &toml).expect("write config");
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .arg("check-config")
+            .arg("keygate.toml")
+            .current_dir(dir.path())
+            .output()
+            .expect("run keygate check-config")
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "the README's TLS example:\n{toml}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The files are really read: without one, the same example is refused, naming it.
+    std::fs::remove_file(tls.join("eu.example.com.key")).expect("remove");
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("eu.example.com.key"), "{stderr}");
+}

@@ -41,10 +41,11 @@ pub enum Command {
     },
     /// Validate a config file and print every problem with its field and line, then check that
     /// every secret it names can be read (environment variables set, files present and not
-    /// readable by everyone).
+    /// readable by everyone). TLS certificates, keys and CA files are read and checked too.
     CheckConfig {
         file: PathBuf,
-        /// Check the file alone, not its secrets (for a build machine that has none of them).
+        /// Check the file alone, not its secrets nor its TLS files (for a build machine that
+        /// has none of them).
         #[arg(long)]
         skip_secrets: bool,
     },
@@ -195,7 +196,13 @@ fn init_tracing() {
 
 /// `keygate check-config`: exit 0 and `FILE: ok`, or exit 2 with every problem found.
 fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
-    let config = match Config::load(file) {
+    // TLS keys are secrets too: with --skip-secrets, no TLS file is read.
+    let loaded = if skip_secrets {
+        Config::load_without_files(file)
+    } else {
+        Config::load(file)
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");

@@ -341,14 +341,64 @@ fn replicas_on_a_shared_store_derive_one_token_secret_from_the_pepper() {
 }
 
 #[test]
-fn tls_upstreams_are_refused_until_supported() {
+fn tls_upstreams_verify_by_default_and_take_their_protocol() {
     let text = MINIMAL.replace(
         "address = \"127.0.0.1:8000\"",
-        "address = \"api.example.com:443\"\ntls = true",
+        "address = \"api.example.com:443\"\ntls = true\nprotocol = \"h2\"",
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let u = c
+        .routes
+        .iter()
+        .next()
+        .and_then(|r| r.upstream.clone())
+        .expect("upstream");
+    assert!(u.tls && u.verify && u.ca.is_none());
+    assert_eq!(u.sni, "api.example.com");
+    assert_eq!(u.protocol, UpstreamProtocol::H2);
+    // Plain by default, HTTP/1.1 by default.
+    let c = Config::parse(MINIMAL, "t").unwrap_or_else(|e| panic!("{e}"));
+    let u = c
+        .routes
+        .iter()
+        .next()
+        .and_then(|r| r.upstream.clone())
+        .expect("upstream");
+    assert!(!u.tls && u.protocol == UpstreamProtocol::H1);
+}
+
+#[test]
+fn tls_settings_that_cannot_apply_are_problems_with_their_line() {
+    let text = MINIMAL.replace(
+        "address = \"127.0.0.1:8000\"",
+        "address = \"127.0.0.1:8000\"\nverify = false\nprotocol = \"h2\"",
     );
     let p = problems(&text);
-    assert_problem(&p, "upstreams.api.tls", 3);
-    assert!(p.iter().any(|p| p.contains("plain HTTP")), "{p:#?}");
+    assert_problem(&p, "upstreams.api.verify", 4);
+    assert_problem(&p, "upstreams.api.protocol", 5);
+    let tls = "[listeners]\npublic = \"127.0.0.1:8080\"\n[listeners.tls]\naddress = \"127.0.0.1:8080\"\ncerts = []\n";
+    let p = problems(&format!("{tls}{MINIMAL}"));
+    assert_problem(&p, "listeners.tls.address", 4);
+    assert_problem(&p, "listeners.tls.certs", 5);
+}
+
+#[test]
+fn tls_files_are_read_at_load_unless_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.pem");
+    let text = format!(
+        "[listeners.tls]\naddress = \"127.0.0.1:8443\"\ncerts = [{{ cert = \"{m}\", key = \"{m}\" }}]\n{MINIMAL}",
+        m = missing.display()
+    );
+    let p = problems(&text);
+    assert_problem(&p, "listeners.tls.certs[0]", 3);
+    assert!(p.iter().any(|p| p.contains("nope.pem")), "{p:#?}");
+    let path = dir.path().join("k.toml");
+    std::fs::write(&path, &text).expect("write");
+    let c = Config::load_without_files(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tls = c.listeners.tls.expect("tls listener");
+    assert!(tls.http2 && tls.certs.is_none());
+    assert_eq!(tls.files[0].cert, missing);
 }
 
 #[test]
