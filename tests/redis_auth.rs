@@ -15,19 +15,22 @@ use serde_json::json;
 /// Characters a URL would need escaped, so a password that is not hex still works.
 const PASSWORD: &str = "p@ss:w/rd%20?#x";
 
-/// A redis-server where only `keygate` with [`PASSWORD`] may do anything.
+/// The rules deploy/kubernetes/base/redis.yaml gives the `keygate` user (after its password).
+const RULES: [&str; 4] = ["~*", "&*", "+@all", "-@dangerous"];
+
+/// A redis-server where only `keygate` with [`PASSWORD`] may do anything, and only what the
+/// shipped manifest lets it.
 fn redis_with_acl() -> RedisServer {
+    let manifest = include_str!("../deploy/kubernetes/base/redis.yaml");
+    assert!(
+        manifest.contains(&format!("user keygate on >%s {}", RULES.join(" "))),
+        "the manifest's ACL differs from the one tested here"
+    );
     let redis = RedisServer::start();
-    let set = redis.cli(&[
-        "ACL",
-        "SETUSER",
-        "keygate",
-        "on",
-        &format!(">{PASSWORD}"),
-        "~*",
-        "&*",
-        "+@all",
-    ]);
+    let password = format!(">{PASSWORD}");
+    let mut args = vec!["ACL", "SETUSER", "keygate", "on", &password];
+    args.extend(RULES);
+    let set = redis.cli(&args);
     assert_eq!(set.trim(), "OK", "ACL SETUSER keygate: {set}");
     let off = redis.cli(&["ACL", "SETUSER", "default", "off"]);
     assert_eq!(off.trim(), "OK", "ACL SETUSER default off: {off}");
