@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod client;
 pub mod credits;
+pub mod health;
 pub mod keys;
 pub mod output;
 pub mod users;
@@ -48,6 +49,16 @@ pub enum Command {
         /// has none of them).
         #[arg(long)]
         skip_secrets: bool,
+    },
+    /// Ask a running keygate's ops listener whether it is alive (or ready): exit 0 on a 2xx
+    /// answer, 1 otherwise. For container health checks in images without curl.
+    Health {
+        /// The ops endpoint to ask; `/readyz` for readiness.
+        #[arg(long, default_value = health::DEFAULT_URL)]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u64,
     },
     /// Manage accounts through the admin API.
     Accounts {
@@ -115,6 +126,10 @@ pub fn main() -> ExitCode {
     match command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file, skip_secrets } => check_config(&file, skip_secrets),
+        Command::Health {
+            url,
+            timeout_seconds,
+        } => health::run(&url, std::time::Duration::from_secs(timeout_seconds.max(1))),
         Command::Accounts { admin, command } => {
             call_admin(admin, |client, json| accounts::run(client, json, command))
         }

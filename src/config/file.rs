@@ -172,8 +172,12 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// SQLite file; relative paths are under `server.data_dir`.
     pub path: String,
-    /// Redis URL (`redis://host:port/db`) for `backend = "redis"`.
+    /// Redis URL (`redis://host:port/db`, `redis://user@host:port/db` for an ACL user) for
+    /// `backend = "redis"`.
     pub url: Option<String>,
+    /// The Redis password (of the URL's ACL user, else of `default`), from the environment or a
+    /// file like every other secret, so the URL in the file carries no credential.
+    pub password: Option<Spanned<SecretRef>>,
     /// Redis Cluster seed nodes (`redis://host:port`), instead of `url`.
     pub cluster_nodes: Vec<String>,
     /// Longest wait for any one Redis call (store, rate limit, publish) before it counts as
@@ -187,6 +191,7 @@ impl Default for StoreSection {
             backend: StoreBackend::Sqlite,
             path: "keygate.db".into(),
             url: None,
+            password: None,
             cluster_nodes: Vec::new(),
             timeout_ms: 1000,
         }

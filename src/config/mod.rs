@@ -163,6 +163,8 @@ pub enum StoreSettings {
 pub struct SecretRefs {
     pub pepper: Option<SecretRef>,
     pub admin_token: Option<SecretRef>,
+    /// `[store] password`: Redis's, only with `backend = "redis"`.
+    pub store_password: Option<SecretRef>,
 }
 
 /// A header the credential may come in, prepared once (lower-cased name, scheme with its space).
@@ -298,6 +300,11 @@ impl Config {
             })
         }
     }
+}
+
+/// Whether a Redis URL carries a password (`redis://user:pw@host`, `redis://:pw@host`).
+fn url_has_password(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
 }
 
 /// Collects every validation problem instead of stopping at the first.
@@ -608,6 +615,21 @@ impl Validator<'_> {
             },
         };
 
+        if let Some(password) = &raw.store.password {
+            let inline = match &store {
+                StoreSettings::Sqlite { .. } => Some("the SQLite store has no password"),
+                StoreSettings::Redis { url } if url_has_password(url) => {
+                    Some("the url already has a password: keep it in one place, out of the url")
+                }
+                StoreSettings::RedisCluster { nodes } if nodes.iter().any(|n| url_has_password(n)) => {
+                    Some("a cluster node url already has a password: keep it in one place, out of the urls")
+                }
+                _ => None,
+            };
+            if let Some(why) = inline {
+                self.problem("store.password", &password.span(), why);
+            }
+        }
         if !matches!(store, StoreSettings::Sqlite { .. }) && raw.secrets.pepper.is_none() {
             self.problem(
                 "secrets.pepper",
@@ -1029,6 +1051,7 @@ impl Validator<'_> {
             secret_refs: SecretRefs {
                 pepper: raw.secrets.pepper,
                 admin_token: raw.secrets.admin_token,
+                store_password: raw.store.password.map(toml::Spanned::into_inner),
             },
             key_format: KeyFormat::new(prefix, body_len),
             self_service: SelfServiceKeys {

@@ -415,6 +415,83 @@ fn redis_timeout_defaults_to_a_second_and_is_bounded() {
     }
 }
 
+/// `[store] password` takes the Redis password from the environment or a file, like every other
+/// secret: never inline, only for Redis, and not twice (in the URL as well).
+#[test]
+fn the_redis_password_is_a_secret_reference() {
+    let redis = "[secrets]\npepper = { env = \"P\" }\n[store]\nbackend = \"redis\"\n";
+    let c = Config::parse(
+        &format!(
+            "{MINIMAL}\n{redis}url = \"redis://keygate@redis:6379/0\"\npassword = {{ env = \"KEYGATE_REDIS_PASSWORD\" }}\n"
+        ),
+        "t",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.secret_refs.store_password,
+        Some(SecretRef::Env("KEYGATE_REDIS_PASSWORD".into()))
+    );
+
+    let e = parse_error(&format!(
+        "{MINIMAL}\n{redis}url = \"redis://redis:6379/0\"\npassword = \"hunter2\"\n"
+    ));
+    assert!(e.contains("line 14"), "{e}");
+
+    // Lines: MINIMAL is 7, a blank, then [secrets] at 9 and `password` at 14.
+    let p = problems(&format!(
+        "{MINIMAL}\n{redis}url = \"redis://keygate:inline@redis:6379/0\"\npassword = {{ env = \"X\" }}\n"
+    ));
+    assert_problem(&p, "store.password", 14);
+    assert!(!p.iter().any(|p| p.contains("inline")), "{p:#?}");
+    let p = problems(&format!(
+        "{MINIMAL}\n[store]\npassword = {{ file = \"/run/x\" }}\n"
+    ));
+    assert_problem(&p, "store.password", 10);
+}
+
+#[test]
+fn the_redis_password_resolves_and_check_config_names_it_when_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = "[store]\nbackend = \"redis\"\nurl = \"redis://keygate@redis:6379/0\"\n";
+    let pepper = "[secrets]\npepper = { env = \"KEYGATE_UNIT_TEST_PEPPER_REDIS\" }\n";
+    std::env::set_var(
+        "KEYGATE_UNIT_TEST_PEPPER_REDIS",
+        "a-pepper-for-the-redis-test",
+    );
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "s3cret/with:odd@chars\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let c = with_secrets(
+        dir.path(),
+        &format!(
+            "{pepper}{redis}password = {{ file = \"{}\" }}\n",
+            file.display()
+        ),
+    );
+    assert!(check_secrets(&c).is_empty(), "{:?}", check_secrets(&c));
+    let s = resolve_secrets(&c).expect("secrets");
+    assert_eq!(
+        s.store_password.as_ref().map(|p| p.expose()),
+        Some("s3cret/with:odd@chars")
+    );
+
+    let c = with_secrets(
+        dir.path(),
+        &format!(
+            "{pepper}{redis}password = {{ env = \"KEYGATE_UNIT_TEST_SURELY_UNSET_REDIS\" }}\n"
+        ),
+    );
+    let p = check_secrets(&c);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("store.password")
+                && p.contains("KEYGATE_UNIT_TEST_SURELY_UNSET_REDIS")),
+        "{p:?}"
+    );
+    let e = resolve_secrets(&c).expect_err("unset").to_string();
+    assert!(e.contains("store_password"), "{e}");
+}
+
 // ------------------------------------------------------------------ secrets
 
 fn with_secrets(data_dir: &Path, secrets: &str) -> Config {
