@@ -200,6 +200,11 @@ impl Gate {
         self.counters.count(route, outcome);
     }
 
+    /// Records how long a finished request took (`status` 0: no answer went out).
+    pub fn request_duration(&self, route: Option<usize>, status: u16, seconds: f64) {
+        self.counters.duration(route, status, seconds);
+    }
+
     /// What local endpoints need to answer.
     pub fn local(&self) -> &Arc<LocalContext> {
         &self.local
