@@ -31,6 +31,11 @@ impl Outcome {
         }
     }
 
+    /// The `outcome` label: `forwarded`, `local` or the rejection's reason code.
+    pub fn as_str(self) -> &'static str {
+        Self::label(self.index())
+    }
+
     /// The `outcome` label of column `i`; a rejection is labelled with its reason code.
     fn label(i: usize) -> &'static str {
         match i {

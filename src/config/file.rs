@@ -32,6 +32,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub usage: UsageSection,
     #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
     pub tokens: TokensSection,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSection>,
@@ -396,6 +398,33 @@ impl Default for TokensSection {
             exchange_ttl_seconds: 900,
         }
     }
+}
+
+/// `[log]`: how keygate writes its lines (to stderr). Restart-only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// One `keygate::access` line per request at `info`.
+    pub access: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            access: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colour only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,8 +18,8 @@ use crate::errors::{Template, Templates, DEFAULT_BODY};
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef, StoreBackend,
-    UpstreamProtocol,
+    AuthMode, ChargeOn, LocalKind, LogFormat, LogSection, RateLimitMode, RoutePermission,
+    SecretRef, StoreBackend, UpstreamProtocol,
 };
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
 
@@ -54,6 +54,8 @@ pub struct Config {
     /// Client headers removed before forwarding (`[forwarding] strip_headers`), lower-case.
     pub strip_headers: Vec<HeaderName>,
     pub last_used_interval: Duration,
+    /// `[log]`: format and whether each request gets an access line.
+    pub log: LogSection,
     /// The routes with their matcher, built once per load.
     pub routes: crate::router::RouteTable,
     pub templates: Templates,
@@ -1076,6 +1078,7 @@ impl Validator<'_> {
             identity,
             strip_headers,
             last_used_interval: Duration::from_secs(raw.usage.last_used_interval_seconds),
+            log: raw.log.clone(),
             routes,
             templates: Templates::new(overrides),
             rate_limit_mode,

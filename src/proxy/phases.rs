@@ -47,6 +47,11 @@ pub struct RequestCtx {
     pub(super) in_flight: Option<InFlight>,
     /// When keygate started on the request (its header was read).
     pub(super) started: Option<std::time::Instant>,
+    /// The upstream address the request went to (the last attempt's).
+    pub(super) upstream_addr: Option<std::net::SocketAddr>,
+    /// When the request's head went upstream, and how long until the answer's head came back.
+    pub(super) upstream_sent_at: Option<std::time::Instant>,
+    pub(super) upstream_seconds: Option<f64>,
 }
 
 impl KeygateProxy {
@@ -155,6 +160,7 @@ impl ProxyHttp for KeygateProxy {
     ) -> Result<()> {
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(upstream_response.status.as_u16());
+            ctx.upstream_seconds = ctx.upstream_sent_at.map(|t| t.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -218,6 +224,19 @@ impl ProxyHttp for KeygateProxy {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        ctx.upstream_addr = peer._address.as_inet().copied();
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -255,6 +274,7 @@ impl ProxyHttp for KeygateProxy {
             upstream_request.remove_header(name);
         }
         ctx.sent_upstream = true;
+        ctx.upstream_sent_at = Some(std::time::Instant::now());
 
         let Some(principal) = &ctx.principal else {
             return Ok(());
@@ -326,17 +346,45 @@ impl ProxyHttp for KeygateProxy {
                 self.metrics.request_duration(None, status, seconds);
             }
         }
-        // The access line names the key by id, never by value.
-        tracing::debug!(
-            target: "keygate::access",
-            method = %session.req_header().method,
-            path = session.req_header().uri.path(),
-            status,
-            route = ctx.routing.as_ref().zip(ctx.route).and_then(|(r, i)| r.config().routes.get(i)).map(|r| r.name.as_str()).unwrap_or("-"),
-            key_id = ctx.principal.as_ref().map(|p| p.credential.key.id.as_str()).unwrap_or("-"),
-            error = e.map(|e| e.to_string()).unwrap_or_default(),
-        );
+        access_line(session, e, ctx, status, seconds);
     }
+}
+
+/// One `keygate::access` line per request at `info` (`[log] access = false` turns it off). The
+/// key and account by id, never a key or token; the path without its query string.
+fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16, seconds: f64) {
+    if !tracing::enabled!(target: crate::cli::ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let header = session.req_header();
+    let route = ctx
+        .routing
+        .as_ref()
+        .zip(ctx.route)
+        .and_then(|(r, i)| r.config().routes.get(i))
+        .map(|r| r.name.as_str())
+        .unwrap_or("-");
+    let credential = ctx.principal.as_ref().map(|p| &p.credential);
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    tracing::info!(
+        target: crate::cli::ACCESS_TARGET,
+        client_ip = client_ip.map(tracing::field::display),
+        method = %header.method,
+        path = header.uri.path(),
+        route,
+        status,
+        outcome = ctx.outcome.map(Outcome::as_str).unwrap_or("route_not_found"),
+        key_id = credential.map(|c| c.key.id.as_str()),
+        account_id = credential.map(|c| c.account.id.as_str()),
+        upstream = ctx.upstream_addr.map(tracing::field::display),
+        upstream_ms = ctx.upstream_seconds.map(|s| s * 1000.0),
+        total_ms = seconds * 1000.0,
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
 }
 
 /// pingora's own answer to a failure that is not the upstream's (a bad request, a client gone).
