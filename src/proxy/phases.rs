@@ -172,6 +172,11 @@ impl ProxyHttp for KeygateProxy {
             } => {
                 ctx.route = route;
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
+                let too_large = rejection.reason == Reason::PayloadTooLarge;
+                if too_large {
+                    // Never drain a body declared too large to keep the connection: close it.
+                    session.set_keepalive(None);
+                }
                 self.respond_rejection(
                     session,
                     &routing,
@@ -181,6 +186,9 @@ impl ProxyHttp for KeygateProxy {
                     ctx.request_id.as_ref(),
                 )
                 .await?;
+                if too_large {
+                    super::respond::discard_rest_of_body(session).await;
+                }
                 Ok(true)
             }
         }

@@ -172,8 +172,17 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>
 /// After a 413 on a body that was still arriving: reads and drops what the client already sent,
 /// for at most a second and 1 MiB, so the close that follows is a FIN the client reads the 413
 /// before, not a reset that discards it (nginx's lingering close, bounded the same way).
+/// A client that sent `Expect: 100-continue` sends no body after a final answer: nothing to
+/// wait for.
 pub(super) async fn discard_rest_of_body(session: &mut Session) {
     const MAX_BYTES: usize = 1 << 20;
+    if session
+        .req_header()
+        .headers
+        .contains_key(http::header::EXPECT)
+    {
+        return;
+    }
     let drain = async {
         let mut read = 0;
         while let Ok(Some(chunk)) = session.read_request_body().await {
