@@ -275,3 +275,38 @@ fn a_healthy_keygate_scrape_passes_promtool_and_fires_no_alert() {
         assert!(ok, "{what}: an alert fires on a healthy keygate: {out}");
     }
 }
+
+/// The ```toml block under a README heading (the first one after it).
+fn readme_toml(heading: &str) -> String {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no {heading:?} in the README"));
+    let block = readme[start..]
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("no ```toml block under {heading:?}"));
+    block.to_string()
+}
+
+/// The README's "Behind a load balancer" example is a config keygate accepts.
+#[test]
+fn the_readme_load_balancer_example_passes_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("keygate.toml");
+    let text = readme_toml("## Behind a load balancer");
+    assert!(text.contains("trusted_proxies") && text.contains("proxy_protocol"));
+    std::fs::write(&config, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("run keygate check-config");
+    assert!(
+        out.status.success(),
+        "the README example is not a valid config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
