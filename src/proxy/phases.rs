@@ -105,10 +105,7 @@ impl ProxyHttp for KeygateProxy {
         if self.draining.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = peer_ip(session);
         let header = session.req_header();
         // No trusted proxies (the default): the client is the peer and no header is read.
         ctx.peer_trusted = peer.is_some_and(|p| self.trusted.contains(p));
@@ -337,10 +334,7 @@ impl ProxyHttp for KeygateProxy {
             ));
         };
         let hop = Hop {
-            peer: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            peer: peer_ip(session),
             trusted: ctx.peer_trusted,
             client_ip: ctx.client_ip,
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
@@ -433,6 +427,15 @@ impl ProxyHttp for KeygateProxy {
             error = e.map(|e| e.to_string()).unwrap_or_default(),
         );
     }
+}
+
+/// The TCP peer's address (or the PROXY protocol's source), an IPv4 client on an IPv6 socket
+/// as the IPv4 address it is.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_canonical())
 }
 
 /// pingora's own answer to a failure that is not the upstream's (a bad request, a client gone),
