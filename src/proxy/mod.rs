@@ -29,6 +29,4 @@ mod settle;
 mod strip;
 
 pub use phases::{KeygateProxy, RequestCtx};
-/// For a TLS listener with `proxy_protocol`: its pre-handshake hook.
-pub use proxy_protocol::ProxyProtocol;
 pub use server::run;

@@ -10,16 +10,14 @@
 //! directly. A `LOCAL` command (the balancer's own health checks) or an `UNKNOWN`/unspecified
 //! address keeps the real peer. With the flag off, headers are never read.
 //!
-//! pingora 0.9 has a hook for this only before a TLS handshake ([`PreTlsProcess`]), not on plain
-//! listeners; so [`accept`] reads the header from the plain stream in `connections` (pingora's
-//! `Stream` can put back the bytes read past the header), and [`ProxyProtocol`] is the same
-//! reading as that hook, for a TLS listener's `Listeners::set_pre_tls_callback`. The parsing
-//! itself is the `ppp` crate's.
+//! pingora 0.9 has a hook for this only before a TLS handshake that pingora runs itself
+//! (`PreTlsProcess`), not on plain listeners, and keygate runs its TLS handshakes in
+//! `connections`; so [`accept`] reads the header there, off the raw TCP stream, before any
+//! handshake, for the plain and the TLS listener alike (pingora's `Stream` puts back the bytes
+//! read past the header). The parsing itself is the `ppp` crate's.
 
 use std::net::SocketAddr;
 
-use async_trait::async_trait;
-use pingora::listeners::PreTlsProcess;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
@@ -38,7 +36,7 @@ pub enum ProxyHeaderError {
     Closed,
     #[error("not a valid PROXY protocol header")]
     Invalid,
-    #[error("a PROXY protocol header is only read from a plain TCP stream here")]
+    #[error("a PROXY protocol header is only read from a TCP stream")]
     NotTcp,
 }
 
@@ -112,11 +110,6 @@ fn parsed(header: HeaderResult<'_>) -> Option<Parsed> {
     }
 }
 
-/// Whether `stream` is a plain TCP stream (a TLS one had its header read before the handshake).
-pub(super) fn is_plain_tcp(stream: &Stream) -> bool {
-    stream.as_any().is::<L4Stream>()
-}
-
 /// Reads the header off a plain TCP stream, puts back what followed it, and makes the header's
 /// source the stream's peer address.
 pub(super) async fn accept(stream: Stream) -> Result<Stream, ProxyHeaderError> {
@@ -149,19 +142,6 @@ fn set_peer(l4: &mut L4Stream, source: SocketAddr) {
         let _ = digest.local_addr.set(Some(local));
     }
     l4.set_socket_digest(digest);
-}
-
-/// The same reading as [`accept`], as pingora's hook before a TLS handshake: a TLS listener
-/// with `proxy_protocol` registers it with `Listeners::set_pre_tls_callback`.
-pub struct ProxyProtocol;
-
-#[async_trait]
-impl PreTlsProcess for ProxyProtocol {
-    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
-        read_into(stream)
-            .await
-            .map_err(|e| pingora::Error::explain(pingora::ErrorType::AcceptError, e.to_string()))
-    }
 }
 
 #[cfg(test)]
