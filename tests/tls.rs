@@ -1155,7 +1155,13 @@ async fn over_tls_the_upstream_hears_https_and_a_proxy_header_precedes_the_hands
     let echo = Echo::start();
     let (kg, tls) = start_tls(&echo, std::slice::from_ref(&files), "", "");
     let mut conn = client.connect(tls, "a.keygate.test").await;
-    let r = h1(&mut conn, "GET", "/open/x", &[("X-Forwarded-Proto", "http")]).await;
+    let r = h1(
+        &mut conn,
+        "GET",
+        "/open/x",
+        &[("X-Forwarded-Proto", "http")],
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let upstream = r.json()["headers"].clone();
     assert_eq!(upstream["x-forwarded-proto"], "https", "{upstream}");
