@@ -263,6 +263,7 @@ pub struct Metrics {
     credits_refunded: IntCounter,
     closed_per_ip_limit: IntCounter,
     closed_header_timeout: IntCounter,
+    closed_proxy_header: IntCounter,
     open_connections: IntGauge,
     in_flight: IntGauge,
 }
@@ -455,7 +456,8 @@ impl Metrics {
                 "keygate_connections_closed_total",
                 "Public connections keygate closed itself, by reason (per_ip_limit: the client IP \
                  had max_connections_per_ip open; header_timeout: the request header took longer \
-                 than request_header_timeout_seconds).",
+                 than request_header_timeout_seconds; proxy_header: `proxy_protocol` is on and \
+                 the connection did not start with a valid PROXY protocol header in time).",
             ),
             &["reason"],
         )
@@ -502,6 +504,7 @@ impl Metrics {
             credits_refunded,
             closed_per_ip_limit: closed.with_label_values(&["per_ip_limit"]),
             closed_header_timeout: closed.with_label_values(&["header_timeout"]),
+            closed_proxy_header: closed.with_label_values(&["proxy_header"]),
             open_connections,
             in_flight,
             registry,
@@ -554,6 +557,11 @@ impl Metrics {
     /// A connection closed because its request header missed the deadline.
     pub fn connection_header_timeout(&self) {
         self.closed_header_timeout.inc();
+    }
+
+    /// A connection closed because it did not start with a valid PROXY protocol header.
+    pub fn connection_bad_proxy_header(&self) {
+        self.closed_proxy_header.inc();
     }
 
     /// A public connection opened (`+1`) or closed (`-1`).

@@ -55,6 +55,7 @@ fn text_access_lines_name_the_request_and_never_the_key() {
         &format!("account_id=\"{account}\""),
         &format!("upstream={}", echo.addr),
         "client_ip=127.0.0.1",
+        "request_id=",
         "upstream_ms=",
         "total_ms=",
     ] {
@@ -87,7 +88,9 @@ fn json_access_lines_are_one_object_per_line() {
     let (_echo, kg) = keygate("[log]\nformat = \"json\"\n");
     let account = kg.create_account("acme");
     let (key_id, key) = kg.create_key(&account, json!({ "name": "k" }));
-    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+    let r = call(&kg, "/v1/x", &key);
+    assert_eq!(r.status, 200);
+    let request_id = r.header("x-request-id").expect("x-request-id").to_string();
     let line = wait_for_access_lines(&kg, 1).remove(0);
     let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["target"], "keygate::access", "{v}");
@@ -98,6 +101,8 @@ fn json_access_lines_are_one_object_per_line() {
     assert_eq!(v["key_id"], key_id.as_str(), "{v}");
     assert_eq!(v["account_id"], account.as_str(), "{v}");
     assert_eq!(v["path"], "/v1/x", "{v}");
+    assert_eq!(v["request_id"], request_id.as_str(), "{v}");
+    assert_eq!(v["client_ip"], "127.0.0.1", "{v}");
     assert!(v["total_ms"].as_f64().is_some(), "{v}");
     assert!(v["timestamp"].is_string(), "{v}");
     // Every line of the log is JSON, not just the access lines.

@@ -295,6 +295,27 @@ fn toml_under_readme_heading(heading: &str) -> String {
     block.to_string()
 }
 
+/// The README's "Behind a load balancer" example is a config keygate accepts.
+#[test]
+fn the_readme_load_balancer_example_passes_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("keygate.toml");
+    let text = toml_under_readme_heading("## Behind a load balancer");
+    assert!(text.contains("trusted_proxies") && text.contains("proxy_protocol"));
+    std::fs::write(&config, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("run keygate check-config");
+    assert!(
+        out.status.success(),
+        "the README example is not a valid config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The README's TLS example passes `check-config`, certificate files included: the test writes
 /// them where the example names them (relative paths, from the directory keygate runs in), so
 /// the files are read and checked as they would be on a server.

@@ -8,7 +8,9 @@
 //! - `respond`: the responses keygate writes itself (rejections, local endpoints);
 //! - `routing`: what one configuration prepares for the request path (gate, peers);
 //! - `strip`: which client headers are dropped before forwarding (credentials, the identity
-//!   namespace in any spelling, the configured list);
+//!   namespace in any spelling, the configured list, client-sent forwarding headers);
+//! - `forward_headers`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`, `X-Request-Id`;
+//! - `proxy_protocol`: the PROXY protocol header an L4 load balancer puts before a connection;
 //! - `settle`: whether a `charge_on = "success"` reservation goes back;
 //! - `services`: the background services (admin and ops listeners, last-used writer, reload,
 //!   housekeeping);
@@ -16,7 +18,9 @@
 
 mod connections;
 mod drain;
+mod forward_headers;
 mod phases;
+mod proxy_protocol;
 mod respond;
 mod routing;
 mod server;
