@@ -1,5 +1,5 @@
-//! Extractors whose rejections are [`ApiError::InvalidBody`] (422 JSON naming the field) instead
-//! of axum's plain-text rejections.
+//! Extractors whose rejections are [`ApiError::InvalidBody`] (422 JSON naming the field) or, for
+//! the query string, [`ApiError::InvalidQuery`] (400), instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query as AxumQuery, Request};
@@ -58,7 +58,7 @@ where
     }
 }
 
-/// Query parameters; a bad value is 422 naming the parameter.
+/// Query parameters; a bad value is 400 `invalid_query` naming the parameter.
 pub struct Query<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for Query<T>
@@ -71,7 +71,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let AxumQuery(value) = AxumQuery::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::invalid(e.body_text()))?;
+            .map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
         Ok(Query(value))
     }
 }
@@ -114,4 +114,40 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// For `#[serde(default, deserialize_with = "not_null")]` on an `Option<T>` field the document
+/// calls non-nullable: absence is `None` (serde's default), a value is `Some`, and `null` is
+/// refused (`invalid type: null, expected ...`, with the field's path) instead of being read as
+/// absence, as a plain `Option` would.
+pub fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Patch {
+        #[serde(default, deserialize_with = "not_null")]
+        name: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        plan: Option<Option<String>>,
+    }
+
+    #[test]
+    fn not_null_refuses_null_but_allows_absence() {
+        let p: Patch = serde_json::from_str("{}").unwrap();
+        assert_eq!((p.name, p.plan), (None, None));
+        let p: Patch = serde_json::from_str(r#"{"name":"x","plan":null}"#).unwrap();
+        assert_eq!((p.name.as_deref(), p.plan), (Some("x"), Some(None)));
+        let e = serde_json::from_str::<Patch>(r#"{"name":null}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type: null"), "{e}");
+    }
 }
