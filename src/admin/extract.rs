@@ -11,9 +11,10 @@ use serde::{Deserialize, Deserializer};
 use super::error::ApiError;
 use crate::secret::Secret;
 
-/// A JSON request body. Malformed JSON, wrong types, unknown fields (request types use
-/// `deny_unknown_fields`) and missing fields are all 422 `invalid_body`; the content type is
-/// not checked (the Bearer token, not the browser, guards this API).
+/// A JSON request body: an object (serde would read a struct from an array too, which the
+/// document does not allow). Malformed JSON, another JSON type, wrong types, unknown fields
+/// (request types use `deny_unknown_fields`) and missing fields are all 422 `invalid_body`; the
+/// content type is not checked (the Bearer token, not the browser, guards this API).
 pub struct Body<T>(pub T);
 
 impl<T, S> FromRequest<S> for Body<T>
@@ -27,11 +28,18 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::invalid(e.body_text()))?;
-        // axum's parser reports the path of the failing field (`scopes[1]: invalid type ...`).
-        let Json(value) =
-            Json::<T>::from_bytes(&bytes).map_err(|e| ApiError::invalid(e.body_text()))?;
-        Ok(Body(value))
+        Ok(Body(parse_object(&bytes)?))
     }
+}
+
+/// `bytes` as a `T`, if they hold a JSON object.
+fn parse_object<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    // axum's parser reports the path of the failing field (`scopes[1]: invalid type ...`).
+    let Json(value) = Json::<T>::from_bytes(bytes).map_err(|e| ApiError::invalid(e.body_text()))?;
+    Ok(value)
 }
 
 /// A JSON body that may be left out: an empty (or all-whitespace) body is `T::default()`;
@@ -52,9 +60,7 @@ where
         if bytes.trim_ascii().is_empty() {
             return Ok(OptionalBody(T::default()));
         }
-        let Json(value) =
-            Json::<T>::from_bytes(&bytes).map_err(|e| ApiError::invalid(e.body_text()))?;
-        Ok(OptionalBody(value))
+        Ok(OptionalBody(parse_object(&bytes)?))
     }
 }
 

@@ -239,17 +239,47 @@ pub const MAX_LIMIT_BURST: u64 = u32::MAX as u64;
 /// A key's own limit as a request gives it: `requests` per `per_seconds`, bursts up to `burst`;
 /// [`rate_limit`] checks the bounds its schema states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    try_from = "serde_json::Map<String, serde_json::Value>",
+    deny_unknown_fields
+)]
 pub struct RateLimitBody {
-    #[serde(deserialize_with = "integer")]
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub requests: u64,
-    #[serde(deserialize_with = "integer")]
     #[schema(minimum = 1, maximum = 31_622_400)]
     pub per_seconds: u64,
-    #[serde(deserialize_with = "integer")]
     #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     pub burst: u64,
+}
+
+/// What a rate-limit object holds; [`RateLimitBody`] reads it through a JSON object only
+/// (serde's derive would also take `[10, 60, 5]`, which the document does not allow).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitFields {
+    #[serde(deserialize_with = "integer")]
+    requests: u64,
+    #[serde(deserialize_with = "integer")]
+    per_seconds: u64,
+    #[serde(deserialize_with = "integer")]
+    burst: u64,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for RateLimitBody {
+    type Error = serde_json::Error;
+
+    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        let RateLimitFields {
+            requests,
+            per_seconds,
+            burst,
+        } = RateLimitFields::deserialize(serde_json::Value::Object(map))?;
+        Ok(Self {
+            requests,
+            per_seconds,
+            burst,
+        })
+    }
 }
 
 /// The bounds the config puts on limits (`requests` 1..=10^9, `per_seconds` up to a leap year,
@@ -484,9 +514,18 @@ mod tests {
         ] {
             assert_eq!(n(bad), None, "{bad}");
         }
-        let rate: Result<RateLimitBody, _> =
-            serde_json::from_str(r#"{"requests":10.0,"per_seconds":60,"burst":-1}"#);
-        assert!(rate.is_err());
+        let rate = |json: &str| serde_json::from_str::<RateLimitBody>(json);
+        assert!(rate(r#"{"requests":10.0,"per_seconds":60,"burst":-1}"#).is_err());
+        assert!(rate(r#"[10,60,5]"#).is_err());
+        assert!(rate(r#"{"requests":10,"per_seconds":60,"burst":5,"x":1}"#).is_err());
+        assert_eq!(
+            rate(r#"{"requests":10.0,"per_seconds":60,"burst":5}"#).ok(),
+            Some(RateLimitBody {
+                requests: 10,
+                per_seconds: 60,
+                burst: 5
+            })
+        );
     }
 
     #[test]
