@@ -87,33 +87,39 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_RESOURCE_KINDS: usize = 32;
 pub const MAX_RESOURCE_IDS: usize = 1000;
 
-/// [`email`]'s rule as an ECMA-262 pattern: `local@domain`, the domain dot-separated labels,
-/// no whitespace, control characters or `<>,;`.
+/// Every character [`str::trim`] removes ([`char::is_whitespace`]), as a regex class body.
+const TRIMMED_CLASS: &str =
+    r"\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// [`email`]'s rule as an ECMA-262 pattern: `local@domain` (whitespace around it is trimmed),
+/// the domain dot-separated labels, no whitespace, control characters or `<>,;` inside.
 pub fn email_pattern() -> String {
     let atom = format!("[^{CONTROL_CLASS}{SPACE_CLASS}<>,;@]");
     let label = format!("[^{CONTROL_CLASS}{SPACE_CLASS}<>,;@.]");
-    format!("^{atom}+@{label}+(\\.{label}+)*$")
+    format!("^[{TRIMMED_CLASS}]*{atom}+@{label}+(\\.{label}+)*[{TRIMMED_CLASS}]*$")
 }
 
-/// An email address: `local@domain`, no whitespace (around it either) or control characters or
-/// `<>,;`, at most [`MAX_EMAIL_CHARS`] as given. Returns it lower-cased (as the store keeps it).
+/// An email address: `local@domain`, no whitespace or control characters or `<>,;` once
+/// trimmed, at most [`MAX_EMAIL_CHARS`] as given (what the document's `maxLength` counts).
+/// Returns it trimmed and lower-cased (as the store keeps it).
 pub fn email(value: &str) -> ServiceResult<String> {
     let bad = |why: &str| ServiceError::invalid("email", format!("`email` {why}"));
-    if value.is_empty() {
-        return Err(bad("must not be empty"));
-    }
     if value.chars().count() > MAX_EMAIL_CHARS {
         return Err(bad(&format!(
             "must be at most {MAX_EMAIL_CHARS} characters"
         )));
     }
-    if value
+    let email = value.trim();
+    if email.is_empty() {
+        return Err(bad("must not be empty"));
+    }
+    if email
         .chars()
         .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '<' | '>' | ',' | ';'))
     {
         return Err(bad("must not contain spaces, control characters or <>,;"));
     }
-    let valid = match value.split_once('@') {
+    let valid = match email.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
                 && !domain.is_empty()
@@ -127,7 +133,7 @@ pub fn email(value: &str) -> ServiceResult<String> {
     if !valid {
         return Err(bad("is not an email address (name@domain)"));
     }
-    Ok(normalize_email(value))
+    Ok(normalize_email(email))
 }
 
 /// A resource kind or id: 1-64 of `A-Z a-z 0-9 _ . : -`.
@@ -252,33 +258,30 @@ pub struct RateLimitBody {
     pub burst: u64,
 }
 
-/// What a rate-limit object holds; [`RateLimitBody`] reads it through a JSON object only
-/// (serde's derive would also take `[10, 60, 5]`, which the document does not allow).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RateLimitFields {
-    #[serde(deserialize_with = "integer")]
-    requests: u64,
-    #[serde(deserialize_with = "integer")]
-    per_seconds: u64,
-    #[serde(deserialize_with = "integer")]
-    burst: u64,
-}
-
 impl TryFrom<serde_json::Map<String, serde_json::Value>> for RateLimitBody {
-    type Error = serde_json::Error;
+    type Error = String;
 
-    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
-        let RateLimitFields {
-            requests,
-            per_seconds,
-            burst,
-        } = RateLimitFields::deserialize(serde_json::Value::Object(map))?;
-        Ok(Self {
-            requests,
-            per_seconds,
-            burst,
-        })
+    /// Read from a JSON object only (serde's derive would also take `[10, 60, 5]`, which the
+    /// document does not allow); each field is an [`integer`], and the message names it.
+    fn try_from(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut field = |name: &str| -> Result<u64, String> {
+            let value = map
+                .remove(name)
+                .ok_or_else(|| format!("missing field `{name}`"))?;
+            integer::<_, u64>(value).map_err(|e| format!("{name}: {e}"))
+        };
+        let limit = Self {
+            requests: field("requests")?,
+            per_seconds: field("per_seconds")?,
+            burst: field("burst")?,
+        };
+        if let Some(unknown) = map.keys().next() {
+            return Err(format!(
+                "unknown field `{}`, expected one of `requests`, `per_seconds`, `burst`",
+                unknown.escape_debug()
+            ));
+        }
+        Ok(limit)
     }
 }
 
@@ -444,13 +447,13 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(
-            email("Ann.Lee+x@Example.COM").ok().as_deref(),
+            email("  Ann.Lee+x@Example.COM \t").ok().as_deref(),
             Some("ann.lee+x@example.com")
         );
         for bad in [
             "",
-            " ann@x.com",
-            "ann@x.com ",
+            "  ",
+            &format!(" {}@x.com", "a".repeat(248)),
             "ann",
             "@x.com",
             "ann@",
