@@ -29,7 +29,8 @@ fn schemathesis() -> PathBuf {
 fn start_with_plans() -> (Echo, Keygate) {
     let echo = Echo::start();
     let mut opts = Options::new(echo.addr);
-    opts.extra_toml = "[plans.pro]\nkey = { requests = 100, per_seconds = 1, burst = 200 }\n".into();
+    opts.extra_toml =
+        "[plans.pro]\nkey = { requests = 100, per_seconds = 1, burst = 200 }\n".into();
     let kg = Keygate::start(&opts);
     (echo, kg)
 }
@@ -166,7 +167,9 @@ fn the_document_states_auth_errors_and_the_rules_the_code_enforces() {
     let r = get(&format!("{}{A}/openapi.json", kg.admin_url()), &[]);
     assert_error(&r, 401, "unauthorized");
     let doc = document(&kg);
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    assert!(doc["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("3.1")));
     assert_eq!(
         doc["components"]["securitySchemes"]["adminToken"],
         json!({"type": "http", "scheme": "bearer", "description": "the admin token ([secrets] admin_token)"})
@@ -209,8 +212,14 @@ fn the_document_states_auth_errors_and_the_rules_the_code_enforces() {
     }
     assert_eq!(schemas["UpdateKey"]["minProperties"], 1);
     assert_eq!(schemas["UpdateUser"]["minProperties"], 1);
-    assert_eq!(schemas["CreateAccount"]["properties"]["name"]["maxLength"], 200);
-    assert_eq!(schemas["CreateUser"]["properties"]["password"]["writeOnly"], true);
+    assert_eq!(
+        schemas["CreateAccount"]["properties"]["name"]["maxLength"],
+        200
+    );
+    assert_eq!(
+        schemas["CreateUser"]["properties"]["password"]["writeOnly"],
+        true
+    );
     assert!(schemas["UserView"]["properties"].get("password").is_none());
     // Non-nullable optional fields are not nullable in the document.
     assert_eq!(schemas["UpdateKey"]["properties"]["name"]["type"], "string");
@@ -275,10 +284,30 @@ fn null_is_refused_where_the_document_says_non_nullable() {
     assert_eq!(r.status, 201, "{}", r.body);
     let user = r.json()["id"].as_str().expect("id").to_string();
     let cases = [
-        ("PATCH", format!("{A}/keys/{key}"), json!({"name": null}), "name"),
-        ("PATCH", format!("{A}/keys/{key}"), json!({"scopes": null}), "scopes"),
-        ("PATCH", format!("{A}/users/{user}"), json!({"role": null}), "role"),
-        ("PATCH", format!("{A}/users/{user}"), json!({"status": null}), "status"),
+        (
+            "PATCH",
+            format!("{A}/keys/{key}"),
+            json!({"name": null}),
+            "name",
+        ),
+        (
+            "PATCH",
+            format!("{A}/keys/{key}"),
+            json!({"scopes": null}),
+            "scopes",
+        ),
+        (
+            "PATCH",
+            format!("{A}/users/{user}"),
+            json!({"role": null}),
+            "role",
+        ),
+        (
+            "PATCH",
+            format!("{A}/users/{user}"),
+            json!({"status": null}),
+            "status",
+        ),
         (
             "POST",
             format!("{A}/keys/{key}/rotate"),
@@ -303,7 +332,12 @@ fn null_is_refused_where_the_document_says_non_nullable() {
             json!({"account_id": account, "name": "k", "permission": null}),
             "permission",
         ),
-        ("POST", format!("{A}/accounts"), json!({"name": null}), "name"),
+        (
+            "POST",
+            format!("{A}/accounts"),
+            json!({"name": null}),
+            "name",
+        ),
     ];
     for (method, path, body, field) in cases {
         let r = kg.admin(method, &path, Some(body.clone()));
@@ -319,7 +353,8 @@ fn null_is_refused_where_the_document_says_non_nullable() {
     assert_eq!(r.status, 200, "{}", r.body);
     // Nothing was changed by the refusals.
     assert_eq!(
-        kg.admin("GET", &format!("{A}/accounts/{account}/credits"), None).json()["balance"],
+        kg.admin("GET", &format!("{A}/accounts/{account}/credits"), None)
+            .json()["balance"],
         0
     );
 }
@@ -333,7 +368,11 @@ fn bodies_are_objects_with_values_inside_their_documented_bounds() {
         ("PATCH", format!("{A}/accounts/{account}"), json!([null])),
         ("POST", format!("{A}/accounts"), json!(["x"])),
         ("POST", credits.clone(), json!({"delta": 0})),
-        ("POST", credits.clone(), json!({"delta": 9_007_199_254_740_992_i64})),
+        (
+            "POST",
+            credits.clone(),
+            json!({"delta": 9_007_199_254_740_992_i64}),
+        ),
         ("POST", credits.clone(), json!({"delta": 1.5})),
         ("PATCH", format!("{A}/accounts/{account}"), json!({})),
         (
@@ -379,7 +418,11 @@ fn a_deleted_account_is_404_everywhere() {
     let (_echo, kg) = start();
     let account = kg.create_account("gone");
     let kept = kg.create_account("kept");
-    let r = kg.admin("POST", &format!("{A}/accounts/{account}/credits"), Some(json!({"delta": 5})));
+    let r = kg.admin(
+        "POST",
+        &format!("{A}/accounts/{account}/credits"),
+        Some(json!({"delta": 5})),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let r = kg.admin("DELETE", &format!("{A}/accounts/{account}"), None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -394,7 +437,11 @@ fn a_deleted_account_is_404_everywhere() {
         ("POST", format!("{base}/reactivate"), None),
         ("GET", format!("{base}/credits"), None),
         ("POST", format!("{base}/credits"), Some(json!({"delta": 5}))),
-        ("PUT", format!("{base}/credits"), Some(json!({"balance": 5}))),
+        (
+            "PUT",
+            format!("{base}/credits"),
+            Some(json!({"balance": 5})),
+        ),
         ("GET", format!("{base}/transactions"), None),
     ];
     for (method, path, body) in cases {

@@ -131,7 +131,13 @@ mod tests {
     fn the_router_serves_only_documented_handlers() {
         let source = include_str!("mod.rs");
         let code = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
-        for bypass in [".route(", ".route_service(", ".nest(", ".nest_service(", ".merge("] {
+        for bypass in [
+            ".route(",
+            ".route_service(",
+            ".nest(",
+            ".nest_service(",
+            ".merge(",
+        ] {
             assert!(!code.contains(bypass), "the admin router uses {bypass}");
         }
         assert!(code.matches("routes!(").count() >= 17);

@@ -246,7 +246,9 @@ pub fn email_schema() -> ObjectBuilder {
         .schema_type(Type::String)
         .max_length(Some(validate::MAX_EMAIL_CHARS))
         .pattern(Some(validate::email_pattern()))
-        .description(Some("name@domain, stored lower-cased; unique across accounts"))
+        .description(Some(
+            "name@domain, stored lower-cased; unique across accounts",
+        ))
 }
 
 /// A password: 8-256 characters, never returned.

@@ -223,9 +223,7 @@ where
             .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT)
             .and_then(|f| T::try_from(f as i64).ok())
     };
-    value.ok_or_else(|| {
-        serde::de::Error::custom(format!("expected an integer in range, got {n}"))
-    })
+    value.ok_or_else(|| serde::de::Error::custom(format!("expected an integer in range, got {n}")))
 }
 
 /// [`integer`] for an optional field that must not be null: absent is `None` (with
@@ -506,7 +504,10 @@ mod tests {
         let n = |json: &str| serde_json::from_str::<N>(json).map(|v| v.n).ok();
         assert_eq!(n(r#"{"n":12}"#), Some(12));
         assert_eq!(n(r#"{"n":-12.0}"#), Some(-12));
-        assert_eq!(n(r#"{"n":9007199254740991.0}"#), Some(9_007_199_254_740_991));
+        assert_eq!(
+            n(r#"{"n":9007199254740991.0}"#),
+            Some(9_007_199_254_740_991)
+        );
         assert_eq!(n(r#"{"n":9223372036854775807}"#), Some(i64::MAX));
         for bad in [
             r#"{"n":12.5}"#,
