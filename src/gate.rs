@@ -200,6 +200,11 @@ impl Gate {
         self.counters.count(route, outcome);
     }
 
+    /// Records how long a finished request took (`status` 0: no answer went out).
+    pub fn request_duration(&self, route: Option<usize>, status: u16, seconds: f64) {
+        self.counters.duration(route, status, seconds);
+    }
+
     /// What local endpoints need to answer.
     pub fn local(&self) -> &Arc<LocalContext> {
         &self.local
@@ -518,7 +523,6 @@ impl Gate {
             }
             Ok(ChargeOutcome::Insufficient { .. }) => Err(Reason::InsufficientCredits),
             Err(e) => {
-                self.metrics.store_error();
                 tracing::warn!(error = %e, "credit charge failed");
                 Err(Reason::StoreUnavailable)
             }
@@ -537,7 +541,6 @@ impl Gate {
         {
             Ok(_) => self.metrics.credits_refunded(charge.amount),
             Err(e) => {
-                self.metrics.store_error();
                 tracing::error!(error = %e, account = %charge.account_id, amount = charge.amount, "credit refund failed");
             }
         }

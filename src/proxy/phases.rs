@@ -45,6 +45,8 @@ pub struct RequestCtx {
     pub(super) sent_upstream: bool,
     /// Holds the request on the in-flight gauge (a drain waits for it) until the request ends.
     pub(super) in_flight: Option<InFlight>,
+    /// When keygate started on the request (its header was read).
+    pub(super) started: Option<std::time::Instant>,
 }
 
 impl KeygateProxy {
@@ -75,6 +77,7 @@ impl ProxyHttp for KeygateProxy {
     /// Decides the request. `Ok(true)` means keygate already answered (a rejection or a local
     /// endpoint).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.started = Some(std::time::Instant::now());
         ctx.in_flight = Some(self.metrics.request_started());
         if self.draining.load(Ordering::Relaxed) {
             session.set_keepalive(None);
@@ -309,9 +312,19 @@ impl ProxyHttp for KeygateProxy {
         let outcome = ctx
             .outcome
             .unwrap_or(Outcome::Rejected(Reason::RouteNotFound));
+        let seconds = ctx
+            .started
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or_default();
         match &ctx.routing {
-            Some(routing) => routing.gate.count_request(ctx.route, outcome),
-            None => self.metrics.request(None, outcome),
+            Some(routing) => {
+                routing.gate.count_request(ctx.route, outcome);
+                routing.gate.request_duration(ctx.route, status, seconds);
+            }
+            None => {
+                self.metrics.request(None, outcome);
+                self.metrics.request_duration(None, status, seconds);
+            }
         }
         // The access line names the key by id, never by value.
         tracing::debug!(

@@ -52,7 +52,7 @@ impl pingora::services::background::BackgroundService for UsageService {
         let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
             return;
         };
-        let run = writer.run(self.shared.store.clone(), self.shared.metrics.clone());
+        let run = writer.run(self.shared.store.clone());
         tokio::select! {
             _ = run => {}
             _ = shutdown.changed() => {}
@@ -81,6 +81,8 @@ impl pingora::services::background::BackgroundService for Janitor {
 /// Reloads the configuration on SIGHUP (see [`crate::reload`]).
 pub(super) struct ReloadService {
     pub(super) routing: Arc<ArcSwap<Routing>>,
+    /// The TLS listener's certificates, re-read with the configuration.
+    pub(super) certs: Option<Arc<crate::tls::SniResolver>>,
     pub(super) shared: Arc<crate::app::Shared>,
     pub(super) source: std::sync::Mutex<crate::reload::ConfigSource>,
 }
@@ -94,6 +96,15 @@ impl ReloadService {
         match crate::reload::reload(&source, &current.gate) {
             Ok(reloaded) => {
                 let routes = reloaded.config.routes.len();
+                // `[listeners]` cannot change on reload, so the TLS listener is still the one
+                // the resolver serves; its files were just read and checked.
+                let tls = reloaded.config.listeners.tls.as_ref();
+                if let (Some(resolver), Some(set)) =
+                    (&self.certs, tls.and_then(|t| t.certs.clone()))
+                {
+                    tracing::info!(names = ?set.names(), "TLS certificates reloaded");
+                    resolver.replace(set);
+                }
                 self.routing
                     .store(Arc::new(Routing::new(Arc::new(reloaded.gate))));
                 self.shared.config.store(reloaded.config);
@@ -120,7 +131,9 @@ impl pingora::services::background::BackgroundService for ReloadService {
                 return;
             }
         };
-        tracing::info!("send SIGHUP to reload routes, limits, plans and error templates");
+        tracing::info!(
+            "send SIGHUP to reload routes, limits, plans, error templates and TLS certificates"
+        );
         loop {
             tokio::select! {
                 Some(()) = hangups.recv() => self.reload(),
