@@ -178,10 +178,6 @@ fn self_service_keys_are_validated_like_the_admin_api() {
         (json!({"name": "k", "scopes": too_many}), "scopes"),
         (json!({"name": "k", "scopes": ["bad scope"]}), "scopes"),
         (json!({"name": "   "}), "name"),
-        (
-            json!({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}),
-            "expires_at",
-        ),
     ];
     for (body, field) in cases {
         let mut admin_body = body.clone();
@@ -206,6 +202,17 @@ fn self_service_keys_are_validated_like_the_admin_api() {
             "{body}"
         );
     }
+    // A past expiry is the admin API's 409 (a conflict with the clock, which its document
+    // cannot state); the self-service API refuses it in its own format, with the same message.
+    let past = json!({"name": "k", "expires_at": "2001-01-01T00:00:00Z"});
+    let mut admin_body = past.clone();
+    admin_body["account_id"] = json!(account);
+    let r = kg.admin("POST", "/admin/v1/keys", Some(admin_body));
+    let admin_message = assert_error(&r, 409, "conflict");
+    assert!(admin_message.contains("`expires_at`"), "{admin_message}");
+    let r = mine(&kg, "POST", "/api/keys", &token, Some(past));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.json()["error"]["message"], admin_message);
     let r = mine(&kg, "GET", "/api/keys", &token, None);
     assert_eq!(r.json()["keys"], json!([]), "nothing refused was created");
 

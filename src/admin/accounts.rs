@@ -10,37 +10,58 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{present, Body, Id, Query};
+use super::openapi::{self, Always, InvalidBody, InvalidQuery, NotFound};
+use super::paging;
 use super::views::{next_cursor, AccountList, AccountView};
 use crate::app::Shared;
 use crate::keyservice::Actor;
-use crate::store::{AccountStatus, Page};
+use crate::store::{Account, AccountStatus, Page};
 
-#[derive(Debug, Deserialize)]
+/// `POST /accounts`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccount {
+    #[schema(schema_with = openapi::name_schema)]
     name: String,
 }
 
 /// `PATCH /accounts/{id}`: `{"plan": "pro"}` puts the account on a configured plan, `null`
-/// takes it off (the routes' own limits apply).
-#[derive(Debug, Deserialize)]
+/// takes it off (the routes' own limits apply). The document lists the configured plans.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
-    #[serde(default, deserialize_with = "present")]
+    /// A plan from the config's `[plans.*]`; null: none.
+    #[serde(deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true)]
     plan: Option<Option<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    #[serde(default)]
-    limit: u32,
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
+/// The `{id}` of an account.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the path; `Id` reads it.
+pub struct AccountId {
+    /// `acc_...`
+    id: String,
+}
+
+#[utoipa::path(post, path = "/admin/v1/accounts", tag = "accounts",
+    request_body = CreateAccount,
+    responses((status = 201, description = "created", body = AccountView), InvalidBody, Always))]
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     Body(req): Body<CreateAccount>,
@@ -52,13 +73,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(account.into())))
 }
 
+/// Accounts in id order; deleted ones are left out (a page may then be short while `next` is
+/// set).
+#[utoipa::path(get, path = "/admin/v1/accounts", tag = "accounts", params(ListQuery),
+    responses((status = 200, description = "a page", body = AccountList), InvalidQuery, Always))]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<AccountList>> {
     let page = Page {
         after: q.after.filter(|a| !a.is_empty()),
-        limit: q.limit,
+        limit: paging::limit(q.limit)?,
     };
     let accounts = shared.store.list_accounts(&page).await?;
     let next = next_cursor(
@@ -67,16 +92,25 @@ pub async fn list(
         accounts.last().map(|a| a.id.as_str()),
     );
     Ok(Json(AccountList {
-        accounts: accounts.into_iter().map(AccountView::from).collect(),
+        accounts: accounts
+            .into_iter()
+            .filter(|a| a.status != AccountStatus::Deleted)
+            .map(AccountView::from)
+            .collect(),
         next,
     }))
 }
 
+#[utoipa::path(get, path = "/admin/v1/accounts/{id}", tag = "accounts", params(AccountId),
+    responses((status = 200, description = "the account", body = AccountView), NotFound, Always))]
 pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<AccountView>> {
-    let account = shared.store.get_account(&id).await?.ok_or_else(not_found)?;
-    Ok(Json(account.into()))
+    Ok(Json(live_account(&shared, &id).await?.into()))
 }
 
+#[utoipa::path(patch, path = "/admin/v1/accounts/{id}", tag = "accounts", params(AccountId),
+    request_body = UpdateAccount,
+    responses((status = 200, description = "the account", body = AccountView), NotFound,
+        InvalidBody, Always))]
 pub async fn update(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
@@ -94,6 +128,10 @@ pub async fn update(
     Ok(Json(account.into()))
 }
 
+#[utoipa::path(post, path = "/admin/v1/accounts/{id}/suspend", tag = "accounts",
+    params(AccountId),
+    responses((status = 200, description = "suspended; its tokens are cut off",
+        body = AccountView), NotFound, Always))]
 pub async fn suspend(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
@@ -101,6 +139,10 @@ pub async fn suspend(
     set_status(&shared, &id, AccountStatus::Suspended).await
 }
 
+#[utoipa::path(post, path = "/admin/v1/accounts/{id}/reactivate", tag = "accounts",
+    params(AccountId),
+    responses((status = 200, description = "active again", body = AccountView), NotFound,
+        Always))]
 pub async fn reactivate(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
@@ -108,12 +150,17 @@ pub async fn reactivate(
     set_status(&shared, &id, AccountStatus::Active).await
 }
 
+/// Soft delete: the account is gone from this API (404 from then on, deleting it again too);
+/// its keys answer `account_missing` on the proxy.
+#[utoipa::path(delete, path = "/admin/v1/accounts/{id}", tag = "accounts", params(AccountId),
+    responses((status = 200, description = "deleted (its last state)", body = AccountView),
+        NotFound, Always))]
 pub async fn delete(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<AccountView>> {
     set_status(&shared, &id, AccountStatus::Deleted).await
 }
 
-/// A deleted account stays deleted (deleting it again is a no-op success); stopping an account
-/// cuts off its tokens (503 if that fails; the status is written and retrying is safe).
+/// Stopping an account cuts off its tokens (503 if that fails; the status is written and
+/// retrying is safe).
 async fn set_status(shared: &Shared, id: &str, to: AccountStatus) -> ApiResult<Json<AccountView>> {
     let account = shared
         .keys
@@ -122,6 +169,10 @@ async fn set_status(shared: &Shared, id: &str, to: AccountStatus) -> ApiResult<J
     Ok(Json(account.into()))
 }
 
-pub(super) fn not_found() -> ApiError {
-    ApiError::NotFound("account not found".to_string())
+/// The account, unless it does not exist or is deleted (both 404 here).
+pub(super) async fn live_account(shared: &Shared, id: &str) -> ApiResult<Account> {
+    match shared.store.get_account(id).await? {
+        Some(a) if a.status != AccountStatus::Deleted => Ok(a),
+        _ => Err(ApiError::NotFound("account not found".to_string())),
+    }
 }

@@ -4,8 +4,8 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+use super::openapi::{ErrorBody, ErrorDetail};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,9 +18,13 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
-    /// The request body, query or path could not be accepted; the message names the field.
+    /// The request body or path could not be accepted; the message names the field.
     #[error("{0}")]
     InvalidBody(String),
+    /// A query parameter could not be accepted (a bad type, or out of its documented range);
+    /// the message names it.
+    #[error("{0}")]
+    InvalidQuery(String),
     /// The store failed. The detail is logged once and never sent to the client.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
@@ -46,6 +50,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::InvalidBody(_) => "invalid_body",
+            Self::InvalidQuery(_) => "invalid_query",
             Self::StoreUnavailable(_) => "store_unavailable",
             Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal_error",
@@ -59,6 +64,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::InvalidBody(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             Self::StoreUnavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -94,9 +100,12 @@ impl IntoResponse for ApiError {
             Self::Internal(detail) => tracing::error!(error = %detail, "admin API: internal error"),
             _ => {}
         }
-        let body = Json(json!({
-            "error": { "code": self.code(), "message": self.public_message() }
-        }));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.public_message(),
+            },
+        });
         let status = self.status();
         if matches!(self, Self::Unauthorized) {
             (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()

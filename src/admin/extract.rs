@@ -1,5 +1,5 @@
-//! Extractors whose rejections are [`ApiError::InvalidBody`] (422 JSON naming the field) instead
-//! of axum's plain-text rejections.
+//! Extractors whose rejections are [`ApiError::InvalidBody`] (422 JSON naming the field) or, for
+//! the query string, [`ApiError::InvalidQuery`] (400), instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query as AxumQuery, Request};
@@ -11,9 +11,10 @@ use serde::{Deserialize, Deserializer};
 use super::error::ApiError;
 use crate::secret::Secret;
 
-/// A JSON request body. Malformed JSON, wrong types, unknown fields (request types use
-/// `deny_unknown_fields`) and missing fields are all 422 `invalid_body`; the content type is
-/// not checked (the Bearer token, not the browser, guards this API).
+/// A JSON request body: an object (serde would read a struct from an array too, which the
+/// document does not allow). Malformed JSON, another JSON type, wrong types, unknown fields
+/// (request types use `deny_unknown_fields`) and missing fields are all 422 `invalid_body`; the
+/// content type is not checked (the Bearer token, not the browser, guards this API).
 pub struct Body<T>(pub T);
 
 impl<T, S> FromRequest<S> for Body<T>
@@ -27,11 +28,18 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::invalid(e.body_text()))?;
-        // axum's parser reports the path of the failing field (`scopes[1]: invalid type ...`).
-        let Json(value) =
-            Json::<T>::from_bytes(&bytes).map_err(|e| ApiError::invalid(e.body_text()))?;
-        Ok(Body(value))
+        Ok(Body(parse_object(&bytes)?))
     }
+}
+
+/// `bytes` as a `T`, if they hold a JSON object.
+fn parse_object<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    // axum's parser reports the path of the failing field (`scopes[1]: invalid type ...`).
+    let Json(value) = Json::<T>::from_bytes(bytes).map_err(|e| ApiError::invalid(e.body_text()))?;
+    Ok(value)
 }
 
 /// A JSON body that may be left out: an empty (or all-whitespace) body is `T::default()`;
@@ -52,13 +60,11 @@ where
         if bytes.trim_ascii().is_empty() {
             return Ok(OptionalBody(T::default()));
         }
-        let Json(value) =
-            Json::<T>::from_bytes(&bytes).map_err(|e| ApiError::invalid(e.body_text()))?;
-        Ok(OptionalBody(value))
+        Ok(OptionalBody(parse_object(&bytes)?))
     }
 }
 
-/// Query parameters; a bad value is 422 naming the parameter.
+/// Query parameters; a bad value is 400 `invalid_query` naming the parameter.
 pub struct Query<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for Query<T>
@@ -71,7 +77,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let AxumQuery(value) = AxumQuery::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::invalid(e.body_text()))?;
+            .map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
         Ok(Query(value))
     }
 }
@@ -114,4 +120,40 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// For `#[serde(default, deserialize_with = "not_null")]` on an `Option<T>` field the document
+/// calls non-nullable: absence is `None` (serde's default), a value is `Some`, and `null` is
+/// refused (`invalid type: null, expected ...`, with the field's path) instead of being read as
+/// absence, as a plain `Option` would.
+pub fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Patch {
+        #[serde(default, deserialize_with = "not_null")]
+        name: Option<String>,
+        #[serde(default, deserialize_with = "present")]
+        plan: Option<Option<String>>,
+    }
+
+    #[test]
+    fn not_null_refuses_null_but_allows_absence() {
+        let p: Patch = serde_json::from_str("{}").unwrap();
+        assert_eq!((p.name, p.plan), (None, None));
+        let p: Patch = serde_json::from_str(r#"{"name":"x","plan":null}"#).unwrap();
+        assert_eq!((p.name.as_deref(), p.plan), (Some("x"), Some(None)));
+        let e = serde_json::from_str::<Patch>(r#"{"name":null}"#).unwrap_err();
+        assert!(e.to_string().contains("invalid type: null"), "{e}");
+    }
 }

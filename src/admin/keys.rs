@@ -12,33 +12,46 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{present, Body, Id, OptionalBody, Query};
+use super::extract::{not_null, present, Body, Id, OptionalBody, Query};
+use super::openapi::{self, Always, Conflict, InvalidBody, InvalidQuery, NotFound};
+use super::paging;
 use super::views::{next_cursor, CreatedKey, KeyList, KeyView, RotatedKey};
 use crate::app::Shared;
-use crate::keyservice::validate::RateLimitBody;
+use crate::keyservice::validate::{self, RateLimitBody};
 use crate::keyservice::{Actor, KeyChange, NewKeyInput};
 use crate::store::{KeyStatus, Page, Permission};
 
-#[derive(Debug, Deserialize)]
+/// `POST /keys`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
+    /// The account the key belongs to (`acc_...`).
     account_id: String,
+    #[schema(schema_with = openapi::name_schema)]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = openapi::scopes_schema, required = false)]
     scopes: Vec<String>,
     #[serde(default = "default_permission")]
+    #[schema(default = "read_write", required = false)]
     permission: Permission,
+    /// RFC 3339, in the future (a past time is 409); absent or null: never expires.
     #[serde(default)]
+    #[schema(schema_with = openapi::optional_time_schema, required = false)]
     expires_at: Option<String>,
+    /// A user of the same account (`usr_...`); absent or null: none.
     #[serde(default)]
+    #[schema(schema_with = openapi::optional_name_schema, required = false)]
     user_id: Option<String>,
     /// The key's own limit; absent or null: its account's plan or the route decides.
     #[serde(default)]
     rate_limit: Option<RateLimitBody>,
-    /// Resource kind -> allowed ids; absent or null: unrestricted.
+    /// Absent or null: unrestricted.
     #[serde(default)]
+    #[schema(schema_with = openapi::resources_schema, required = false)]
     resources: Option<BTreeMap<String, Vec<String>>>,
 }
 
@@ -46,41 +59,71 @@ fn default_permission() -> Permission {
     Permission::ReadWrite
 }
 
-/// `PATCH /keys/{id}`: an absent field is left as it is; `"expires_at": null` clears the expiry
-/// and `"rate_limit": null` the key's own limit.
-#[derive(Debug, Deserialize)]
+/// `PATCH /keys/{id}`: at least one field; an absent field is left as it is; `null` clears the
+/// expiry, the key's own limit or its resource restriction.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(schema_with = openapi::name_schema, required = false)]
     name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(schema_with = openapi::scopes_schema, required = false)]
     scopes: Option<Vec<String>>,
+    /// RFC 3339 (a past time expires the key now); null: never expires.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = openapi::optional_time_schema, required = false)]
     expires_at: Option<Option<String>>,
+    /// null: the account's plan or the route decides.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimitBody>, required = false)]
     rate_limit: Option<Option<RateLimitBody>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = openapi::resources_schema, required = false)]
     resources: Option<Option<BTreeMap<String, Vec<String>>>>,
 }
 
+/// The longest grace a rotation takes (the schema's `maximum`, 2^53 - 1 so that every JSON
+/// number up to it is exact): any later end is "never" anyway.
+const MAX_GRACE_SECONDS: u64 = (1 << 53) - 1;
+
 /// `POST /keys/{id}/rotate`; the body may be left out.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// How long the old key keeps working; absent: until it is revoked.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "validate::some_integer")]
+    #[schema(value_type = u64, minimum = 0, maximum = 9_007_199_254_740_991_u64,
+        required = false)]
     grace_seconds: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this account's keys.
     account_id: Option<String>,
-    #[serde(default)]
-    limit: u32,
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
+/// The `{id}` of a key.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the path; `Id` reads it.
+pub struct KeyId {
+    /// `key_...`
+    id: String,
+}
+
+/// A new key; its plaintext is in this answer only. 404 if the account or user does not exist,
+/// 409 if the account is deleted or `expires_at` is past.
+#[utoipa::path(post, path = "/admin/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, description = "created", body = CreatedKey), NotFound, Conflict,
+        InvalidBody, Always))]
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     Body(req): Body<CreateKey>,
@@ -115,13 +158,15 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/admin/v1/keys", tag = "keys", params(ListQuery),
+    responses((status = 200, description = "a page", body = KeyList), InvalidQuery, Always))]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<KeyList>> {
     let page = Page {
         after: q.after.filter(|a| !a.is_empty()),
-        limit: q.limit,
+        limit: paging::limit(q.limit)?,
     };
     let account = q.account_id.as_deref().filter(|a| !a.is_empty());
     let keys = shared.store.list_keys(account, &page).await?;
@@ -132,6 +177,8 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/admin/v1/keys/{id}", tag = "keys", params(KeyId),
+    responses((status = 200, description = "the key", body = KeyView), NotFound, Always))]
 pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<KeyView>> {
     let key = shared
         .store
@@ -141,6 +188,11 @@ pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Jso
     Ok(Json(key.into()))
 }
 
+/// Rename a key, set its scopes, expiry, limit or resources; narrowing it cuts off its tokens.
+#[utoipa::path(patch, path = "/admin/v1/keys/{id}", tag = "keys", params(KeyId),
+    request_body = UpdateKey,
+    responses((status = 200, description = "the key", body = KeyView), NotFound, InvalidBody,
+        Always))]
 pub async fn update(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
@@ -167,14 +219,23 @@ pub async fn update(
     Ok(Json(key.into()))
 }
 
+#[utoipa::path(post, path = "/admin/v1/keys/{id}/disable", tag = "keys", params(KeyId),
+    responses((status = 200, description = "disabled; its tokens are cut off", body = KeyView),
+        NotFound, Conflict, Always))]
 pub async fn disable(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<KeyView>> {
     set_status(&shared, &id, KeyStatus::Disabled).await
 }
 
+#[utoipa::path(post, path = "/admin/v1/keys/{id}/enable", tag = "keys", params(KeyId),
+    responses((status = 200, description = "active again", body = KeyView), NotFound,
+        Conflict, Always))]
 pub async fn enable(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<KeyView>> {
     set_status(&shared, &id, KeyStatus::Active).await
 }
 
+#[utoipa::path(post, path = "/admin/v1/keys/{id}/revoke", tag = "keys", params(KeyId),
+    responses((status = 200, description = "revoked for good; its tokens are cut off",
+        body = KeyView), NotFound, Conflict, Always))]
 pub async fn revoke(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<KeyView>> {
     set_status(&shared, &id, KeyStatus::Revoked).await
 }
@@ -190,12 +251,22 @@ async fn set_status(shared: &Shared, id: &str, status: KeyStatus) -> ApiResult<J
 }
 
 /// `POST /keys/{id}/rotate`: a new key with the old one's settings; see
-/// [`KeyService::rotate_key`](crate::keyservice::KeyService::rotate_key).
+/// [`KeyService::rotate_key`](crate::keyservice::KeyService::rotate_key). 409 for a revoked key
+/// or one whose account is deleted.
+#[utoipa::path(post, path = "/admin/v1/keys/{id}/rotate", tag = "keys", params(KeyId),
+    request_body(content = RotateKey, description = "may be left out"),
+    responses((status = 201, description = "the successor (its plaintext shown once) and the \
+        old key", body = RotatedKey), NotFound, Conflict, InvalidBody, Always))]
 pub async fn rotate(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
     OptionalBody(req): OptionalBody<RotateKey>,
 ) -> ApiResult<(StatusCode, Json<RotatedKey>)> {
+    if req.grace_seconds.is_some_and(|g| g > MAX_GRACE_SECONDS) {
+        return Err(ApiError::invalid(format!(
+            "`grace_seconds` must be at most {MAX_GRACE_SECONDS}"
+        )));
+    }
     let rotated = shared
         .keys
         .rotate_key(&Actor::Operator, &id, req.grace_seconds)
@@ -249,6 +320,7 @@ mod tests {
         assert_eq!(r.grace_seconds, Some(30));
         assert!(serde_json::from_str::<RotateKey>(r#"{"grace_seconds":-1}"#).is_err());
         assert!(serde_json::from_str::<RotateKey>(r#"{"grace":1}"#).is_err());
+        assert!(serde_json::from_str::<RotateKey>(r#"{"grace_seconds":null}"#).is_err());
     }
 
     #[test]
@@ -258,5 +330,16 @@ mod tests {
         assert!(k.scopes.is_empty());
         let e = serde_json::from_str::<CreateKey>(r#"{"account_id":"a","name":"n","x":1}"#);
         assert!(e.is_err_and(|e| e.to_string().contains("unknown field `x`")));
+        for body in [
+            r#"{"account_id":"a","name":null}"#,
+            r#"{"account_id":"a","name":"n","permission":null}"#,
+            r#"{"account_id":"a","name":"n","scopes":null}"#,
+        ] {
+            assert!(serde_json::from_str::<CreateKey>(body).is_err(), "{body}");
+        }
+        for null in ["name", "scopes"] {
+            let body = format!(r#"{{"{null}":null}}"#);
+            assert!(serde_json::from_str::<UpdateKey>(&body).is_err(), "{body}");
+        }
     }
 }

@@ -1,385 +1,361 @@
-//! `GET /admin/v1/openapi.json`: a hand-written OpenAPI 3.0 description of the admin API.
+//! `GET /admin/v1/openapi.json`: the admin API's OpenAPI 3.1 document, derived from the code by
+//! utoipa: each handler's `#[utoipa::path]` (its responses, parameters and body), the request
+//! and view types' `ToSchema` / `IntoParams` derives, and the router (`super::router`), which
+//! registers every handler through `utoipa_axum::routes!` so a route cannot exist without its
+//! description. What a schema cannot derive from a Rust type (a pattern, a length) is stated
+//! beside the type and comes from the same constants the checks in
+//! [`crate::keyservice::validate`] use.
+//!
+//! The document needs the admin token like every other admin path (the listener serves nothing
+//! without it); its 401 is documented.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, RefOr, Required};
+use utoipa::{IntoResponses, Modify, OpenApi, PartialSchema, ToSchema};
 
-pub async fn document() -> Json<Value> {
-    Json(spec())
-}
+use super::error::ApiResult;
+use crate::app::Shared;
+use crate::config::Plan;
+use crate::keyservice::validate;
 
-fn op(summary: &str, ok: &str, schema: &str) -> Value {
-    json!({
-        "summary": summary,
-        "responses": {
-            ok: {
-                "description": "success",
-                "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
-            },
-            "default": {
-                "description": "error",
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
-            }
-        }
-    })
-}
+/// The document's fixed parts; the paths come from the router.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "keygate admin API",
+        description = "Key, user, account and credit management. Every request, this document's \
+                       too, needs `Authorization: Bearer <admin token>`. Errors are \
+                       `{\"error\":{\"code\":\"...\",\"message\":\"...\"}}`; request bodies \
+                       refuse unknown fields."
+    ),
+    security(("adminToken" = [])),
+    components(schemas(ErrorBody)),
+    modifiers(&AdminToken)
+)]
+pub struct ApiDoc;
 
-fn with_body(mut operation: Value, schema: &str) -> Value {
-    operation["requestBody"] = json!({
-        "required": true,
-        "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } }
-    });
-    operation
-}
+struct AdminToken;
 
-fn id_param() -> Value {
-    json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }])
-}
-
-fn paging(extra: &[(&str, &str)]) -> Value {
-    let mut params = vec![
-        json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000 } }),
-        json!({ "name": "after", "in": "query", "schema": { "type": "string" } }),
-    ];
-    for (name, ty) in extra {
-        params.push(json!({ "name": name, "in": "query", "schema": { "type": ty } }));
+impl Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "adminToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("the admin token ([secrets] admin_token)"))
+                    .build(),
+            ),
+        );
     }
-    Value::Array(params)
 }
 
-fn action(summary: &str, schema: &str) -> Value {
-    json!({ "parameters": id_param(), "post": op(summary, "200", schema) })
+/// The error body every failure answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-pub fn spec() -> Value {
-    let mut list_accounts = op("List accounts", "200", "AccountList");
-    list_accounts["parameters"] = paging(&[]);
-    let mut list_keys = op("List keys", "200", "KeyList");
-    list_keys["parameters"] = paging(&[("account_id", "string")]);
-    let mut list_users = op("List users", "200", "UserList");
-    list_users["parameters"] = paging(&[("account_id", "string")]);
-    let mut rotate = op(
-        "Rotate a key: a successor with the same settings (its plaintext returned once); the old key \
-         expires after grace_seconds, or works until revoked when that is absent. 409 if revoked",
-        "201",
-        "RotatedKey",
-    );
-    rotate["requestBody"] = json!({
-        "required": false,
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/KeyRotation" } } }
-    });
-    let mut audit = op("Read the audit log, newest first", "200", "AuditList");
-    audit["parameters"] = json!([
-        { "name": "target", "in": "query", "schema": { "type": "string" } },
-        { "name": "limit", "in": "query", "schema": { "type": "integer" } }
-    ]);
-    let mut transactions = op(
-        "An account's credit transactions, oldest first",
-        "200",
-        "TransactionList",
-    );
-    transactions["parameters"] = paging(&[]);
-    let time = json!({ "type": "string", "format": "date-time", "nullable": true });
-    let credits = json!({
-        "parameters": id_param(),
-        "get": op("An account's credit balance", "200", "Balance"),
-        "post": with_body(
-            op("Top up (positive delta) or deduct (negative); 409 if the balance would go below zero", "200", "Balance"),
-            "CreditAdjustment"
-        ),
-        "put": with_body(op("Set the credit balance", "200", "Balance"), "CreditBalance")
-    });
-    let rate_limit = json!({
-        "type": "object", "nullable": true, "additionalProperties": false,
-        "required": ["requests", "per_seconds", "burst"],
-        "description": "The key's own token-bucket limit, over its account's plan and the route's",
-        "properties": {
-            "requests": { "type": "integer", "minimum": 1, "maximum": 1_000_000_000 },
-            "per_seconds": { "type": "integer", "minimum": 1, "maximum": 86_400 * 366 },
-            "burst": { "type": "integer", "minimum": 1, "maximum": u32::MAX }
-        }
-    });
-    let resources = json!({
-        "type": "object", "nullable": true,
-        "description": "Resource kind -> the ids of that kind the key may reach (kinds and ids: [A-Za-z0-9_.:-]{1,64}); null: unrestricted",
-        "additionalProperties": { "type": "array", "items": { "type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$" } }
-    });
-    let schemas = credit_schemas(&time);
-    let user_schemas = user_schemas(&time);
-    let mut doc = json!({
-        "openapi": "3.0.3",
-        "info": {
-            "title": "keygate admin API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Every request needs `Authorization: Bearer <admin token>`. Errors are {\"error\":{\"code\",\"message\"}}."
-        },
-        "security": [{ "adminToken": [] }],
-        "paths": {
-            "/admin/v1/accounts": {
-                "post": with_body(op("Create an account", "201", "Account"), "NewAccount"),
-                "get": list_accounts
-            },
-            "/admin/v1/accounts/{id}": {
-                "parameters": id_param(),
-                "get": op("Get an account", "200", "Account"),
-                "patch": with_body(op("Put an account on a configured plan, or take it off (null)", "200", "Account"), "AccountPatch"),
-                "delete": op("Delete an account (soft)", "200", "Account")
-            },
-            "/admin/v1/accounts/{id}/credits": credits,
-            "/admin/v1/accounts/{id}/transactions": { "parameters": id_param(), "get": transactions },
-            "/admin/v1/accounts/{id}/suspend": action("Suspend an account", "Account"),
-            "/admin/v1/accounts/{id}/reactivate": action("Reactivate a suspended account", "Account"),
-            "/admin/v1/keys": {
-                "post": with_body(op("Create a key; the plaintext is returned once", "201", "CreatedKey"), "NewKey"),
-                "get": list_keys
-            },
-            "/admin/v1/keys/{id}": {
-                "parameters": id_param(),
-                "get": op("Get a key", "200", "Key"),
-                "patch": with_body(op("Rename a key, set its scopes, expiry or rate limit", "200", "Key"), "KeyPatch")
-            },
-            "/admin/v1/keys/{id}/disable": action("Disable a key", "Key"),
-            "/admin/v1/keys/{id}/enable": action("Enable a disabled key", "Key"),
-            "/admin/v1/keys/{id}/revoke": action("Revoke a key for good", "Key"),
-            "/admin/v1/keys/{id}/rotate": { "parameters": id_param(), "post": rotate },
-            "/admin/v1/users": {
-                "post": with_body(op("Create a user (409 if the email is taken, in any account)", "201", "User"), "NewUser"),
-                "get": list_users
-            },
-            "/admin/v1/users/{id}": {
-                "parameters": id_param(),
-                "get": op("Get a user", "200", "User"),
-                "patch": with_body(op("Change a user's role or status; the user's tokens are cut off", "200", "User"), "UserPatch")
-            },
-            "/admin/v1/users/{id}/password": {
-                "parameters": id_param(),
-                "post": with_body(op("Set a user's password; the user's sessions end", "200", "User"), "UserPassword")
-            },
-            "/admin/v1/audit": { "get": audit },
-            "/admin/v1/openapi.json": {
-                "get": { "summary": "This document", "responses": { "200": { "description": "OpenAPI 3.0 JSON" } } }
-            }
-        },
-        "components": {
-            "securitySchemes": { "adminToken": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": { "error": { "type": "object", "properties": {
-                        "code": { "type": "string", "enum": ["unauthorized", "not_found", "method_not_allowed", "conflict", "invalid_body", "store_unavailable", "internal_error"] },
-                        "message": { "type": "string" }
-                    } } }
-                },
-                "NewAccount": {
-                    "type": "object", "additionalProperties": false, "required": ["name"],
-                    "properties": { "name": { "type": "string", "minLength": 1, "maxLength": 200 } }
-                },
-                "Account": {
-                    "type": "object",
-                    "properties": {
-                        "id": { "type": "string" },
-                        "name": { "type": "string" },
-                        "status": { "type": "string", "enum": ["active", "suspended", "deleted"] },
-                        "plan": { "type": "string", "nullable": true },
-                        "credits": { "type": "integer", "minimum": 0 },
-                        "created_at": time
-                    }
-                },
-                "AccountList": {
-                    "type": "object",
-                    "properties": {
-                        "accounts": { "type": "array", "items": { "$ref": "#/components/schemas/Account" } },
-                        "next": { "type": "string", "nullable": true }
-                    }
-                },
-                "NewKey": {
-                    "type": "object", "additionalProperties": false, "required": ["account_id", "name"],
-                    "properties": {
-                        "account_id": { "type": "string" },
-                        "name": { "type": "string", "minLength": 1, "maxLength": 200 },
-                        "scopes": { "type": "array", "items": { "type": "string" }, "default": [] },
-                        "permission": { "type": "string", "enum": ["read", "read_write"], "default": "read_write" },
-                        "expires_at": time,
-                        "user_id": { "type": "string", "description": "a user of the same account" },
-                        "rate_limit": rate_limit,
-                        "resources": resources
-                    }
-                },
-                "KeyPatch": {
-                    "type": "object", "additionalProperties": false,
-                    "properties": {
-                        "name": { "type": "string" },
-                        "scopes": { "type": "array", "items": { "type": "string" } },
-                        "expires_at": time,
-                        "rate_limit": rate_limit,
-                        "resources": resources
-                    }
-                },
-                "Key": {
-                    "type": "object",
-                    "properties": {
-                        "id": { "type": "string" },
-                        "account_id": { "type": "string" },
-                        "user_id": { "type": "string", "nullable": true },
-                        "name": { "type": "string" },
-                        "display_prefix": { "type": "string" },
-                        "scopes": { "type": "array", "items": { "type": "string" } },
-                        "permission": { "type": "string", "enum": ["read", "read_write"] },
-                        "status": { "type": "string", "enum": ["active", "disabled", "revoked"] },
-                        "rate_limit": rate_limit,
-                        "resources": resources,
-                        "rotated_from": { "type": "string", "nullable": true, "description": "the key this one replaced" },
-                        "created_at": time,
-                        "expires_at": time,
-                        "last_used_at": time
-                    }
-                },
-                "CreatedKey": {
-                    "allOf": [
-                        { "$ref": "#/components/schemas/Key" },
-                        { "type": "object", "properties": { "key": { "type": "string", "description": "the plaintext, shown once" } } }
-                    ]
-                },
-                "KeyList": {
-                    "type": "object",
-                    "properties": {
-                        "keys": { "type": "array", "items": { "$ref": "#/components/schemas/Key" } },
-                        "next": { "type": "string", "nullable": true }
-                    }
-                },
-                "AuditList": {
-                    "type": "object",
-                    "properties": { "entries": { "type": "array", "items": {
-                        "type": "object",
-                        "properties": {
-                            "id": { "type": "integer" },
-                            "at": time,
-                            "actor": { "type": "string" },
-                            "action": { "type": "string" },
-                            "target": { "type": "string" },
-                            "detail": { "type": "string" }
-                        }
-                    } } }
-                }
-            }
-        }
-    });
-    if let Some(all) = doc["components"]["schemas"].as_object_mut() {
-        for extra in [schemas, user_schemas] {
-            if let Value::Object(extra) = extra {
-                all.extend(extra);
-            }
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code (see `ErrorCode`).
+    #[schema(value_type = ErrorCode)]
+    pub code: &'static str,
+    /// A sentence for people, naming the refused field or parameter where there is one.
+    pub message: String,
+}
+
+/// Every code an admin error carries (`ApiError::code`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // A schema only: the codes are written by `ApiError::code`.
+pub enum ErrorCode {
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    InvalidBody,
+    InvalidQuery,
+    StoreUnavailable,
+    Overloaded,
+    InternalError,
+}
+
+fn error_response(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(ErrorBody::schema_ref()))
+            .build(),
+    )
+}
+
+trait SchemaRef {
+    fn schema_ref() -> RefOr<Schema>;
+}
+
+impl<T: ToSchema> SchemaRef for T {
+    fn schema_ref() -> RefOr<Schema> {
+        RefOr::Ref(utoipa::openapi::Ref::from_schema_name(T::name()))
+    }
+}
+
+fn one(status: &str, response: ResponseBuilder) -> BTreeMap<String, RefOr<Response>> {
+    BTreeMap::from([(status.to_string(), RefOr::T(response.build()))])
+}
+
+/// The answers any admin request can get: 401 without the admin token, 503 when the store
+/// fails.
+pub struct Always;
+
+impl IntoResponses for Always {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = one(
+            "401",
+            error_response("missing or invalid admin token (`unauthorized`)").header(
+                "WWW-Authenticate",
+                HeaderBuilder::new()
+                    .schema(String::schema())
+                    .description(Some("`Bearer`"))
+                    .build(),
+            ),
+        );
+        all.extend(one(
+            "503",
+            error_response("the store is unavailable (`store_unavailable`); retrying is safe"),
+        ));
+        all
+    }
+}
+
+/// 404 `not_found`: the path's resource does not exist (or is a deleted account).
+pub struct NotFound;
+
+impl IntoResponses for NotFound {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        one(
+            "404",
+            error_response("no such resource, or a deleted account (`not_found`)"),
+        )
+    }
+}
+
+/// 422 `invalid_body`: the body was refused; the message names the field.
+pub struct InvalidBody;
+
+impl IntoResponses for InvalidBody {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        one(
+            "422",
+            error_response(
+                "the body is malformed, misses a field, has an unknown one or a value outside \
+                 its schema (`invalid_body`)",
+            ),
+        )
+    }
+}
+
+/// 400 `invalid_query`: a query parameter was refused; the message names it.
+pub struct InvalidQuery;
+
+impl IntoResponses for InvalidQuery {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        one(
+            "400",
+            error_response("a query parameter is malformed or out of range (`invalid_query`)"),
+        )
+    }
+}
+
+/// 409 `conflict`: the change contradicts the target's state.
+pub struct Conflict;
+
+impl IntoResponses for Conflict {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        one(
+            "409",
+            error_response("the change contradicts the target's state (`conflict`)"),
+        )
+    }
+}
+
+/// What hashing a password can add: 503 `overloaded` (with `Retry-After`; documented with the
+/// store's 503) and 500 when keygate itself fails.
+pub struct Hashing;
+
+impl IntoResponses for Hashing {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        one(
+            "500",
+            error_response("keygate failed to hash the password (`internal_error`)"),
+        )
+    }
+}
+
+/// `limit` on every list: 1..=1000, default 100.
+pub fn limit_param() -> Parameter {
+    ParameterBuilder::new()
+        .name("limit")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(format!(
+            "page size, 1 to {}; absent: {}",
+            super::paging::MAX_LIMIT,
+            super::paging::DEFAULT_LIMIT
+        )))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1))
+                .maximum(Some(super::paging::MAX_LIMIT)),
+        ))
+        .build()
+}
+
+/// A display name ([`validate::name`]): 1-200 characters, not blank, no control characters.
+pub fn name_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(validate::MAX_NAME_CHARS))
+        .pattern(Some(validate::name_pattern()))
+        .description(Some(
+            "1-200 characters, not blank, no control characters; stored trimmed",
+        ))
+}
+
+/// [`name_schema`], or null.
+pub fn optional_name_schema() -> ObjectBuilder {
+    name_schema().schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+}
+
+/// An email ([`validate::email`]).
+pub fn email_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(validate::MAX_EMAIL_CHARS))
+        .pattern(Some(validate::email_pattern()))
+        .description(Some(
+            "name@domain, stored lower-cased; unique across accounts",
+        ))
+}
+
+/// A password: 8-256 characters, never returned.
+pub fn password_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(crate::passwords::MIN_CHARS))
+        .max_length(Some(crate::passwords::MAX_CHARS))
+        .write_only(Some(true))
+        .description(Some("never returned"))
+}
+
+/// A key's scopes ([`validate::scopes`]): at most 100, each 1-64 of `A-Za-z0-9:._-`.
+pub fn scopes_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(validate::SCOPE_PATTERN)),
+        )
+        .max_items(Some(validate::MAX_SCOPES))
+        .description(Some("duplicates are dropped"))
+}
+
+/// A key's resources ([`validate::resources`]): kind -> ids, each 1-64 of `A-Za-z0-9_.:-`;
+/// null: unrestricted.
+pub fn resources_schema() -> ObjectBuilder {
+    let name = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(validate::RESOURCE_PATTERN))
+    };
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(name()))
+        .max_properties(Some(validate::MAX_RESOURCE_KINDS))
+        .additional_properties(Some(
+            ArrayBuilder::new()
+                .items(name())
+                .max_items(Some(validate::MAX_RESOURCE_IDS)),
+        ))
+        .description(Some(
+            "resource kind -> the ids of that kind the key may reach; null: unrestricted",
+        ))
+}
+
+/// An RFC 3339 time, or null.
+pub fn optional_time_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::DateTime,
+        )))
+}
+
+/// The bodies that must change something: `{}` is refused ("nothing to change").
+const AT_LEAST_ONE_FIELD: [&str; 2] = ["UpdateKey", "UpdateUser"];
+
+/// The derived document as JSON, with what the derives cannot say added: `minProperties` on
+/// [`AT_LEAST_ONE_FIELD`] (utoipa-gen 5.5 writes `#[schema(min_properties = 1)]` as
+/// `maxProperties`).
+pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    for name in AT_LEAST_ONE_FIELD {
+        if let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(Value::as_object_mut)
+        {
+            schema.insert("minProperties".into(), json!(1));
         }
     }
     doc
 }
 
-/// The schemas of the users and key rotation endpoints.
-fn user_schemas(time: &Value) -> Value {
-    let role = json!({ "type": "string", "enum": ["owner", "admin", "member", "read_only"] });
-    let password = json!({
-        "type": "string", "minLength": crate::passwords::MIN_CHARS, "maxLength": crate::passwords::MAX_CHARS,
-        "writeOnly": true, "description": "never returned"
-    });
-    json!({
-        "NewUser": {
-            "type": "object", "additionalProperties": false,
-            "required": ["account_id", "email", "password"],
-            "properties": {
-                "account_id": { "type": "string" },
-                "email": { "type": "string", "format": "email", "maxLength": 254, "description": "stored lower-cased; unique" },
-                "password": password,
-                "role": { "allOf": [role], "default": "member" }
-            }
-        },
-        "UserPatch": {
-            "type": "object", "additionalProperties": false,
-            "properties": {
-                "role": role,
-                "status": { "type": "string", "enum": ["active", "disabled"] }
-            }
-        },
-        "UserPassword": {
-            "type": "object", "additionalProperties": false, "required": ["password"],
-            "properties": { "password": password }
-        },
-        "User": {
-            "type": "object",
-            "properties": {
-                "id": { "type": "string" },
-                "account_id": { "type": "string" },
-                "email": { "type": "string" },
-                "role": role,
-                "status": { "type": "string", "enum": ["active", "disabled"] },
-                "created_at": time
-            }
-        },
-        "UserList": {
-            "type": "object",
-            "properties": {
-                "users": { "type": "array", "items": { "$ref": "#/components/schemas/User" } },
-                "next": { "type": "string", "nullable": true }
-            }
-        },
-        "KeyRotation": {
-            "type": "object", "additionalProperties": false,
-            "properties": {
-                "grace_seconds": { "type": "integer", "minimum": 0, "description": "how long the old key keeps working; absent: until revoked" }
-            }
-        },
-        "RotatedKey": {
-            "allOf": [
-                { "$ref": "#/components/schemas/Key" },
-                { "type": "object", "properties": {
-                    "key": { "type": "string", "description": "the new key's plaintext, shown once" },
-                    "old": { "$ref": "#/components/schemas/Key" }
-                } }
-            ]
-        }
-    })
+/// The document as JSON, with the configured plans as the values `plan` may take (they change
+/// on reload, so they are read per request).
+pub fn spec(base: &Value, plans: &HashMap<String, Plan>) -> Value {
+    let mut doc = base.clone();
+    let mut names: Vec<&str> = plans.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut allowed: Vec<Value> = names.iter().map(|n| json!(n)).collect();
+    allowed.push(Value::Null);
+    if let Some(plan) = doc
+        .pointer_mut("/components/schemas/UpdateAccount/properties/plan")
+        .and_then(Value::as_object_mut)
+    {
+        plan.insert("enum".into(), Value::Array(allowed));
+    }
+    doc
 }
 
-/// The schemas of the plan and credits endpoints.
-fn credit_schemas(time: &Value) -> Value {
-    let reason = json!({ "type": "string", "minLength": 1, "maxLength": 200 });
-    json!({
-        "AccountPatch": {
-            "type": "object", "additionalProperties": false,
-            "properties": { "plan": { "type": "string", "nullable": true, "description": "a plan from the config's [plans.*]; null clears" } }
-        },
-        "Balance": {
-            "type": "object",
-            "properties": { "balance": { "type": "integer", "minimum": 0 } }
-        },
-        "CreditAdjustment": {
-            "type": "object", "additionalProperties": false, "required": ["delta"],
-            "properties": {
-                "delta": { "type": "integer", "not": { "enum": [0] } },
-                "reason": reason
-            }
-        },
-        "CreditBalance": {
-            "type": "object", "additionalProperties": false, "required": ["balance"],
-            "properties": {
-                "balance": { "type": "integer", "minimum": 0, "maximum": crate::store::MAX_CREDITS },
-                "reason": reason
-            }
-        },
-        "TransactionList": {
-            "type": "object",
-            "properties": {
-                "transactions": { "type": "array", "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": { "type": "integer" },
-                        "delta": { "type": "integer" },
-                        "reason": { "type": "string" },
-                        "key_id": { "type": "string", "nullable": true },
-                        "balance_after": { "type": "integer" },
-                        "created_at": time
-                    }
-                } },
-                "next": { "type": "string", "nullable": true, "description": "pass as `after` for the next page" }
-            }
-        }
-    })
+/// The base document, made once when the router is built.
+pub struct Document(pub Value);
+
+#[utoipa::path(
+    get,
+    path = "/admin/v1/openapi.json",
+    tag = "meta",
+    responses(
+        (status = 200, description = "this document (OpenAPI 3.1)", body = Object),
+        Always
+    )
+)]
+pub async fn document(
+    State(shared): State<Arc<Shared>>,
+    axum::Extension(doc): axum::Extension<Arc<Document>>,
+) -> ApiResult<Json<Value>> {
+    let config = shared.config.load();
+    Ok(Json(spec(&doc.0, &config.plans)))
 }

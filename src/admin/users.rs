@@ -12,23 +12,31 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{secret, Body, Id, Query};
+use super::extract::{not_null, secret, Body, Id, Query};
+use super::openapi::{self, Always, Conflict, Hashing, InvalidBody, InvalidQuery, NotFound};
+use super::paging;
 use super::views::{next_cursor, UserList, UserView};
 use crate::app::Shared;
 use crate::keyservice::{Actor, NewUserInput, UserChange};
 use crate::secret::Secret;
 use crate::store::{Page, Role, UserStatus};
 
-#[derive(Debug, Deserialize)]
+/// `POST /users`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    /// The user's account (`acc_...`).
     account_id: String,
+    #[schema(schema_with = openapi::email_schema)]
     email: String,
     #[serde(deserialize_with = "secret")]
+    #[schema(schema_with = openapi::password_schema)]
     password: Secret,
     #[serde(default = "default_role")]
+    #[schema(default = "member", required = false)]
     role: Role,
 }
 
@@ -36,32 +44,53 @@ fn default_role() -> Role {
     Role::Member
 }
 
-/// `PATCH /users/{id}`: an absent field is left as it is.
-#[derive(Debug, Deserialize)]
+/// `PATCH /users/{id}`: at least one field; an absent field is left as it is.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Role, required = false)]
     role: Option<Role>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = UserStatus, required = false)]
     status: Option<UserStatus>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /users/{id}/password`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPassword {
     #[serde(deserialize_with = "secret")]
+    #[schema(schema_with = openapi::password_schema)]
     password: Secret,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this account's users.
     account_id: Option<String>,
-    #[serde(default)]
-    limit: u32,
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next` of the previous page.
     after: Option<String>,
 }
 
+/// The `{id}` of a user.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Describes the path; `Id` reads it.
+pub struct UserId {
+    /// `usr_...`
+    id: String,
+}
+
+/// 404 if the account does not exist; 409 if it is deleted or the email is taken (in any
+/// account).
+#[utoipa::path(post, path = "/admin/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, description = "created", body = UserView), NotFound, Conflict,
+        InvalidBody, Hashing, Always))]
 pub async fn create(
     State(shared): State<Arc<Shared>>,
     Body(req): Body<CreateUser>,
@@ -82,13 +111,15 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
+#[utoipa::path(get, path = "/admin/v1/users", tag = "users", params(ListQuery),
+    responses((status = 200, description = "a page", body = UserList), InvalidQuery, Always))]
 pub async fn list(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<UserList>> {
     let page = Page {
         after: q.after.filter(|a| !a.is_empty()),
-        limit: q.limit,
+        limit: paging::limit(q.limit)?,
     };
     let account = q.account_id.as_deref().filter(|a| !a.is_empty());
     let users = shared.store.list_users(account, &page).await?;
@@ -99,6 +130,8 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/admin/v1/users/{id}", tag = "users", params(UserId),
+    responses((status = 200, description = "the user", body = UserView), NotFound, Always))]
 pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Json<UserView>> {
     let user = shared
         .store
@@ -110,6 +143,10 @@ pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Jso
 
 /// A role or status change; the user's tokens are cut off (503 if that fails; the change is
 /// written and retrying is safe).
+#[utoipa::path(patch, path = "/admin/v1/users/{id}", tag = "users", params(UserId),
+    request_body = UpdateUser,
+    responses((status = 200, description = "the user", body = UserView), NotFound, InvalidBody,
+        Always))]
 pub async fn update(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
@@ -124,6 +161,10 @@ pub async fn update(
 }
 
 /// `POST /users/{id}/password`: sets a new password; the user's existing sessions end.
+#[utoipa::path(post, path = "/admin/v1/users/{id}/password", tag = "users", params(UserId),
+    request_body = SetPassword,
+    responses((status = 200, description = "the user; their sessions have ended",
+        body = UserView), NotFound, InvalidBody, Hashing, Always))]
 pub async fn set_password(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
@@ -177,6 +218,8 @@ mod tests {
         assert!(e.contains("boss"), "{e}");
         assert!(serde_json::from_str::<UpdateUser>(r#"{"status":"gone"}"#).is_err());
         assert!(serde_json::from_str::<UpdateUser>(r#"{"email":"x@y.z"}"#).is_err());
+        assert!(serde_json::from_str::<UpdateUser>(r#"{"role":null}"#).is_err());
+        assert!(serde_json::from_str::<UpdateUser>(r#"{"status":null}"#).is_err());
         let p: SetPassword = serde_json::from_str(r#"{"password":"abcdefgh"}"#).unwrap();
         assert_eq!(p.password.expose(), "abcdefgh");
     }

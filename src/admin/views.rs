@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::store::{
     Account, AccountStatus, AuditEntry, KeyRecord, KeyStatus, LedgerEntry, Page, Permission,
@@ -14,13 +15,14 @@ pub fn rfc3339(secs: i64) -> Option<String> {
     DateTime::from_timestamp(secs, 0).map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountView {
     pub id: String,
     pub name: String,
     pub status: AccountStatus,
     pub plan: Option<String>,
     pub credits: i64,
+    #[schema(format = DateTime)]
     pub created_at: Option<String>,
 }
 
@@ -37,7 +39,7 @@ impl From<Account> for AccountView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub account_id: String,
@@ -53,8 +55,11 @@ pub struct KeyView {
     pub resources: Option<Resources>,
     /// The key this one replaced, for a key made by a rotation.
     pub rotated_from: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: Option<String>,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
 }
 
@@ -80,8 +85,9 @@ impl From<KeyRecord> for KeyView {
 }
 
 /// The create-key response: the plaintext, shown this once, then the key view.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedKey {
+    /// The plaintext key, shown this once.
     pub key: String,
     #[serde(flatten)]
     pub view: KeyView,
@@ -89,8 +95,9 @@ pub struct CreatedKey {
 
 /// The rotate-key response: the new key's plaintext (shown this once) and view, and the old key
 /// as the rotation left it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RotatedKey {
+    /// The new key's plaintext, shown this once.
     pub key: String,
     #[serde(flatten)]
     pub view: KeyView,
@@ -98,13 +105,14 @@ pub struct RotatedKey {
 }
 
 /// A user; never its password or hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
     pub id: String,
     pub account_id: String,
     pub email: String,
     pub role: Role,
     pub status: UserStatus,
+    #[schema(format = DateTime)]
     pub created_at: Option<String>,
 }
 
@@ -121,15 +129,17 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserList {
     pub users: Vec<UserView>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditView {
     pub id: i64,
+    #[schema(format = DateTime)]
     pub at: Option<String>,
     pub actor: String,
     pub action: String,
@@ -151,18 +161,20 @@ impl From<AuditEntry> for AuditView {
 }
 
 /// `{"balance": n}`: the credits endpoints' answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Balance {
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     pub balance: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TransactionView {
     pub id: i64,
     pub delta: i64,
     pub reason: String,
     pub key_id: Option<String>,
     pub balance_after: i64,
+    #[schema(format = DateTime)]
     pub created_at: Option<String>,
 }
 
@@ -179,25 +191,28 @@ impl From<LedgerEntry> for TransactionView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TransactionList {
     pub transactions: Vec<TransactionView>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AccountList {
     pub accounts: Vec<AccountView>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyView>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AuditList {
     pub entries: Vec<AuditView>,
 }

@@ -15,6 +15,15 @@ fn account_not_found() -> ServiceError {
     ServiceError::NotFound("account not found".to_string())
 }
 
+/// An account that exists and is not deleted: to the admin API a deleted account is gone (its
+/// record stays so its keys answer `account_missing`).
+pub(super) fn live(account: Option<Account>) -> ServiceResult<Account> {
+    match account {
+        Some(a) if a.status != AccountStatus::Deleted => Ok(a),
+        _ => Err(account_not_found()),
+    }
+}
+
 impl KeyService {
     pub async fn create_account(&self, actor: &Actor, name: &str) -> ServiceResult<Account> {
         let name = validate::name("name", name)?;
@@ -39,11 +48,7 @@ impl KeyService {
         plans: &HashMap<String, Plan>,
     ) -> ServiceResult<Account> {
         let plan = plan.map(|p| validate::plan(plans, &p)).transpose()?;
-        let current = self
-            .store
-            .get_account(id)
-            .await?
-            .ok_or_else(account_not_found)?;
+        let current = live(self.store.get_account(id).await?)?;
         let account = self.store.set_account_plan(id, plan).await?;
         self.invalidate(Invalidation::Account(account.id.clone()))
             .await;
@@ -61,27 +66,15 @@ impl KeyService {
         Ok(account)
     }
 
-    /// Suspend, reactivate or delete. A deleted account stays deleted (deleting it again is a
-    /// no-op success, with no audit entry; suspending or reactivating it is a conflict).
+    /// Suspend, reactivate or delete. A deleted account stays deleted and is gone: any change to
+    /// it, deleting it again too, is not found.
     pub async fn set_account_status(
         &self,
         actor: &Actor,
         id: &str,
         to: AccountStatus,
     ) -> ServiceResult<Account> {
-        let current = self
-            .store
-            .get_account(id)
-            .await?
-            .ok_or_else(account_not_found)?;
-        if current.status == AccountStatus::Deleted {
-            if to == AccountStatus::Deleted {
-                return Ok(current);
-            }
-            return Err(ServiceError::Conflict(
-                "the account is deleted; it cannot be suspended or reactivated".to_string(),
-            ));
-        }
+        let current = live(self.store.get_account(id).await?)?;
         let account = self.store.set_account_status(id, to).await?;
         self.invalidate(Invalidation::Account(account.id.clone()))
             .await;

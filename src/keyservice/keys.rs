@@ -21,7 +21,7 @@ pub struct NewKeyInput {
     pub name: String,
     pub scopes: Vec<String>,
     pub permission: Permission,
-    /// RFC 3339, in the future.
+    /// RFC 3339, in the future (a past time is a conflict).
     pub expires_at: Option<String>,
     pub rate_limit: Option<RateLimitBody>,
     /// Resource kind -> allowed ids; `None`: unrestricted.
@@ -111,10 +111,12 @@ impl KeyService {
             None => None,
             Some(t) => {
                 let at = validate::time("expires_at", t)?;
+                // A conflict with the clock, not a malformed value: a schema cannot say "after
+                // now", so a well-formed time in the past is 409 (PATCH may set one: that
+                // expires the key at once).
                 if at <= now() {
-                    return Err(ServiceError::invalid(
-                        "expires_at",
-                        "`expires_at` must be in the future",
+                    return Err(ServiceError::Conflict(
+                        "`expires_at` must be in the future".to_string(),
                     ));
                 }
                 Some(at)

@@ -14,8 +14,34 @@ use crate::store::{normalize_email, RateLimit, Resources, MAX_CREDITS};
 pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_SCOPES: usize = 100;
 
-/// A display name: not blank, at most [`MAX_NAME_CHARS`] characters. Returns it trimmed.
+/// Control characters (Unicode `Cc`, what [`char::is_control`] matches), as a regex class body.
+const CONTROL_CLASS: &str = r"\u0000-\u001f\u007f-\u009f";
+/// Whitespace that is not a control character ([`char::is_whitespace`] minus `Cc`), spelled out
+/// so the document's patterns mean exactly what the checks here do (`\s` differs by dialect).
+const SPACE_CLASS: &str = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// [`name`]'s rule as an ECMA-262 pattern for the API document: no control character, at least
+/// one character that is neither whitespace nor control.
+pub fn name_pattern() -> String {
+    format!("^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{SPACE_CLASS}][^{CONTROL_CLASS}]*$")
+}
+
+/// A display name: at most [`MAX_NAME_CHARS`] characters as given, no control characters, not
+/// blank. Returns it trimmed. (The length counts what was sent, as the document's `maxLength`
+/// does.)
 pub fn name(field: &str, value: &str) -> ServiceResult<String> {
+    if value.chars().count() > MAX_NAME_CHARS {
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must not contain control characters"),
+        ));
+    }
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ServiceError::invalid(
@@ -23,20 +49,13 @@ pub fn name(field: &str, value: &str) -> ServiceResult<String> {
             format!("`{field}` must not be empty"),
         ));
     }
-    if trimmed.chars().count() > MAX_NAME_CHARS {
-        return Err(ServiceError::invalid(
-            field,
-            format!("`{field}` must be at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(ServiceError::invalid(
-            field,
-            format!("`{field}` must not contain control characters"),
-        ));
-    }
     Ok(trimmed.to_string())
 }
+
+/// A scope as the document states it ([`valid_scope`]).
+pub const SCOPE_PATTERN: &str = "^[A-Za-z0-9:._-]{1,64}$";
+/// A resource kind or id as the document states it ([`valid_resource_name`]).
+pub const RESOURCE_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,64}$";
 
 /// Scopes: each valid, duplicates dropped, order kept.
 pub fn scopes(values: Vec<String>) -> ServiceResult<Vec<String>> {
@@ -68,18 +87,31 @@ pub const MAX_EMAIL_CHARS: usize = 254;
 pub const MAX_RESOURCE_KINDS: usize = 32;
 pub const MAX_RESOURCE_IDS: usize = 1000;
 
-/// An email address: `local@domain`, no spaces or control characters, at most
-/// [`MAX_EMAIL_CHARS`]. Returns it trimmed and lower-cased (as the store keeps it).
+/// Every character [`str::trim`] removes ([`char::is_whitespace`]), as a regex class body.
+const TRIMMED_CLASS: &str =
+    r"\u0009-\u000d\u0085 \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// [`email`]'s rule as an ECMA-262 pattern: `local@domain` (whitespace around it is trimmed),
+/// the domain dot-separated labels, no whitespace, control characters or `<>,;` inside.
+pub fn email_pattern() -> String {
+    let atom = format!("[^{CONTROL_CLASS}{SPACE_CLASS}<>,;@]");
+    let label = format!("[^{CONTROL_CLASS}{SPACE_CLASS}<>,;@.]");
+    format!("^[{TRIMMED_CLASS}]*{atom}+@{label}+(\\.{label}+)*[{TRIMMED_CLASS}]*$")
+}
+
+/// An email address: `local@domain`, no whitespace or control characters or `<>,;` once
+/// trimmed, at most [`MAX_EMAIL_CHARS`] as given (what the document's `maxLength` counts).
+/// Returns it trimmed and lower-cased (as the store keeps it).
 pub fn email(value: &str) -> ServiceResult<String> {
-    let email = normalize_email(value);
     let bad = |why: &str| ServiceError::invalid("email", format!("`email` {why}"));
-    if email.is_empty() {
-        return Err(bad("must not be empty"));
-    }
-    if email.chars().count() > MAX_EMAIL_CHARS {
+    if value.chars().count() > MAX_EMAIL_CHARS {
         return Err(bad(&format!(
             "must be at most {MAX_EMAIL_CHARS} characters"
         )));
+    }
+    let email = value.trim();
+    if email.is_empty() {
+        return Err(bad("must not be empty"));
     }
     if email
         .chars()
@@ -101,7 +133,7 @@ pub fn email(value: &str) -> ServiceResult<String> {
     if !valid {
         return Err(bad("is not an email address (name@domain)"));
     }
-    Ok(email)
+    Ok(normalize_email(email))
 }
 
 /// A resource kind or id: 1-64 of `A-Z a-z 0-9 _ . : -`.
@@ -169,22 +201,95 @@ pub fn time(field: &str, value: &str) -> ServiceResult<i64> {
         })
 }
 
-/// A key's own limit as a request gives it; [`rate_limit`] checks it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The largest integer a JSON number written with a fraction (`12.0`) stands for exactly.
+const MAX_EXACT_FLOAT: f64 = 9_007_199_254_740_991.0;
+
+/// For `#[serde(deserialize_with = "integer")]` on an integer field: JSON has one number type,
+/// and JSON Schema's `integer` includes `12.0`, so an integral number written with a fraction is
+/// taken (up to 2^53 - 1, where a double is exact); `12.5`, a number out of `T`'s range and
+/// anything not a number are refused.
+pub fn integer<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    let n = serde_json::Number::deserialize(d)?;
+    let value = if let Some(i) = n.as_i64() {
+        T::try_from(i).ok()
+    } else if let Some(u) = n.as_u64() {
+        T::try_from(u).ok()
+    } else {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= MAX_EXACT_FLOAT)
+            .and_then(|f| T::try_from(f as i64).ok())
+    };
+    value.ok_or_else(|| serde::de::Error::custom(format!("expected an integer in range, got {n}")))
+}
+
+/// [`integer`] for an optional field that must not be null: absent is `None` (with
+/// `#[serde(default)]`), `null` is refused.
+pub fn some_integer<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    integer(d).map(Some)
+}
+
+pub const MAX_LIMIT_REQUESTS: u64 = 1_000_000_000;
+pub const MAX_LIMIT_PER_SECONDS: u64 = 86_400 * 366;
+pub const MAX_LIMIT_BURST: u64 = u32::MAX as u64;
+
+/// A key's own limit as a request gives it: `requests` per `per_seconds`, bursts up to `burst`;
+/// [`rate_limit`] checks the bounds its schema states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(
+    try_from = "serde_json::Map<String, serde_json::Value>",
+    deny_unknown_fields
+)]
 pub struct RateLimitBody {
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub requests: u64,
+    #[schema(minimum = 1, maximum = 31_622_400)]
     pub per_seconds: u64,
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     pub burst: u64,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for RateLimitBody {
+    type Error = String;
+
+    /// Read from a JSON object only (serde's derive would also take `[10, 60, 5]`, which the
+    /// document does not allow); each field is an [`integer`], and the message names it.
+    fn try_from(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let mut field = |name: &str| -> Result<u64, String> {
+            let value = map
+                .remove(name)
+                .ok_or_else(|| format!("missing field `{name}`"))?;
+            integer::<_, u64>(value).map_err(|e| format!("{name}: {e}"))
+        };
+        let limit = Self {
+            requests: field("requests")?,
+            per_seconds: field("per_seconds")?,
+            burst: field("burst")?,
+        };
+        if let Some(unknown) = map.keys().next() {
+            return Err(format!(
+                "unknown field `{}`, expected one of `requests`, `per_seconds`, `burst`",
+                unknown.escape_debug()
+            ));
+        }
+        Ok(limit)
+    }
 }
 
 /// The bounds the config puts on limits (`requests` 1..=10^9, `per_seconds` up to a leap year,
 /// `burst` up to 2^32 - 1), so an override can express what the config can.
 pub fn rate_limit(field: &str, body: RateLimitBody) -> ServiceResult<RateLimit> {
     let checks = [
-        ("requests", body.requests, 1_000_000_000),
-        ("per_seconds", body.per_seconds, 86_400 * 366),
-        ("burst", body.burst, u64::from(u32::MAX)),
+        ("requests", body.requests, MAX_LIMIT_REQUESTS),
+        ("per_seconds", body.per_seconds, MAX_LIMIT_PER_SECONDS),
+        ("burst", body.burst, MAX_LIMIT_BURST),
     ];
     for (name, value, max) in checks {
         if !(1..=max).contains(&value) {
@@ -236,6 +341,24 @@ pub fn balance(field: &str, value: i64) -> ServiceResult<i64> {
     Ok(value)
 }
 
+/// A credit adjustment: not zero, and no further from zero than [`MAX_CREDITS`] (no balance
+/// could absorb more).
+pub fn delta(field: &str, value: i64) -> ServiceResult<i64> {
+    if value == 0 {
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must not be zero"),
+        ));
+    }
+    if !(-MAX_CREDITS..=MAX_CREDITS).contains(&value) {
+        return Err(ServiceError::invalid(
+            field,
+            format!("`{field}` must be between -{MAX_CREDITS} and {MAX_CREDITS}"),
+        ));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +367,10 @@ mod tests {
     fn names() {
         assert_eq!(name("name", "  ok ").ok().as_deref(), Some("ok"));
         assert!(name("name", "   ").is_err());
+        assert!(name("name", "\u{3000}\u{a0}").is_err());
+        assert!(name("name", "a\u{85}b").is_err());
         assert!(name("name", &"x".repeat(201)).is_err());
+        assert!(name("name", &format!(" {} ", "x".repeat(199))).is_err());
         assert!(name("name", &"é".repeat(200)).is_ok());
     }
 
@@ -319,11 +445,13 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(
-            email("  Ann.Lee+x@Example.COM ").ok().as_deref(),
+            email("  Ann.Lee+x@Example.COM \t").ok().as_deref(),
             Some("ann.lee+x@example.com")
         );
         for bad in [
             "",
+            "  ",
+            &format!(" {}@x.com", "a".repeat(248)),
             "ann",
             "@x.com",
             "ann@",
@@ -367,9 +495,51 @@ mod tests {
     }
 
     #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        #[derive(Debug, Deserialize)]
+        struct N {
+            #[serde(deserialize_with = "integer")]
+            n: i64,
+        }
+        let n = |json: &str| serde_json::from_str::<N>(json).map(|v| v.n).ok();
+        assert_eq!(n(r#"{"n":12}"#), Some(12));
+        assert_eq!(n(r#"{"n":-12.0}"#), Some(-12));
+        assert_eq!(
+            n(r#"{"n":9007199254740991.0}"#),
+            Some(9_007_199_254_740_991)
+        );
+        assert_eq!(n(r#"{"n":9223372036854775807}"#), Some(i64::MAX));
+        for bad in [
+            r#"{"n":12.5}"#,
+            r#"{"n":1e300}"#,
+            r#"{"n":9223372036854775808}"#,
+            r#"{"n":"12"}"#,
+            r#"{"n":null}"#,
+        ] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
+        let rate = |json: &str| serde_json::from_str::<RateLimitBody>(json);
+        assert!(rate(r#"{"requests":10.0,"per_seconds":60,"burst":-1}"#).is_err());
+        assert!(rate(r#"[10,60,5]"#).is_err());
+        assert!(rate(r#"{"requests":10,"per_seconds":60,"burst":5,"x":1}"#).is_err());
+        assert_eq!(
+            rate(r#"{"requests":10.0,"per_seconds":60,"burst":5}"#).ok(),
+            Some(RateLimitBody {
+                requests: 10,
+                per_seconds: 60,
+                burst: 5
+            })
+        );
+    }
+
+    #[test]
     fn balances() {
         assert_eq!(balance("balance", 0).ok(), Some(0));
         assert!(balance("balance", -1).is_err());
         assert!(balance("balance", MAX_CREDITS + 1).is_err());
+        assert_eq!(delta("delta", -MAX_CREDITS).ok(), Some(-MAX_CREDITS));
+        for bad in [0, MAX_CREDITS + 1, -MAX_CREDITS - 1, i64::MIN] {
+            assert!(delta("delta", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -38,7 +38,7 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Active,
@@ -59,15 +59,16 @@ pub struct Account {
     pub credits: i64,
 }
 
-/// A token-bucket limit: `requests` per `per_seconds`, with bursts up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A token-bucket limit: `requests` per `per_seconds`, with bursts up to `burst`. (Its schema
+/// is the admin API's; the bounds are checked in `keyservice::validate::rate_limit`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RateLimit {
     pub requests: u64,
     pub per_seconds: u64,
     pub burst: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStatus {
     Active,
@@ -75,7 +76,7 @@ pub enum KeyStatus {
     Revoked,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Permission {
     Read,
@@ -121,7 +122,7 @@ pub struct Credential {
 }
 
 /// A user's role in its account; a key's effective permission is the key's ∩ its user's role.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Owner,
@@ -130,7 +131,7 @@ pub enum Role {
     ReadOnly,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserStatus {
     Active,
