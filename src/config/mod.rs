@@ -3,6 +3,7 @@
 //! whose lines name the field and the line it is on.
 
 pub mod file;
+mod pool;
 mod secrets;
 
 use std::collections::HashMap;
@@ -18,8 +19,9 @@ use crate::errors::{Template, Templates, DEFAULT_BODY};
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef, StoreBackend,
+    AuthMode, Balance, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef, StoreBackend,
 };
+pub use pool::{HealthCheck, PoolPolicy, MAX_BACKENDS};
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
 
 #[derive(Debug, thiserror::Error)]
@@ -177,13 +179,19 @@ pub struct IdentityHeaders {
     pub credits_remaining: HeaderName,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
-    pub address: String,
+    /// One or more backends, `host:port` each (a name is resolved when the config is loaded).
+    pub addresses: Vec<String>,
     pub tls: bool,
     pub sni: String,
     pub timeouts: UpstreamTimeouts,
+    /// Further tries of an idempotent request that could not connect (another backend when
+    /// the pool has one).
+    pub retries: u32,
+    /// How several addresses are used (inert with one).
+    pub pool: PoolPolicy,
 }
 
 /// How long keygate waits on an upstream before answering 504 `upstream_timeout`.
@@ -195,6 +203,9 @@ pub struct UpstreamTimeouts {
     pub write: Duration,
     /// A pooled idle connection is closed after this.
     pub idle: Duration,
+    /// The whole exchange: connect, send and the answer's head by then; the body is cut when a
+    /// chunk arrives past it (see the proxy's deadline). `None`: no deadline.
+    pub total: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -578,25 +589,17 @@ impl Validator<'_> {
 
         let mut upstreams = HashMap::new();
         for (name, u) in raw.upstreams {
-            let addr = u.address.get_ref();
-            let host = addr.rsplit_once(':').map(|(h, _)| h);
-            let port_ok = addr
-                .rsplit_once(':')
-                .map(|(_, p)| p.parse::<u16>().is_ok())
-                .unwrap_or(false);
-            if !port_ok || host.map(str::is_empty).unwrap_or(true) {
-                self.problem(
-                    &format!("upstreams.{name}.address"),
-                    &u.address.span(),
-                    format!("`{addr}` must be host:port"),
-                );
-            }
+            let addresses = self.addresses(&name, &u);
+            let host = addresses.first().and_then(|a| pool::host_of(a));
+            let address_span = (u.address.as_ref().map(toml::Spanned::span))
+                .or_else(|| u.addresses.as_ref().map(toml::Spanned::span))
+                .unwrap_or(0..0);
             if u.tls {
                 // pingora is built without a TLS backend here; without this check the upstream
                 // would get plaintext on its TLS port and every request would end in a 502.
                 self.problem(
                     &format!("upstreams.{name}.tls"),
-                    &u.address.span(),
+                    &address_span,
                     "TLS to upstreams is not built into this keygate: reach the upstream over \
                      plain HTTP (keygate usually runs beside it) or through a local TLS proxy",
                 );
@@ -621,15 +624,29 @@ impl Validator<'_> {
                 read: timeout("read_timeout_ms", &u.read_timeout_ms),
                 write: timeout("write_timeout_ms", &u.write_timeout_ms),
                 idle: timeout("idle_timeout_ms", &u.idle_timeout_ms),
+                total: u
+                    .total_timeout_ms
+                    .as_ref()
+                    .map(|t| timeout("total_timeout_ms", t)),
             };
+            if *u.retries.get_ref() > 10 {
+                self.problem(
+                    &format!("upstreams.{name}.retries"),
+                    &u.retries.span(),
+                    "must be between 0 and 10",
+                );
+            }
+            let pool = self.pool_policy(&name, &u, addresses.len(), &sni);
             upstreams.insert(
                 name.clone(),
                 Arc::new(Upstream {
                     name,
-                    address: addr.clone(),
+                    addresses,
                     tls: u.tls,
                     sni,
                     timeouts,
+                    retries: *u.retries.get_ref(),
+                    pool,
                 }),
             );
         }

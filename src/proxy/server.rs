@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::health::HealthService;
 use super::phases::KeygateProxy;
 use super::routing::Routing;
 use super::services::{HttpService, Janitor, ReloadService, UsageService};
@@ -39,7 +40,12 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let routing = Arc::new(ArcSwap::from_pointee(Routing::new(app.gate.clone())));
+    let routing = Arc::new(ArcSwap::from_pointee(Routing::new(
+        app.gate.clone(),
+        &app.shared.metrics,
+        None,
+    )?));
+    let reloaded = Arc::new(tokio::sync::Notify::new());
     let proxy = KeygateProxy::new(
         routing.clone(),
         app.shared.metrics.clone(),
@@ -83,10 +89,15 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     server.add_service(pingora::services::background::background_service(
         "keygate reload",
         ReloadService {
-            routing,
+            routing: routing.clone(),
             shared: app.shared.clone(),
             source: std::sync::Mutex::new(source),
+            reloaded: reloaded.clone(),
         },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate health checks",
+        HealthService { routing, reloaded },
     ));
     server.add_service(pingora::services::background::background_service(
         "keygate housekeeping",
