@@ -77,7 +77,11 @@ fn round_robin_spreads_requests_over_the_backends() {
     }
     assert_eq!(by_server.len(), 2, "{by_server:?}");
     assert!(by_server.values().all(|n| *n >= 5), "{by_server:?}");
-    assert_eq!(a.hits() + b.hits(), 20, "each request reached one backend once");
+    assert_eq!(
+        a.hits() + b.hits(),
+        20,
+        "each request reached one backend once"
+    );
 }
 
 #[test]
@@ -280,7 +284,13 @@ upstream = "closing"
     // POST: not idempotent, so a refused connection is a 502 and not tried elsewhere.
     let mut refused = 0;
     for i in 0..10 {
-        let r = call_with(&kg, "POST", &format!("/refusing/{i}"), Some(&key), Some(&json!({})));
+        let r = call_with(
+            &kg,
+            "POST",
+            &format!("/refusing/{i}"),
+            Some(&key),
+            Some(&json!({})),
+        );
         match r.status {
             200 => {}
             _ => {
@@ -289,8 +299,15 @@ upstream = "closing"
             }
         }
     }
-    assert!(refused >= 1, "round robin sent some POSTs to the refusing backend");
-    assert_eq!(echo.hits(), 10 + (10 - refused), "a refused POST reached no backend");
+    assert!(
+        refused >= 1,
+        "round robin sent some POSTs to the refusing backend"
+    );
+    assert_eq!(
+        echo.hits(),
+        10 + (10 - refused),
+        "a refused POST reached no backend"
+    );
 
     // GET that reached a backend which then closed: sent, so not tried again.
     let before = echo.hits();
@@ -303,7 +320,10 @@ upstream = "closing"
         }
     }
     let received = closer.received.load(Ordering::SeqCst);
-    assert!(failed >= 1 && received == failed, "{failed} failed, closer got {received}");
+    assert!(
+        failed >= 1 && received == failed,
+        "{failed} failed, closer got {received}"
+    );
     assert_eq!(
         echo.hits() - before + received,
         10,
@@ -359,7 +379,9 @@ fn a_reload_moves_the_health_checks_to_the_new_pools() {
     kg.wait_for_log("configuration reloaded", 1);
 
     let (c_then, d_then, a_then) = (c.hits(), d.hits(), a.hits());
-    wait_until("the kept pool is checked on", WAIT, || a.hits() >= a_then + 10);
+    wait_until("the kept pool is checked on", WAIT, || {
+        a.hits() >= a_then + 10
+    });
     // One check may have been in flight when the reload stopped them.
     assert!(c.hits() <= c_then + 1, "{} -> {}", c_then, c.hits());
     assert!(d.hits() <= d_then + 1, "{} -> {}", d_then, d.hits());
@@ -373,7 +395,11 @@ fn a_reload_moves_the_health_checks_to_the_new_pools() {
         "the dropped pool's gauges are gone"
     );
     assert_eq!(
-        metric(&kg, "keygate_upstream_backend_healthy", &[("upstream", "pool")]),
+        metric(
+            &kg,
+            "keygate_upstream_backend_healthy",
+            &[("upstream", "pool")]
+        ),
         2.0
     );
 }

@@ -181,3 +181,7 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
