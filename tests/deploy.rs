@@ -275,3 +275,43 @@ fn a_healthy_keygate_scrape_passes_promtool_and_fires_no_alert() {
         assert!(ok, "{what}: an alert fires on a healthy keygate: {out}");
     }
 }
+
+/// The first ```toml block under the README heading `heading` (up to the next `## ` heading).
+fn readme_toml_under(heading: &str) -> String {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no `{heading}` section"));
+    let section = &readme[start + 1..];
+    let section = match section[heading.len()..].find("\n## ") {
+        Some(end) => &section[..heading.len() + end],
+        None => section,
+    };
+    section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .unwrap_or_else(|| panic!("no ```toml block under `{heading}`"))
+        .to_string()
+}
+
+#[test]
+fn the_readme_upstreams_example_passes_check_config() {
+    let toml = readme_toml_under("## Upstreams");
+    assert!(toml.contains("health_check"), "{toml}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("upstreams.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check-config")
+        .arg("--skip-secrets")
+        .arg(&path)
+        .output()
+        .expect("run keygate check-config");
+    assert!(
+        out.status.success(),
+        "the README's Upstreams example is not a valid config:\n{toml}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
