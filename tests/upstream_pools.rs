@@ -403,3 +403,47 @@ fn a_reload_moves_the_health_checks_to_the_new_pools() {
         2.0
     );
 }
+
+/// A backend that accepts connections and never answers its health check is taken out by the
+/// check's timeout; requests then go to the others only.
+#[test]
+fn a_hung_backend_fails_its_health_check_by_timeout() {
+    let echo = Echo::start();
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let (kg, _, key) = start(&format!(
+        "{}\nretries = 0\nread_timeout_ms = 60000\n\
+         health_check = {{ path = \"/healthz\", interval_ms = 100, timeout_ms = 200, \
+         unhealthy_threshold = 2 }}",
+        addresses(&[echo.addr, silent_addr])
+    ));
+    wait_until("the hung backend is out", WAIT, || {
+        healthy(&kg, silent_addr) == 0.0
+    });
+    for i in 0..10 {
+        assert_eq!(
+            server(&call(&kg, &format!("/pool/{i}"), &key)),
+            echo.addr.to_string()
+        );
+    }
+    drop(silent);
+}
+
+/// A reload to an address that does not resolve is refused as a whole (pingora's
+/// `HttpPeer::new` would panic on it); the running pool keeps serving.
+#[test]
+fn a_reload_to_an_unresolvable_address_is_refused_and_the_old_pool_serves() {
+    let (a, b) = (Echo::start(), Echo::start());
+    let (kg, _, key) = start(&addresses(&[a.addr, b.addr]));
+    kg.wait_for_log("send SIGHUP to reload", 1);
+    let text = std::fs::read_to_string(&kg.config_path).expect("read config");
+    let text = text.replace(&format!("\"{}\"", b.addr), "\"no-such-host.invalid:80\"");
+    std::fs::write(&kg.config_path, text).expect("write config");
+    kg.signal("-HUP");
+    kg.wait_for_log("configuration not reloaded", 1);
+    assert!(kg.log().contains("no-such-host.invalid"), "{}", kg.log());
+    let servers: BTreeSet<String> = (0..4)
+        .map(|i| server(&call(&kg, &format!("/pool/{i}"), &key)))
+        .collect();
+    assert_eq!(servers.len(), 2, "{servers:?}");
+}

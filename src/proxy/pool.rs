@@ -270,3 +270,7 @@ impl LbHealthCheck for TimedCheck {
         self.inner.health_threshold(success)
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;
