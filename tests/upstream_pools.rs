@@ -447,3 +447,33 @@ fn a_reload_to_an_unresolvable_address_is_refused_and_the_old_pool_serves() {
         .collect();
     assert_eq!(servers.len(), 2, "{servers:?}");
 }
+
+/// Past the total deadline once the head went out, the body still arriving is cut off: the
+/// client gets the status and a truncated body, not the whole of a slow answer.
+#[test]
+fn a_total_deadline_cuts_a_body_still_arriving() {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let slow = listener.local_addr().expect("addr");
+    // Answers at once with a 30-byte body, one byte every 100 ms (3 s in all).
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 30\r\n\r\n");
+                for _ in 0..30 {
+                    if stream.write_all(b"x").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    let (kg, _, key) = start(&format!("address = \"{slow}\"\ntotal_timeout_ms = 800"));
+    let r = call(&kg, "/pool/x", &key);
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() < 30, "the body was cut: {:?}", r.body);
+}

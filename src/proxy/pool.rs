@@ -42,6 +42,10 @@ enum Selector {
 
 struct Slot {
     addr: pingora::protocols::l4::socket::SocketAddr,
+    /// The backend as the load balancer knows it (to ask for its health).
+    backend: Backend,
+    /// `keygate_upstream_backend_healthy` of this backend, with a health check.
+    gauge: Option<IntGauge>,
     /// `ip:port`, the metric label and what logs name.
     label: String,
     peer: HttpPeer,
@@ -57,23 +61,36 @@ impl Pool {
         peer: impl Fn(SocketAddr) -> HttpPeer,
         metrics: &crate::metrics::Metrics,
     ) -> std::io::Result<Self> {
+        let checked = upstream.pool.health_check.is_some();
         let backends: Box<[Slot]> = addrs
             .iter()
-            .map(|a| Slot {
-                addr: pingora::protocols::l4::socket::SocketAddr::Inet(*a),
-                label: a.to_string(),
-                peer: peer(*a),
-                ejected_until: AtomicU64::new(0),
+            .map(|a| {
+                let addr = pingora::protocols::l4::socket::SocketAddr::Inet(*a);
+                let label = a.to_string();
+                // Every backend starts in rotation (pingora's health starts healthy).
+                let gauge =
+                    checked.then(|| metrics.upstream_backend_healthy(&upstream.name, &label));
+                if let Some(g) = &gauge {
+                    g.set(1);
+                }
+                Slot {
+                    backend: Backend {
+                        addr: addr.clone(),
+                        weight: 1,
+                        ext: Default::default(),
+                    },
+                    addr,
+                    label,
+                    gauge,
+                    peer: peer(*a),
+                    ejected_until: AtomicU64::new(0),
+                }
             })
             .collect();
         let check = upstream.pool.health_check.as_ref().map(|hc| {
             let gauges = backends
                 .iter()
-                .map(|s| {
-                    let g = metrics.upstream_backend_healthy(&upstream.name, &s.label);
-                    g.set(1);
-                    (s.addr.clone(), g)
-                })
+                .filter_map(|s| Some((s.addr.clone(), s.gauge.clone()?)))
                 .collect();
             // The probe's peer is a backend's peer, so it speaks TLS exactly as requests do.
             let template = addrs.first().map(|a| peer(*a));
@@ -165,19 +182,26 @@ impl Pool {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match &self.selector {
-                Selector::RoundRobin(lb) => lb.backends().run_health_check(true).await,
-                Selector::Hash(lb) => lb.backends().run_health_check(true).await,
+            let backends = match &self.selector {
+                Selector::RoundRobin(lb) => lb.backends(),
+                Selector::Hash(lb) => lb.backends(),
+            };
+            backends.run_health_check(true).await;
+            // The flips set the gauges as they happen; this also mends one that a check of the
+            // pool this one replaced (on reload) set in between.
+            for slot in self.backends.iter() {
+                if let Some(g) = &slot.gauge {
+                    g.set(i64::from(backends.ready(&slot.backend)));
+                }
             }
         }
     }
 
     /// The `(upstream, backend)` labels of this pool's health gauges.
     pub(super) fn gauge_labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        let checked = self.upstream.pool.health_check.is_some();
         self.backends
             .iter()
-            .filter(move |_| checked)
+            .filter(|s| s.gauge.is_some())
             .map(|s| (self.upstream.name.as_str(), s.label.as_str()))
     }
 
