@@ -1,6 +1,8 @@
 //! End-to-end load run: a bare upstream, driven directly, through keygate on an `auth = "none"`
-//! route (the pass-through baseline), and through keygate with a cached API key. Prints req/s,
-//! p50 and p99 for each, and the ratios that say what authentication costs.
+//! route (the pass-through baseline), through keygate with a cached API key, and the same keyed
+//! route over keygate's TLS listener (kept-alive connections, so handshakes are not what it
+//! measures). Prints req/s, p50 and p99 for each, and the ratios that say what authentication
+//! and TLS cost.
 //!
 //! Run: `cargo bench --bench e2e`. Needs `wrk` (`apt-get install -y wrk`); without it the run
 //! prints how to install it and exits successfully.
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
     let direct_url = format!("http://{upstream}/x");
     let open_url = format!("http://{}/open/x", kg.public);
     let v1_url = format!("http://{}/v1/x", kg.public);
+    let tls_url = format!("https://{}/v1/x", kg.public_tls);
     expect_status(&direct_url, None, 200);
     expect_status(&open_url, None, 200);
     expect_status(&v1_url, None, 401);
@@ -91,13 +94,14 @@ fn main() -> ExitCode {
         }
     );
     let auth = auth.as_str();
-    let targets: [(&'static str, &str, Option<&str>); 3] = [
+    let targets: [(&'static str, &str, Option<&str>); 4] = [
         ("direct upstream", &direct_url, None),
         ("keygate /open (auth=none)", &open_url, None),
         ("keygate /v1 (cached key)", &v1_url, Some(auth)),
+        ("keygate /v1 TLS (cached key)", &tls_url, Some(auth)),
     ];
-    // Round r starts at target r mod 3, so no target always runs first or last.
-    let mut runs: [Vec<WrkResult>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    // Round r starts at target r mod 4, so no target always runs first or last.
+    let mut runs: [Vec<WrkResult>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for round in 0..rounds {
         for i in 0..targets.len() {
             let t = (i + round as usize) % targets.len();
@@ -116,7 +120,7 @@ fn main() -> ExitCode {
             runs[t].push(r);
         }
     }
-    let [direct, open, keyed] = runs.map(|r| median(&r));
+    let [direct, open, keyed, tls] = runs.map(|r| median(&r));
 
     println!();
     if rounds > 1 {
@@ -126,7 +130,7 @@ fn main() -> ExitCode {
         "{:<28} {:>12} {:>11} {:>11} {:>10}",
         "target", "req/s", "p50", "p99", "non-2xx"
     );
-    for r in [&direct, &open, &keyed] {
+    for r in [&direct, &open, &keyed, &tls] {
         println!(
             "{:<28} {:>12.0} {:>11} {:>11} {:>10}",
             r.name,
@@ -149,7 +153,16 @@ fn main() -> ExitCode {
         open.p50_us / direct.p50_us,
         open.p99_us / direct.p99_us
     );
-    let errors: u64 = [&direct, &open, &keyed].iter().map(|r| r.non_2xx).sum();
+    println!(
+        "TLS / plain (cached key):     throughput {:.3}, p50 {:.3}, p99 {:.3}",
+        tls.rps / keyed.rps,
+        tls.p50_us / keyed.p50_us,
+        tls.p99_us / keyed.p99_us
+    );
+    let errors: u64 = [&direct, &open, &keyed, &tls]
+        .iter()
+        .map(|r| r.non_2xx)
+        .sum();
     if errors > 0 {
         println!("warning: {errors} non-2xx responses: the numbers above are not comparable");
     }
@@ -245,6 +258,8 @@ fn start_upstream() -> SocketAddr {
 /// The real binary on free ports; stopped with SIGINT when dropped (also on panic).
 struct Keygate {
     public: SocketAddr,
+    /// The same routes over TLS.
+    public_tls: SocketAddr,
     admin: SocketAddr,
     ops: SocketAddr,
     log: PathBuf,
@@ -271,6 +286,13 @@ impl Keygate {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
         let (public, admin, ops) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        let public_tls = addr(free_port());
+        // A self-signed certificate for the TLS listener (wrk does not check it).
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).expect("write certificate");
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
         let config = format!(
             r#"
 [server]
@@ -284,6 +306,10 @@ data_dir = "{data}"
 public = "{public}"
 admin = "{admin}"
 ops = "{ops}"
+
+[listeners.tls]
+address = "{public_tls}"
+certs = [{{ cert = "{cert}", key = "{key}" }}]
 
 [secrets]
 pepper = {{ env = "KEYGATE_BENCH_PEPPER" }}
@@ -305,6 +331,8 @@ upstream = "api"
 auth = "api_key"
 "#,
             data = dir.path().join("data").display(),
+            cert = cert_path.display(),
+            key = key_path.display(),
         );
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -330,6 +358,7 @@ auth = "api_key"
             .expect("start keygate");
         let mut kg = Keygate {
             public,
+            public_tls,
             admin,
             ops,
             log,
@@ -349,6 +378,7 @@ auth = "api_key"
                 return Err(format!("keygate exited early ({status}):\n{}", self.log()));
             }
             if std::net::TcpStream::connect(self.public).is_ok()
+                && std::net::TcpStream::connect(self.public_tls).is_ok()
                 && http_get(&healthz, None).map(|(s, _)| s) == Some(200)
             {
                 return Ok(());

@@ -65,7 +65,7 @@ struct SharedRedis {
 
 /// Opens the configured store; for Redis, one multiplexed connection that the store, the
 /// invalidation publisher and the global rate limiter share.
-fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
+fn open_store(config: &Config, password: Option<&Secret>) -> anyhow::Result<OpenedStore> {
     let timeout = config.redis_timeout;
     let (conn, nodes, runtime) = match &config.store {
         StoreSettings::Sqlite { path } => {
@@ -77,13 +77,18 @@ fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             });
         }
         StoreSettings::Redis { url } => {
-            let conn = RedisConn::single(url, timeout)
-                .with_context(|| format!("Redis URL {}", redact_url(url)))?;
-            (conn, vec![url.clone()], redis_runtime()?)
+            let url = with_password(url, password)?;
+            let conn = RedisConn::single(&url, timeout)
+                .with_context(|| format!("Redis URL {}", redact_url(&url)))?;
+            (conn, vec![url], redis_runtime()?)
         }
         StoreSettings::RedisCluster { nodes } => {
-            let conn = RedisConn::cluster(nodes, timeout).context("Redis Cluster nodes")?;
-            (conn, nodes.clone(), redis_runtime()?)
+            let nodes = nodes
+                .iter()
+                .map(|n| with_password(n, password))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let conn = RedisConn::cluster(&nodes, timeout).context("Redis Cluster nodes")?;
+            (conn, nodes, redis_runtime()?)
         }
     };
     // Not fatal: keygate serves (503 for what needs the store, not ready) and connects as soon
@@ -130,6 +135,27 @@ fn redis_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A Redis URL may carry a password; logs and errors show only the host part.
+/// `url` with `[store] password` in it, percent-encoded, so the store, the rate limiter and the
+/// invalidation listener all authenticate the same way (as the URL's user, else `default`).
+fn with_password(url: &str, password: Option<&Secret>) -> anyhow::Result<String> {
+    let Some(password) = password else {
+        return Ok(url.to_string());
+    };
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| anyhow::anyhow!("Redis URL {}: {e}", redact_url(url)))?;
+    // Every byte but letters and digits escaped, `%` included (`Url::set_password` leaves a `%`
+    // as it is, and redis decodes the password, so `%20` in a password would become a space).
+    let encoded = percent_encoding::utf8_percent_encode(
+        password.expose(),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    parsed
+        .set_password(Some(&encoded))
+        .map_err(|()| anyhow::anyhow!("Redis URL {} cannot carry a password", redact_url(url)))?;
+    Ok(parsed.into())
+}
+
 fn redact_url(url: &str) -> String {
     match url.rsplit_once('@') {
         Some((_, host)) => format!("redis://***@{host}"),
@@ -163,8 +189,9 @@ async fn load_cutoffs_when_possible(
 pub fn build(config: Config) -> anyhow::Result<App> {
     let config = Arc::new(config);
     let secrets = resolve_secrets(&config).context("resolving secrets")?;
-    let OpenedStore { store, redis } = open_store(&config)?;
+    let OpenedStore { store, redis } = open_store(&config, secrets.store_password.as_ref())?;
     let metrics = Arc::new(Metrics::new(&config.route_names()));
+    let store = crate::store::MeteredStore::wrap(store, metrics.clone());
     let cache = Arc::new(KeyCache::configured(
         store.clone(),
         metrics.clone(),

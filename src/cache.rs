@@ -171,6 +171,7 @@ impl KeyCache {
     ) -> Self {
         let by_account = Arc::new(AccountIndex::default());
         let index = by_account.clone();
+        let counted = metrics.clone();
         let entries = Cache::builder()
             .max_capacity(max_entries)
             .expire_after(TtlPolicy {
@@ -178,8 +179,16 @@ impl KeyCache {
                 negative: negative_ttl,
             })
             .eviction_listener(move |hash: Arc<KeyHash>, value: Lookup, cause| {
+                use moka::notification::RemovalCause;
+                match cause {
+                    RemovalCause::Size => counted.cache_evicted(crate::metrics::Eviction::Size),
+                    RemovalCause::Expired => {
+                        counted.cache_evicted(crate::metrics::Eviction::Expired)
+                    }
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
+                }
                 // A replaced entry is the same hash with a fresh record: it stays indexed.
-                if cause != moka::notification::RemovalCause::Replaced {
+                if cause != RemovalCause::Replaced {
                     if let Lookup::Found(c) = value {
                         index.remove(&c.credential.account.id, &hash);
                     }
@@ -214,11 +223,7 @@ impl KeyCache {
             return Ok(found);
         }
         self.metrics.cache(CacheResult::Miss);
-        let result = self.entries.try_get_with(*hash, self.load(*hash)).await;
-        if result.is_err() {
-            self.metrics.store_error();
-        }
-        result
+        self.entries.try_get_with(*hash, self.load(*hash)).await
     }
 
     /// An entry past its TTL: one caller re-reads the store; the rest, and the reader itself
@@ -244,7 +249,6 @@ impl KeyCache {
             }
             Err(e) => {
                 stale.refreshing.store(false, Ordering::Release);
-                self.metrics.store_error();
                 if within_stale {
                     self.metrics.stale_served();
                     Ok(Lookup::Found(stale))

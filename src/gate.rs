@@ -518,7 +518,6 @@ impl Gate {
             }
             Ok(ChargeOutcome::Insufficient { .. }) => Err(Reason::InsufficientCredits),
             Err(e) => {
-                self.metrics.store_error();
                 tracing::warn!(error = %e, "credit charge failed");
                 Err(Reason::StoreUnavailable)
             }
@@ -537,7 +536,6 @@ impl Gate {
         {
             Ok(_) => self.metrics.credits_refunded(charge.amount),
             Err(e) => {
-                self.metrics.store_error();
                 tracing::error!(error = %e, account = %charge.account_id, amount = charge.amount, "credit refund failed");
             }
         }

@@ -28,5 +28,6 @@ pub mod secret;
 pub mod store;
 #[doc(hidden)]
 pub mod test_util;
+pub mod tls;
 pub mod tokens;
 pub mod usage;

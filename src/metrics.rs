@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::errors::Reason;
@@ -66,6 +66,63 @@ pub enum CacheResult {
     Miss,
 }
 
+/// Where a rate-limit decision was made: `local` (no Redis configured), `redis`, or `fallback`
+/// (Redis configured but unreachable, so the local bucket decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitMode {
+    Local,
+    Redis,
+    Fallback,
+}
+
+impl LimitMode {
+    const ALL: [LimitMode; 3] = [LimitMode::Local, LimitMode::Redis, LimitMode::Fallback];
+
+    fn label(self) -> &'static str {
+        match self {
+            LimitMode::Local => "local",
+            LimitMode::Redis => "redis",
+            LimitMode::Fallback => "fallback",
+        }
+    }
+}
+
+/// Why the cache let an entry go (invalidations and replacements are not evictions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Pushed out because the cache was full (`[cache] max_entries`).
+    Size,
+    /// Its time to live ran out.
+    Expired,
+}
+
+/// The kinds of invalidation events a replica hears from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidationKind {
+    Key,
+    Account,
+    All,
+    TokenCutoff,
+}
+
+impl InvalidationKind {
+    const ALL: [InvalidationKind; 4] = [
+        InvalidationKind::Key,
+        InvalidationKind::Account,
+        InvalidationKind::All,
+        InvalidationKind::TokenCutoff,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            InvalidationKind::Key => "key",
+            InvalidationKind::Account => "account",
+            InvalidationKind::All => "all",
+            InvalidationKind::TokenCutoff => "token_cutoff",
+        }
+    }
+}
+
 /// The request counters of one route table, resolved once per table (at start and on each
 /// reload) so counting is one atomic add: `[route index][outcome index]`, the last row for
 /// requests that matched no route.
@@ -90,13 +147,19 @@ pub struct Metrics {
     cache_hit: IntCounter,
     cache_negative_hit: IntCounter,
     cache_miss: IntCounter,
-    store_errors: IntCounter,
+    store_errors: IntCounterVec,
+    store_seconds: HistogramVec,
+    cache_evicted_size: IntCounter,
+    cache_evicted_expired: IntCounter,
+    invalidations_received: [IntCounter; 4],
+    invalidation_lag_seconds: Histogram,
+    /// `[mode][allowed]`, in [`LimitMode::ALL`] order; `allowed` is 1 for admitted.
+    ratelimit_decisions: [[IntCounter; 2]; 3],
     last_used_dropped: IntCounter,
     cache_entries: IntGauge,
     cache_clears: IntCounter,
     stale_served: IntCounter,
     invalidation_connected: IntGauge,
-    ratelimit_fallback: IntCounter,
     credits_charged: IntCounter,
     credits_refunded: IntCounter,
     closed_per_ip_limit: IntCounter,
@@ -155,10 +218,76 @@ impl Metrics {
         let counter = |name: &str, help: &str| {
             IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric: {e}"))
         };
-        let store_errors = counter(
-            "keygate_store_errors_total",
-            "Store operations that failed.",
-        );
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "keygate_store_errors_total",
+                "Store operations that failed, by operation (find_credential, charge_credits, \
+                 ...; publish_invalidation for the Redis bus).",
+            ),
+            &["op"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let store_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "keygate_store_call_seconds",
+                "Time a store operation took (successful or not), by operation.",
+            )
+            .buckets(vec![
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["op"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let evictions = IntCounterVec::new(
+            Opts::new(
+                "keygate_cache_evictions_total",
+                "Validation cache entries let go by cause (size: the cache was full; expired: \
+                 past their time to live). Invalidations are not counted here.",
+            ),
+            &["cause"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let invalidations = IntCounterVec::new(
+            Opts::new(
+                "keygate_invalidations_received_total",
+                "Invalidation events received on the Redis bus (a replica hears its own as well), \
+                 by kind (key, account, all, token_cutoff).",
+            ),
+            &["kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let invalidation_lag_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "keygate_invalidation_lag_seconds",
+                "From a token cut-off on one replica (every revoke, rotate or disable makes one) \
+                 to its arrival here; includes clock skew between replicas.",
+            )
+            .buckets(vec![
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let ratelimit = IntCounterVec::new(
+            Opts::new(
+                "keygate_ratelimit_decisions_total",
+                "Rate-limit decisions by mode (local: no Redis configured; redis; fallback: Redis \
+                 unreachable, the local bucket decided) and result (allowed, limited).",
+            ),
+            &["mode", "result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "keygate_build_info",
+                "Always 1; the labels say which build is running.",
+            ),
+            &["version", "commit"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("KEYGATE_GIT_COMMIT")])
+            .set(1);
         let last_used_dropped = counter(
             "keygate_last_used_dropped_total",
             "Last-used updates dropped because the writer queue was full.",
@@ -176,10 +305,6 @@ impl Metrics {
             "1 while revocations from other replicas arrive (always 1 with the embedded store).",
         )
         .unwrap_or_else(|e| unreachable!("static metric: {e}"));
-        let ratelimit_fallback = counter(
-            "keygate_ratelimit_fallback_total",
-            "Rate-limit decisions made locally because Redis was unreachable (redis mode).",
-        );
         let credits_charged = counter(
             "keygate_credits_charged_total",
             "Credits charged to accounts by proxied requests.",
@@ -230,13 +355,22 @@ impl Metrics {
             requests_vec: requests_vec.clone(),
             config_reloads: config_reloads.clone(),
             decision_seconds,
-            store_errors,
+            store_errors: store_errors.clone(),
+            store_seconds: store_seconds.clone(),
+            cache_evicted_size: evictions.with_label_values(&["size"]),
+            cache_evicted_expired: evictions.with_label_values(&["expired"]),
+            invalidations_received: InvalidationKind::ALL
+                .map(|k| invalidations.with_label_values(&[k.label()])),
+            invalidation_lag_seconds,
+            ratelimit_decisions: LimitMode::ALL.map(|mode| {
+                ["limited", "allowed"]
+                    .map(|result| ratelimit.with_label_values(&[mode.label(), result]))
+            }),
             last_used_dropped,
             cache_entries,
             cache_clears,
             stale_served,
             invalidation_connected,
-            ratelimit_fallback,
             credits_charged,
             credits_refunded,
             closed_per_ip_limit: closed.with_label_values(&["per_ip_limit"]),
@@ -251,13 +385,18 @@ impl Metrics {
             Box::new(config_reloads),
             Box::new(m.decision_seconds.clone()),
             Box::new(cache),
-            Box::new(m.store_errors.clone()),
+            Box::new(store_errors),
+            Box::new(store_seconds),
+            Box::new(evictions),
+            Box::new(invalidations),
+            Box::new(m.invalidation_lag_seconds.clone()),
+            Box::new(ratelimit),
+            Box::new(build_info),
             Box::new(m.last_used_dropped.clone()),
             Box::new(m.cache_entries.clone()),
             Box::new(m.cache_clears.clone()),
             Box::new(m.stale_served.clone()),
             Box::new(m.invalidation_connected.clone()),
-            Box::new(m.ratelimit_fallback.clone()),
             Box::new(m.credits_charged.clone()),
             Box::new(m.credits_refunded.clone()),
             Box::new(closed),
@@ -268,6 +407,13 @@ impl Metrics {
             m.registry
                 .register(c)
                 .unwrap_or_else(|e| unreachable!("metrics registered once: {e}"));
+        }
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        #[cfg(target_os = "linux")]
+        if let Err(e) = m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )) {
+            tracing::warn!(error = %e, "process metrics unavailable");
         }
         m
     }
@@ -339,8 +485,45 @@ impl Metrics {
         }
     }
 
-    pub fn store_error(&self) {
-        self.store_errors.inc();
+    /// A store operation `op` took `seconds`; `ok` says whether it succeeded.
+    pub fn store_call(&self, op: &'static str, seconds: f64, ok: bool) {
+        self.store_seconds.with_label_values(&[op]).observe(seconds);
+        if !ok {
+            self.store_error(op);
+        }
+    }
+
+    /// A store (or invalidation bus) operation `op` failed.
+    pub fn store_error(&self, op: &'static str) {
+        self.store_errors.with_label_values(&[op]).inc();
+    }
+
+    pub fn cache_evicted(&self, why: Eviction) {
+        match why {
+            Eviction::Size => self.cache_evicted_size.inc(),
+            Eviction::Expired => self.cache_evicted_expired.inc(),
+        }
+    }
+
+    /// An event from another replica; `lag` when the event says when it was made.
+    pub fn invalidation_received(&self, kind: InvalidationKind, lag: Option<std::time::Duration>) {
+        let i = InvalidationKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        if let Some(c) = self.invalidations_received.get(i) {
+            c.inc();
+        }
+        if let Some(lag) = lag {
+            self.invalidation_lag_seconds.observe(lag.as_secs_f64());
+        }
+    }
+
+    pub fn ratelimit_decision(&self, mode: LimitMode, allowed: bool) {
+        let i = LimitMode::ALL.iter().position(|m| *m == mode).unwrap_or(0);
+        if let Some(row) = self.ratelimit_decisions.get(i) {
+            row[usize::from(allowed)].inc();
+        }
     }
 
     pub fn last_used_dropped(&self) {
@@ -361,10 +544,6 @@ impl Metrics {
 
     pub fn set_invalidation_connected(&self, up: bool) {
         self.invalidation_connected.set(i64::from(up));
-    }
-
-    pub fn ratelimit_fallback(&self) {
-        self.ratelimit_fallback.inc();
     }
 
     pub fn credits_charged(&self, n: u64) {

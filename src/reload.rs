@@ -1,6 +1,7 @@
 //! Reloading the configuration on SIGHUP.
 //!
-//! Routes, upstreams, limits, plans, credits, error templates and credential sources change
+//! Routes, upstreams, limits, plans, credits, error templates, credential sources and the TLS
+//! listener's certificates (re-read from the same files) change
 //! without a restart and without dropping a connection: a request already decided finishes on
 //! the configuration it started with, the next one sees the new one. Sections that shape the
 //! process itself ([`RESTART_SECTIONS`]: listeners, store, secrets, key format, cache, identity

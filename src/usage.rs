@@ -62,7 +62,7 @@ impl UsageRecorder {
 
 impl UsageWriter {
     /// Runs until every recorder is dropped; writes what is queued in batches.
-    pub async fn run(mut self, store: Arc<dyn Store>, metrics: Arc<Metrics>) {
+    pub async fn run(mut self, store: Arc<dyn Store>) {
         let mut buf = Vec::with_capacity(BATCH);
         while self.rx.recv_many(&mut buf, BATCH).await > 0 {
             // Keep only the latest time per key in this batch.
@@ -73,7 +73,6 @@ impl UsageWriter {
             }
             let batch: Vec<(String, i64)> = latest.into_iter().collect();
             if let Err(e) = store.record_last_used(&batch).await {
-                metrics.store_error();
                 tracing::warn!(error = %e, keys = batch.len(), "could not record last-used times");
             }
         }

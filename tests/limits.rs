@@ -391,7 +391,14 @@ fn redis_down_falls_back_to_local_limits_never_unlimited() {
     let r = call(&kg, "/v1/x", &key);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(int_header(&r, "ratelimit-remaining"), 2);
-    assert_eq!(metric(&kg, "keygate_ratelimit_fallback_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &kg,
+            "keygate_ratelimit_decisions_total",
+            &[("mode", "fallback")]
+        ),
+        0.0
+    );
 
     redis.kill();
     let down_at = Instant::now();
@@ -432,5 +439,11 @@ fn redis_down_falls_back_to_local_limits_never_unlimited() {
     let r = call(&kg, "/v1/x", &key);
     assert_limited(&r);
     int_header(&r, "retry-after");
-    assert!(metric(&kg, "keygate_ratelimit_fallback_total", &[]) > 0.0);
+    assert!(
+        metric(
+            &kg,
+            "keygate_ratelimit_decisions_total",
+            &[("mode", "fallback")]
+        ) > 0.0
+    );
 }

@@ -55,6 +55,21 @@ fn a_revoke_through_one_replica_is_refused_by_the_other() {
     // The revoked keys stay refused on both replicas.
     assert_eq!(call(&a, "/v1/x", &keys[0].1).status, 401);
     assert_eq!(call(&b, "/v1/x", &keys[N - 1].1).status, 401);
+    // B counted what it heard, and how late each token cut-off arrived.
+    let heard = |kind| {
+        metric(
+            &b,
+            "keygate_invalidations_received_total",
+            &[("kind", kind)],
+        )
+    };
+    assert!(heard("key") >= N as f64, "{}", heard("key"));
+    assert!(
+        heard("token_cutoff") >= N as f64,
+        "{}",
+        heard("token_cutoff")
+    );
+    assert!(metric(&b, "keygate_invalidation_lag_seconds_count", &[]) >= N as f64);
 }
 
 #[test]
@@ -270,7 +285,13 @@ cost = 1
         )
     });
     assert_eq!(r.status, 503, "{}", r.body);
-    assert!(metric(&kg, "keygate_ratelimit_fallback_total", &[]) >= 1.0);
+    assert!(
+        metric(
+            &kg,
+            "keygate_ratelimit_decisions_total",
+            &[("mode", "fallback")]
+        ) >= 1.0
+    );
     assert!(metric(&kg, "keygate_store_errors_total", &[]) >= 1.0);
 
     // Redis answers again: everything recovers without restarting keygate.
@@ -426,7 +447,14 @@ rate_limit = {{ requests = 1, per_seconds = 3600, burst = 5 }}
         5,
         "{statuses:?}"
     );
-    assert_eq!(metric(&a, "keygate_ratelimit_fallback_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &a,
+            "keygate_ratelimit_decisions_total",
+            &[("mode", "fallback")]
+        ),
+        0.0
+    );
     for (id, key) in &keys {
         assert_eq!(
             a.admin("POST", &format!("/admin/v1/keys/{id}/revoke"), None)

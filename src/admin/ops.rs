@@ -38,10 +38,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     }
     match shared.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(e) => {
-            shared.metrics.store_error();
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"))
-        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n")),
     }
 }
 

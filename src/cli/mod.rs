@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod client;
 pub mod credits;
+pub mod health;
 pub mod keys;
 pub mod output;
 pub mod users;
@@ -41,12 +42,23 @@ pub enum Command {
     },
     /// Validate a config file and print every problem with its field and line, then check that
     /// every secret it names can be read (environment variables set, files present and not
-    /// readable by everyone).
+    /// readable by everyone). TLS certificates, keys and CA files are read and checked too.
     CheckConfig {
         file: PathBuf,
-        /// Check the file alone, not its secrets (for a build machine that has none of them).
+        /// Check the file alone, not its secrets nor its TLS files (for a build machine that
+        /// has none of them).
         #[arg(long)]
         skip_secrets: bool,
+    },
+    /// Ask a running keygate's ops listener whether it is alive (or ready): exit 0 on a 2xx
+    /// answer, 1 otherwise. For container health checks in images without curl.
+    Health {
+        /// The ops endpoint to ask; `/readyz` for readiness.
+        #[arg(long, default_value = health::DEFAULT_URL)]
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u64,
     },
     /// Manage accounts through the admin API.
     Accounts {
@@ -114,6 +126,10 @@ pub fn main() -> ExitCode {
     match command {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { file, skip_secrets } => check_config(&file, skip_secrets),
+        Command::Health {
+            url,
+            timeout_seconds,
+        } => health::run(&url, std::time::Duration::from_secs(timeout_seconds.max(1))),
         Command::Accounts { admin, command } => {
             call_admin(admin, |client, json| accounts::run(client, json, command))
         }
@@ -195,7 +211,13 @@ fn init_tracing() {
 
 /// `keygate check-config`: exit 0 and `FILE: ok`, or exit 2 with every problem found.
 fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
-    let config = match Config::load(file) {
+    // TLS keys are secrets too: with --skip-secrets, no TLS file is read.
+    let loaded = if skip_secrets {
+        Config::load_without_files(file)
+    } else {
+        Config::load(file)
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");

@@ -118,9 +118,14 @@ impl Default for ServerSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenersSection {
+    /// The plain-HTTP public listener.
     pub public: Spanned<String>,
     pub admin: Spanned<String>,
     pub ops: Spanned<String>,
+    /// HTTP/2 with prior knowledge (h2c) on the plain public listener, beside HTTP/1.1.
+    pub h2c: bool,
+    /// A public TLS listener, beside the plain one.
+    pub tls: Option<Spanned<TlsListenerSection>>,
 }
 
 impl Default for ListenersSection {
@@ -129,8 +134,36 @@ impl Default for ListenersSection {
             public: Spanned::new(0..0, "0.0.0.0:8080".into()),
             admin: Spanned::new(0..0, "127.0.0.1:8081".into()),
             ops: Spanned::new(0..0, "127.0.0.1:9090".into()),
+            h2c: false,
+            tls: None,
         }
     }
+}
+
+/// `[listeners.tls]`: the same proxy as `public`, over TLS 1.2 / 1.3.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerSection {
+    pub address: Spanned<String>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`); `false`: HTTP/1.1 only.
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Certificate chains and keys (PEM files). A client's SNI picks the one whose names match;
+    /// the first answers clients without SNI or with a name none has.
+    pub certs: Spanned<Vec<Spanned<CertSection>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSection {
+    /// The certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,8 +172,12 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// SQLite file; relative paths are under `server.data_dir`.
     pub path: String,
-    /// Redis URL (`redis://host:port/db`) for `backend = "redis"`.
+    /// Redis URL (`redis://host:port/db`, `redis://user@host:port/db` for an ACL user) for
+    /// `backend = "redis"`.
     pub url: Option<String>,
+    /// The Redis password (of the URL's ACL user, else of `default`), from the environment or a
+    /// file like every other secret, so the URL in the file carries no credential.
+    pub password: Option<Spanned<SecretRef>>,
     /// Redis Cluster seed nodes (`redis://host:port`), instead of `url`.
     pub cluster_nodes: Vec<String>,
     /// Longest wait for any one Redis call (store, rate limit, publish) before it counts as
@@ -154,6 +191,7 @@ impl Default for StoreSection {
             backend: StoreBackend::Sqlite,
             path: "keygate.db".into(),
             url: None,
+            password: None,
             cluster_nodes: Vec::new(),
             timeout_ms: 1000,
         }
@@ -387,6 +425,17 @@ pub struct UpstreamSection {
     /// TLS server name; defaults to the host part of `address`.
     #[serde(default)]
     pub sni: Option<String>,
+    /// With `tls`: a PEM file of the CA certificates the upstream's certificate must chain to;
+    /// unset: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<Spanned<String>>,
+    /// With `tls`: check the upstream's certificate and name (default). `false` accepts any
+    /// certificate, and keygate warns about it when it loads.
+    #[serde(default)]
+    pub verify: Option<Spanned<bool>>,
+    /// The HTTP version spoken to the upstream.
+    #[serde(default)]
+    pub protocol: Option<Spanned<UpstreamProtocol>>,
     /// Establishing a connection (default 5 s); past it: 504 `upstream_timeout`.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: Spanned<u64>,
@@ -467,6 +516,19 @@ fn default_healthy_threshold() -> Spanned<u32> {
 
 fn default_unhealthy_threshold() -> Spanned<u32> {
     Spanned::new(0..0, 3)
+}
+
+/// `protocol` of an upstream.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    H1,
+    /// HTTP/2 over TLS (ALPN `h2`); needs `tls = true`. For gRPC upstreams.
+    H2,
+    /// HTTP/2 in cleartext with prior knowledge; needs `tls = false`. For gRPC upstreams.
+    H2c,
 }
 
 fn default_connect_timeout_ms() -> Spanned<u64> {

@@ -19,7 +19,8 @@ use crate::errors::{Template, Templates, DEFAULT_BODY};
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, Balance, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef, StoreBackend,
+    AuthMode, Balance, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef,
+    StoreBackend, UpstreamProtocol,
 };
 pub use pool::{HealthCheck, PoolPolicy, MAX_BACKENDS};
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
@@ -136,6 +137,21 @@ pub struct Listeners {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     pub ops: SocketAddr,
+    /// HTTP/2 with prior knowledge on `public`.
+    pub h2c: bool,
+    pub tls: Option<TlsListener>,
+}
+
+/// The public TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub address: SocketAddr,
+    /// ALPN `h2` offered before `http/1.1`.
+    pub http2: bool,
+    pub files: Vec<crate::tls::CertFiles>,
+    /// The certificates, read from `files` at load; `None` only when files were not read
+    /// (`keygate check-config --skip-secrets`).
+    pub certs: Option<Arc<crate::tls::CertSet>>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +165,8 @@ pub enum StoreSettings {
 pub struct SecretRefs {
     pub pepper: Option<SecretRef>,
     pub admin_token: Option<SecretRef>,
+    /// `[store] password`: Redis's, only with `backend = "redis"`.
+    pub store_password: Option<SecretRef>,
 }
 
 /// A header the credential may come in, prepared once (lower-cased name, scheme with its space).
@@ -187,6 +205,12 @@ pub struct Upstream {
     pub tls: bool,
     pub sni: String,
     pub timeouts: UpstreamTimeouts,
+    /// Check the upstream's certificate and name (with `tls`).
+    pub verify: bool,
+    /// CA certificates (DER) the upstream's certificate must chain to, read from `ca_file` at
+    /// load; `None`: the system's roots.
+    pub ca: Option<Arc<[Vec<u8>]>>,
+    pub protocol: UpstreamProtocol,
     /// Further tries of an idempotent request that could not connect (another backend when
     /// the pool has one).
     pub retries: u32,
@@ -251,7 +275,23 @@ impl Config {
         self.routes.names()
     }
 
+    /// Parses and validates a config, reading the files it names (TLS certificates and keys,
+    /// upstream CA files).
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Self::parse_with(text, origin, true)
+    }
+
+    /// [`Config::load`] without reading the TLS files the config names, which may live only on
+    /// the machines it is deployed to (`keygate check-config --skip-secrets`).
+    pub fn load_without_files(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse_with(&text, &path.display().to_string(), false)
+    }
+
+    fn parse_with(text: &str, origin: &str, read_files: bool) -> Result<Config, ConfigError> {
         let raw: file::FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
@@ -259,6 +299,7 @@ impl Config {
         let mut v = Validator {
             text,
             problems: Vec::new(),
+            read_files,
         };
         let config = v.convert(raw);
         if v.problems.is_empty() {
@@ -272,10 +313,17 @@ impl Config {
     }
 }
 
+/// Whether a Redis URL carries a password (`redis://user:pw@host`, `redis://:pw@host`).
+fn url_has_password(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+}
+
 /// Collects every validation problem instead of stopping at the first.
 struct Validator<'a> {
     text: &'a str,
     problems: Vec<String>,
+    /// Read the TLS files the config names (certificates, keys, CA files).
+    read_files: bool,
 }
 
 impl Validator<'_> {
@@ -405,6 +453,116 @@ impl Validator<'_> {
         }
     }
 
+    /// `[listeners.tls]`; its certificates are read when files are.
+    fn tls_listener(
+        &mut self,
+        section: &toml::Spanned<file::TlsListenerSection>,
+        public: SocketAddr,
+    ) -> TlsListener {
+        let t = section.get_ref();
+        let address = self.addr("listeners.tls.address", &t.address);
+        if address == public {
+            self.problem(
+                "listeners.tls.address",
+                &t.address.span(),
+                "is the address of `listeners.public`; give the TLS listener its own port",
+            );
+        }
+        let certs = t.certs.get_ref();
+        if certs.is_empty() {
+            self.problem(
+                "listeners.tls.certs",
+                &t.certs.span(),
+                "needs at least one { cert = \"...pem\", key = \"...pem\" }",
+            );
+        }
+        let files: Vec<crate::tls::CertFiles> = certs
+            .iter()
+            .map(|c| crate::tls::CertFiles {
+                cert: PathBuf::from(c.get_ref().cert.get_ref()),
+                key: PathBuf::from(c.get_ref().key.get_ref()),
+            })
+            .collect();
+        let loaded = if self.read_files && !files.is_empty() {
+            match crate::tls::CertSet::load(&files) {
+                Ok(set) => Some(Arc::new(set)),
+                Err((i, e)) => {
+                    let at = certs[i].span();
+                    self.problem(&format!("listeners.tls.certs[{i}]"), &at, e);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        TlsListener {
+            address,
+            http2: t.http2,
+            files,
+            certs: loaded,
+        }
+    }
+
+    /// An upstream's TLS and protocol settings: (verify, CA certificates, protocol).
+    fn upstream_tls(
+        &mut self,
+        name: &str,
+        u: &file::UpstreamSection,
+    ) -> (bool, Option<Arc<[Vec<u8>]>>, UpstreamProtocol) {
+        let field = |f: &str| format!("upstreams.{name}.{f}");
+        let needs_tls = |this: &mut Self, f: &str, span: Range<usize>| {
+            if !u.tls {
+                this.problem(&field(f), &span, "applies only with `tls = true`");
+            }
+        };
+        let verify = match &u.verify {
+            Some(v) => {
+                needs_tls(self, "verify", v.span());
+                if !*v.get_ref() && u.tls {
+                    tracing::warn!(
+                        upstream = name,
+                        "verify = false: any certificate is accepted from this upstream, so \
+                         anyone on the path to it can read and change its traffic"
+                    );
+                }
+                *v.get_ref()
+            }
+            None => true,
+        };
+        let ca = u.ca_file.as_ref().and_then(|path| {
+            needs_tls(self, "ca_file", path.span());
+            if !self.read_files {
+                return None;
+            }
+            match crate::tls::load_ca(Path::new(path.get_ref())) {
+                Ok(certs) => Some(Arc::from(certs)),
+                Err(e) => {
+                    self.problem(&field("ca_file"), &path.span(), e);
+                    None
+                }
+            }
+        });
+        let protocol = match &u.protocol {
+            Some(p) => {
+                let why = match (p.get_ref(), u.tls) {
+                    (UpstreamProtocol::H2, false) => {
+                        Some("\"h2\" is HTTP/2 over TLS: set `tls = true`, or use \"h2c\"")
+                    }
+                    (UpstreamProtocol::H2c, true) => {
+                        Some("\"h2c\" is HTTP/2 in cleartext: with `tls = true` use \"h2\"")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    self.problem(&field("protocol"), &p.span(), why);
+                }
+                *p.get_ref()
+            }
+            None => UpstreamProtocol::H1,
+        };
+        (verify, ca, protocol)
+    }
+
     fn convert(&mut self, raw: file::FileConfig) -> Config {
         let none = 0..0;
         let s = raw.server;
@@ -421,10 +579,18 @@ impl Validator<'_> {
         if s.max_connections_per_ip == 0 {
             self.problem("server.max_connections_per_ip", &none, "must be at least 1");
         }
+        let public = self.addr("listeners.public", &raw.listeners.public);
+        let tls = raw
+            .listeners
+            .tls
+            .as_ref()
+            .map(|t| self.tls_listener(t, public));
         let listeners = Listeners {
-            public: self.addr("listeners.public", &raw.listeners.public),
+            public,
             admin: self.addr("listeners.admin", &raw.listeners.admin),
             ops: self.addr("listeners.ops", &raw.listeners.ops),
+            h2c: raw.listeners.h2c,
+            tls,
         };
         let data_dir = PathBuf::from(&s.data_dir);
         let store = match raw.store.backend {
@@ -460,6 +626,21 @@ impl Validator<'_> {
             },
         };
 
+        if let Some(password) = &raw.store.password {
+            let inline = match &store {
+                StoreSettings::Sqlite { .. } => Some("the SQLite store has no password"),
+                StoreSettings::Redis { url } if url_has_password(url) => {
+                    Some("the url already has a password: keep it in one place, out of the url")
+                }
+                StoreSettings::RedisCluster { nodes } if nodes.iter().any(|n| url_has_password(n)) => {
+                    Some("a cluster node url already has a password: keep it in one place, out of the urls")
+                }
+                _ => None,
+            };
+            if let Some(why) = inline {
+                self.problem("store.password", &password.span(), why);
+            }
+        }
         if !matches!(store, StoreSettings::Sqlite { .. }) && raw.secrets.pepper.is_none() {
             self.problem(
                 "secrets.pepper",
@@ -591,19 +772,7 @@ impl Validator<'_> {
         for (name, u) in raw.upstreams {
             let addresses = self.addresses(&name, &u);
             let host = addresses.first().and_then(|a| pool::host_of(a));
-            let address_span = (u.address.as_ref().map(toml::Spanned::span))
-                .or_else(|| u.addresses.as_ref().map(toml::Spanned::span))
-                .unwrap_or(0..0);
-            if u.tls {
-                // pingora is built without a TLS backend here; without this check the upstream
-                // would get plaintext on its TLS port and every request would end in a 502.
-                self.problem(
-                    &format!("upstreams.{name}.tls"),
-                    &address_span,
-                    "TLS to upstreams is not built into this keygate: reach the upstream over \
-                     plain HTTP (keygate usually runs beside it) or through a local TLS proxy",
-                );
-            }
+            let (verify, ca, protocol) = self.upstream_tls(&name, &u);
             let sni = u
                 .sni
                 .clone()
@@ -645,6 +814,9 @@ impl Validator<'_> {
                     tls: u.tls,
                     sni,
                     timeouts,
+                    verify,
+                    ca,
+                    protocol,
                     retries: *u.retries.get_ref(),
                     pool,
                 }),
@@ -893,6 +1065,7 @@ impl Validator<'_> {
             secret_refs: SecretRefs {
                 pepper: raw.secrets.pepper,
                 admin_token: raw.secrets.admin_token,
+                store_password: raw.store.password.map(toml::Spanned::into_inner),
             },
             key_format: KeyFormat::new(prefix, body_len),
             self_service: SelfServiceKeys {

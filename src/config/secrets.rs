@@ -1,4 +1,4 @@
-//! Resolving the pepper and the admin token.
+//! Resolving the pepper, the admin token, the token signing secret and the Redis password.
 //!
 //! Each comes from an environment variable or a file named in the config. When neither is
 //! configured, keygate generates one into its data directory (mode 0600) on first start and
@@ -43,6 +43,8 @@ pub struct Secrets {
     pub jwt_secret: Option<Secret>,
     /// EdDSA / RS256 private key PEM; `None` with HS256.
     pub jwt_private_key: Option<Secret>,
+    /// `[store] password`; never generated (Redis decides it).
+    pub store_password: Option<Secret>,
 }
 
 pub fn resolve_secrets(config: &Config) -> Result<Secrets, SecretError> {
@@ -70,7 +72,12 @@ pub fn resolve_secrets(config: &Config) -> Result<Secrets, SecretError> {
         }
         _ => None,
     };
+    let store_password = match &config.secret_refs.store_password {
+        Some(r) => Some(resolve("store_password", Some(r), &config.data_dir)?),
+        None => None,
+    };
     Ok(Secrets {
+        store_password,
         jwt_secret,
         jwt_private_key,
         pepper,
@@ -184,6 +191,9 @@ pub fn check_secrets(config: &Config) -> Vec<String> {
         (Some(r), _) if hs256 => named.push(("tokens.secret", r)),
         (_, Some(r)) if !hs256 => named.push(("tokens.private_key", r)),
         _ => {}
+    }
+    if let Some(r) = &config.secret_refs.store_password {
+        named.push(("store.password", r));
     }
     let mut problems = Vec::new();
     for (field, reference) in named {

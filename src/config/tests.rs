@@ -341,14 +341,64 @@ fn replicas_on_a_shared_store_derive_one_token_secret_from_the_pepper() {
 }
 
 #[test]
-fn tls_upstreams_are_refused_until_supported() {
+fn tls_upstreams_verify_by_default_and_take_their_protocol() {
     let text = MINIMAL.replace(
         "address = \"127.0.0.1:8000\"",
-        "address = \"api.example.com:443\"\ntls = true",
+        "address = \"api.example.com:443\"\ntls = true\nprotocol = \"h2\"",
+    );
+    let c = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let u = c
+        .routes
+        .iter()
+        .next()
+        .and_then(|r| r.upstream.clone())
+        .expect("upstream");
+    assert!(u.tls && u.verify && u.ca.is_none());
+    assert_eq!(u.sni, "api.example.com");
+    assert_eq!(u.protocol, UpstreamProtocol::H2);
+    // Plain by default, HTTP/1.1 by default.
+    let c = Config::parse(MINIMAL, "t").unwrap_or_else(|e| panic!("{e}"));
+    let u = c
+        .routes
+        .iter()
+        .next()
+        .and_then(|r| r.upstream.clone())
+        .expect("upstream");
+    assert!(!u.tls && u.protocol == UpstreamProtocol::H1);
+}
+
+#[test]
+fn tls_settings_that_cannot_apply_are_problems_with_their_line() {
+    let text = MINIMAL.replace(
+        "address = \"127.0.0.1:8000\"",
+        "address = \"127.0.0.1:8000\"\nverify = false\nprotocol = \"h2\"",
     );
     let p = problems(&text);
-    assert_problem(&p, "upstreams.api.tls", 3);
-    assert!(p.iter().any(|p| p.contains("plain HTTP")), "{p:#?}");
+    assert_problem(&p, "upstreams.api.verify", 4);
+    assert_problem(&p, "upstreams.api.protocol", 5);
+    let tls = "[listeners]\npublic = \"127.0.0.1:8080\"\n[listeners.tls]\naddress = \"127.0.0.1:8080\"\ncerts = []\n";
+    let p = problems(&format!("{tls}{MINIMAL}"));
+    assert_problem(&p, "listeners.tls.address", 4);
+    assert_problem(&p, "listeners.tls.certs", 5);
+}
+
+#[test]
+fn tls_files_are_read_at_load_unless_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.pem");
+    let text = format!(
+        "[listeners.tls]\naddress = \"127.0.0.1:8443\"\ncerts = [{{ cert = \"{m}\", key = \"{m}\" }}]\n{MINIMAL}",
+        m = missing.display()
+    );
+    let p = problems(&text);
+    assert_problem(&p, "listeners.tls.certs[0]", 3);
+    assert!(p.iter().any(|p| p.contains("nope.pem")), "{p:#?}");
+    let path = dir.path().join("k.toml");
+    std::fs::write(&path, &text).expect("write");
+    let c = Config::load_without_files(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tls = c.listeners.tls.expect("tls listener");
+    assert!(tls.http2 && tls.certs.is_none());
+    assert_eq!(tls.files[0].cert, missing);
 }
 
 #[test]
@@ -363,6 +413,83 @@ fn redis_timeout_defaults_to_a_second_and_is_bounded() {
         let p = problems(&format!("{MINIMAL}\n{redis}timeout_ms = {bad}\n"));
         assert!(p.iter().any(|p| p.contains("store.timeout_ms")), "{p:#?}");
     }
+}
+
+/// `[store] password` takes the Redis password from the environment or a file, like every other
+/// secret: never inline, only for Redis, and not twice (in the URL as well).
+#[test]
+fn the_redis_password_is_a_secret_reference() {
+    let redis = "[secrets]\npepper = { env = \"P\" }\n[store]\nbackend = \"redis\"\n";
+    let c = Config::parse(
+        &format!(
+            "{MINIMAL}\n{redis}url = \"redis://keygate@redis:6379/0\"\npassword = {{ env = \"KEYGATE_REDIS_PASSWORD\" }}\n"
+        ),
+        "t",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.secret_refs.store_password,
+        Some(SecretRef::Env("KEYGATE_REDIS_PASSWORD".into()))
+    );
+
+    let e = parse_error(&format!(
+        "{MINIMAL}\n{redis}url = \"redis://redis:6379/0\"\npassword = \"hunter2\"\n"
+    ));
+    assert!(e.contains("line 14"), "{e}");
+
+    // Lines: MINIMAL is 7, a blank, then [secrets] at 9 and `password` at 14.
+    let p = problems(&format!(
+        "{MINIMAL}\n{redis}url = \"redis://keygate:inline@redis:6379/0\"\npassword = {{ env = \"X\" }}\n"
+    ));
+    assert_problem(&p, "store.password", 14);
+    assert!(!p.iter().any(|p| p.contains("inline")), "{p:#?}");
+    let p = problems(&format!(
+        "{MINIMAL}\n[store]\npassword = {{ file = \"/run/x\" }}\n"
+    ));
+    assert_problem(&p, "store.password", 10);
+}
+
+#[test]
+fn the_redis_password_resolves_and_check_config_names_it_when_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = "[store]\nbackend = \"redis\"\nurl = \"redis://keygate@redis:6379/0\"\n";
+    let pepper = "[secrets]\npepper = { env = \"KEYGATE_UNIT_TEST_PEPPER_REDIS\" }\n";
+    std::env::set_var(
+        "KEYGATE_UNIT_TEST_PEPPER_REDIS",
+        "a-pepper-for-the-redis-test",
+    );
+    let file = dir.path().join("redis-password");
+    std::fs::write(&file, "s3cret/with:odd@chars\n").expect("write");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let c = with_secrets(
+        dir.path(),
+        &format!(
+            "{pepper}{redis}password = {{ file = \"{}\" }}\n",
+            file.display()
+        ),
+    );
+    assert!(check_secrets(&c).is_empty(), "{:?}", check_secrets(&c));
+    let s = resolve_secrets(&c).expect("secrets");
+    assert_eq!(
+        s.store_password.as_ref().map(|p| p.expose()),
+        Some("s3cret/with:odd@chars")
+    );
+
+    let c = with_secrets(
+        dir.path(),
+        &format!(
+            "{pepper}{redis}password = {{ env = \"KEYGATE_UNIT_TEST_SURELY_UNSET_REDIS\" }}\n"
+        ),
+    );
+    let p = check_secrets(&c);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("store.password")
+                && p.contains("KEYGATE_UNIT_TEST_SURELY_UNSET_REDIS")),
+        "{p:?}"
+    );
+    let e = resolve_secrets(&c).expect_err("unset").to_string();
+    assert!(e.contains("store_password"), "{e}");
 }
 
 // ------------------------------------------------------------------ secrets

@@ -70,7 +70,7 @@ impl Invalidator {
         if let Some(bus) = self.bus.get() {
             if let Err(e) = bus.publish(&event).await {
                 // The write is committed; replicas will catch up on TTL or on resubscribe.
-                self.metrics.store_error();
+                self.metrics.store_error("publish_invalidation");
                 tracing::warn!(error = %e, "could not publish invalidation");
             }
         }
@@ -78,6 +78,19 @@ impl Invalidator {
 
     /// An event heard from another replica (no re-publishing).
     pub async fn apply(&self, event: &Invalidation) {
+        use crate::metrics::InvalidationKind;
+        let (kind, lag) = match event {
+            Invalidation::Key(_) => (InvalidationKind::Key, None),
+            Invalidation::Account(_) => (InvalidationKind::Account, None),
+            Invalidation::All => (InvalidationKind::All, None),
+            // A cut-off carries the millisecond it was made: the one event that tells its age.
+            Invalidation::TokenCutoff(_, at) => {
+                let age_ms = crate::tokens::cutoffs::now_ms().saturating_sub(*at).max(0);
+                let age = std::time::Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+                (InvalidationKind::TokenCutoff, Some(age))
+            }
+        };
+        self.metrics.invalidation_received(kind, lag);
         self.apply_here(event, false).await;
     }
 
@@ -99,9 +112,6 @@ impl Invalidator {
         let stored = self.store.set_token_cutoff(subject, at).await;
         self.publish(Invalidation::TokenCutoff(subject.to_string(), at))
             .await;
-        if stored.is_err() {
-            self.metrics.store_error();
-        }
         stored
     }
 

@@ -8,11 +8,18 @@
 //! accepted stream before pingora's HTTP code does, refuses it when its IP is at the cap, and hands
 //! pingora a [`DeadlineStream`] that fails reads once the header deadline passes.
 //!
-//! Approximation (HTTP/1 over TCP only, which is all the public listener serves): the stream does
-//! not parse HTTP, it watches the bytes. A header is complete at the first `\r\n\r\n` read; the
-//! next request's deadline starts at its first byte after the response began (a non-1xx status
-//! line written). Body bytes read after an early response count as a new header, so such a body
-//! must arrive within the deadline too.
+//! On the TLS listener the handshake is done here too, after the connection has its slot and
+//! within the header deadline: done by pingora's listener, before any app sees the stream, a
+//! client could hold uncounted half-open handshakes for pingora's 60 s each. The header deadline
+//! then starts when the handshake ends.
+//!
+//! Approximation: the stream does not parse HTTP, it watches the (decrypted) bytes. A header is
+//! complete at the first `\r\n\r\n` read; the next request's deadline starts at its first byte
+//! after the response began (a non-1xx status line written). Body bytes read after an early
+//! response count as a new header, so such a body must arrive within the deadline too. HTTP/2
+//! (h2c or ALPN `h2`) opens with a preface holding `\r\n\r\n`, so the deadline covers the
+//! preface and then stays off: h2 frames never start with `HTTP/`, and an idle h2 connection is
+//! closed by pingora's h2 idle timeout instead. h2c's peek at the preface is under the deadline.
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -23,10 +30,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,6 +47,8 @@ use crate::metrics::Metrics;
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     limits: Arc<Limits>,
+    /// The TLS listener's handshake; `None` on the plain listener.
+    tls: Option<Arc<Acceptor>>,
 }
 
 /// Open connections per client IP, and the settings.
@@ -64,6 +75,44 @@ impl<A> GuardedApp<A> {
                 header_timeout,
                 metrics,
             }),
+            tls: None,
+        }
+    }
+
+    /// The same app and connection counts, behind a TLS handshake: a client's plain and TLS
+    /// connections count against one cap.
+    pub fn with_tls(&self, acceptor: Arc<Acceptor>) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            limits: self.limits.clone(),
+            tls: Some(acceptor),
+        }
+    }
+}
+
+/// Runs the TLS handshake on an accepted TCP stream, within the header deadline.
+async fn handshake(acceptor: &Acceptor, stream: Stream, limits: &Limits) -> Option<Stream> {
+    // pingora's TLS stream wraps a concrete transport; a plain TCP listener hands the app its
+    // own L4 stream, boxed.
+    let l4 = match stream
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    {
+        Ok(l4) => l4,
+        Err(_) => {
+            tracing::error!("TLS listener: accepted stream is not a TCP stream; closing it");
+            return None;
+        }
+    };
+    match tokio::time::timeout(limits.header_timeout, acceptor.tls_handshake(*l4)).await {
+        Ok(Ok(tls)) => Some(Box::new(tls)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            limits.metrics.connection_header_timeout();
+            None
         }
     }
 }
@@ -118,6 +167,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         let Some(slot) = self.limits.take(ip) else {
             self.limits.metrics.connection_over_ip_limit();
             return None; // dropping the stream closes it
+        };
+        let stream = match &self.tls {
+            None => stream,
+            Some(acceptor) => handshake(acceptor, stream, &self.limits).await?,
         };
         let guarded = DeadlineStream::new(stream, slot);
         // The inner app loops over kept-alive requests itself and returns `None` at the end, so
@@ -269,12 +322,35 @@ impl UniqueID for DeadlineStream {
     }
 }
 
-impl Ssl for DeadlineStream {}
+/// The TLS stream's details, so pingora sees the ALPN (HTTP/2) and the TLS digest.
+impl Ssl for DeadlineStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 #[async_trait]
 impl Peek for DeadlineStream {
+    /// pingora peeks for the h2c preface before reading anything: a client that sends nothing
+    /// must not wait out the header deadline here.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        let deadline = self.deadline.deadline();
+        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+            Ok(peeked) => peeked,
+            Err(_) => {
+                self.slot.limits.metrics.connection_header_timeout();
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request header deadline passed",
+                ))
+            }
+        }
     }
 }
 

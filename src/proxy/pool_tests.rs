@@ -29,6 +29,9 @@ fn pool(balance: Balance, ejection: Option<Duration>) -> Pool {
             health_check: None,
             passive_ejection: ejection,
         },
+        verify: true,
+        ca: None,
+        protocol: crate::config::UpstreamProtocol::H1,
     });
     let metrics = crate::metrics::Metrics::new(&[]);
     Pool::new(

@@ -10,9 +10,10 @@ use pingora::prelude::*;
 
 use super::pool::Pool;
 use super::strip::StripRules;
-use crate::config::{Config, Upstream};
+use crate::config::{Config, Upstream, UpstreamProtocol};
 use crate::gate::Gate;
 use crate::metrics::Metrics;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 
 /// One configuration's request handling: the gate and each route's upstream, built together so
 /// route indexes always agree. A request keeps the routing it started with, so a reload never
@@ -126,6 +127,7 @@ fn backend_peer(u: &Upstream, addr: SocketAddr) -> HttpPeer {
     peer.options.read_timeout = Some(t.read);
     peer.options.write_timeout = Some(t.write);
     peer.options.idle_timeout = Some(t.idle);
+    configure_peer(&mut peer, u);
     peer
 }
 
@@ -140,6 +142,39 @@ fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("cannot resolve upstream address `{address}`"))?
         .next()
         .with_context(|| format!("upstream address `{address}` resolves to nothing"))
+}
+
+/// An upstream's TLS and HTTP-version options on its peer: the CA certificates its certificate
+/// must chain to (else the system's roots), whether it is checked, and the ALPN that picks
+/// HTTP/1.1, HTTP/2 over TLS or HTTP/2 in cleartext (pingora speaks h2c to a plain peer whose
+/// ALPN is `H2`).
+pub(super) fn configure_peer(peer: &mut HttpPeer, upstream: &Upstream) {
+    use pingora::protocols::ALPN;
+    peer.options.alpn = match upstream.protocol {
+        UpstreamProtocol::H1 => ALPN::H1,
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+    };
+    if !upstream.tls {
+        return;
+    }
+    peer.options.verify_cert = upstream.verify;
+    peer.options.verify_hostname = upstream.verify;
+    if let Some(ca) = &upstream.ca {
+        // Each certificate was parsed when the config was loaded (`tls::load_ca`), so
+        // pingora's parse of it here does not fail.
+        let ca: Vec<WrappedX509> = ca
+            .iter()
+            .map(|der| WrappedX509::new(der.clone(), parse_x509))
+            .collect();
+        peer.options.ca = Some(Arc::from(ca));
+        // pingora pools connections by a hash of the peer that leaves the CA out: without
+        // this, a connection checked against one upstream's CA would be reused for another
+        // upstream at the same address and name that trusts a different CA.
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        upstream.ca.hash(&mut hasher);
+        peer.group_key = hasher.finish();
+    }
 }
 
 /// The identity header names as `&'static str`: pingora keeps a header's original case beside

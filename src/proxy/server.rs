@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context;
 use arc_swap::ArcSwap;
 
 use super::health::HealthService;
@@ -11,7 +12,6 @@ use super::routing::Routing;
 use super::services::{HttpService, Janitor, ReloadService, UsageService};
 
 fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
-    use anyhow::Context;
     let l = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} ({what} listener)"))?;
     l.set_nonblocking(true)
@@ -25,8 +25,11 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     let config = app.shared.config.load_full();
     let admin = bind(config.listeners.admin, "admin")?;
     let ops = bind(config.listeners.ops, "ops")?;
-    // Fail fast with a clear message when the public port is taken; pingora binds it itself.
+    // Fail fast with a clear message when a public port is taken; pingora binds it itself.
     drop(bind(config.listeners.public, "public")?);
+    if let Some(tls) = &config.listeners.tls {
+        drop(bind(tls.address, "public TLS")?);
+    }
 
     let conf = pingora::server::configuration::ServerConf {
         threads: config.server.threads,
@@ -51,13 +54,40 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
         app.shared.metrics.clone(),
         app.shared.draining.clone(),
     );
+    let mut http = pingora::proxy::http_proxy(&server.configuration, proxy);
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = config.listeners.h2c;
+    // Like HTTP/1.1's keep-alive (60 s in pingora): an idle HTTP/2 connection is closed.
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(60));
+    http.server_options = Some(options);
     // The proxy app behind the per-IP connection cap and the request-header deadline.
     let guarded = super::connections::GuardedApp::new(
-        Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+        Arc::new(http),
         config.server.max_connections_per_ip,
         config.server.request_header_timeout,
         app.shared.metrics.clone(),
     );
+    // The TLS listener: the same app and connection cap, behind keygate's own handshake (see
+    // `connections`), so pingora listens on plain TCP there too.
+    let mut certs = None;
+    if let Some(tls) = &config.listeners.tls {
+        let set = tls
+            .certs
+            .clone()
+            .context("TLS certificates were not loaded")?;
+        tracing::info!(address = %tls.address, names = ?set.names(), "TLS certificates loaded");
+        let resolver = Arc::new(crate::tls::SniResolver::new(set));
+        let server_config = crate::tls::server_config(resolver.clone(), tls.http2)
+            .context("TLS listener configuration")?;
+        let acceptor = pingora::listeners::tls::Acceptor::from_server_config(server_config);
+        let mut tls_service = pingora::services::listening::Service::new(
+            "keygate proxy (TLS)".to_string(),
+            guarded.with_tls(Arc::new(acceptor)),
+        );
+        tls_service.add_tcp(&tls.address.to_string());
+        server.add_service(tls_service);
+        certs = Some(resolver);
+    }
     let mut proxy_service =
         pingora::services::listening::Service::new("keygate proxy".to_string(), guarded);
     proxy_service.add_tcp(&config.listeners.public.to_string());
@@ -90,6 +120,7 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
         "keygate reload",
         ReloadService {
             routing: routing.clone(),
+            certs,
             shared: app.shared.clone(),
             source: std::sync::Mutex::new(source),
             reloaded: reloaded.clone(),
@@ -107,6 +138,7 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     ));
     tracing::info!(
         public = %config.listeners.public,
+        public_tls = ?config.listeners.tls.as_ref().map(|t| t.address),
         admin = %config.listeners.admin,
         ops = %config.listeners.ops,
         "keygate listening"

@@ -52,7 +52,7 @@ impl pingora::services::background::BackgroundService for UsageService {
         let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
             return;
         };
-        let run = writer.run(self.shared.store.clone(), self.shared.metrics.clone());
+        let run = writer.run(self.shared.store.clone());
         tokio::select! {
             _ = run => {}
             _ = shutdown.changed() => {}
@@ -81,6 +81,8 @@ impl pingora::services::background::BackgroundService for Janitor {
 /// Reloads the configuration on SIGHUP (see [`crate::reload`]).
 pub(super) struct ReloadService {
     pub(super) routing: Arc<ArcSwap<Routing>>,
+    /// The TLS listener's certificates, re-read with the configuration.
+    pub(super) certs: Option<Arc<crate::tls::SniResolver>>,
     pub(super) shared: Arc<crate::app::Shared>,
     pub(super) source: std::sync::Mutex<crate::reload::ConfigSource>,
     /// Told after each swap, so the health checks follow the new pools.
@@ -106,6 +108,15 @@ impl ReloadService {
         match reloaded {
             Ok((routing, config, new_source)) => {
                 let routes = config.routes.len();
+                // `[listeners]` cannot change on reload, so the TLS listener is still the one
+                // the resolver serves; its files were just read and checked.
+                let tls = config.listeners.tls.as_ref();
+                if let (Some(resolver), Some(set)) =
+                    (&self.certs, tls.and_then(|t| t.certs.clone()))
+                {
+                    tracing::info!(names = ?set.names(), "TLS certificates reloaded");
+                    resolver.replace(set);
+                }
                 self.routing.store(Arc::new(routing));
                 self.reloaded.notify_one();
                 self.shared.config.store(config);
@@ -132,7 +143,9 @@ impl pingora::services::background::BackgroundService for ReloadService {
                 return;
             }
         };
-        tracing::info!("send SIGHUP to reload routes, limits, plans and error templates");
+        tracing::info!(
+            "send SIGHUP to reload routes, limits, plans, error templates and TLS certificates"
+        );
         loop {
             tokio::select! {
                 Some(()) = hangups.recv() => self.reload(),

@@ -25,7 +25,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::Quota;
 
-use crate::metrics::Metrics;
+use crate::metrics::{LimitMode, Metrics};
 
 /// A rate: `requests` per `per_seconds`, with bursts up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,11 +117,15 @@ impl RateLimiter {
 
     /// Takes one request from `bucket`'s allowance under `limit`.
     pub async fn check(&self, bucket: &String, limit: Limit) -> RateStatus {
-        if let Some(redis) = &self.redis {
+        let mode = if let Some(redis) = &self.redis {
             let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             if now_ms >= self.redis_down_until_ms.load(Ordering::Relaxed) {
                 match redis.check(bucket, limit).await {
-                    Ok(status) => return status,
+                    Ok(status) => {
+                        self.metrics
+                            .ratelimit_decision(LimitMode::Redis, status.allowed());
+                        return status;
+                    }
                     Err(e) => {
                         let retry = u64::try_from(REDIS_RETRY_AFTER.as_millis()).unwrap_or(1000);
                         self.redis_down_until_ms
@@ -130,9 +134,13 @@ impl RateLimiter {
                     }
                 }
             }
-            self.metrics.ratelimit_fallback();
-        }
-        self.check_local(bucket, limit)
+            LimitMode::Fallback
+        } else {
+            LimitMode::Local
+        };
+        let status = self.check_local(bucket, limit);
+        self.metrics.ratelimit_decision(mode, status.allowed());
+        status
     }
 
     fn check_local(&self, bucket: &String, limit: Limit) -> RateStatus {

@@ -6,9 +6,12 @@
 //! Times are Unix seconds (UTC). Key hashes are the 32-byte HMAC from [`crate::keys`]; no
 //! plaintext key ever reaches a store.
 
+mod metered;
 pub mod redis;
 pub mod sqlite;
 mod traits;
+
+pub use metered::MeteredStore;
 
 pub use traits::{Audit, CredentialReads, Credits, Directory, Store};
 
