@@ -42,6 +42,7 @@ fn route(scopes: &[&str], permission: Option<RoutePermission>) -> Route {
         key_limit: None,
         account_limit: None,
         ip_limit: None,
+        max_body_bytes: None,
         cost: 0,
         charge_on: Default::default(),
         resources: Vec::new(),

@@ -200,6 +200,11 @@ impl Gate {
         self.counters.count(route, outcome);
     }
 
+    /// Records how long a finished request took (`status` 0: no answer went out).
+    pub fn request_duration(&self, route: Option<usize>, status: u16, seconds: f64) {
+        self.counters.duration(route, status, seconds);
+    }
+
     /// What local endpoints need to answer.
     pub fn local(&self) -> &Arc<LocalContext> {
         &self.local
@@ -243,6 +248,15 @@ impl Gate {
             return reject(None, Reason::RouteNotFound);
         };
         let (index, route) = (matched.index, matched.route);
+
+        // A body its `Content-Length` says is too large is refused before anything is spent on
+        // it: no key lookup, no bucket, no credit. (A chunked body is counted as it streams, in
+        // the proxy.)
+        if let Some(max) = route.max_body_bytes {
+            if declared_length(req.headers).is_some_and(|len| len > max) {
+                return reject(Some(index), Reason::PayloadTooLarge);
+            }
+        }
 
         // 2 and 3. Extract and verify, as the route's auth mode asks.
         let principal = match self.authenticate(route, req.headers).await {
@@ -590,6 +604,17 @@ fn credential_from_claims(c: Claims) -> Credential {
         },
         user: None,
     }
+}
+
+/// The body length a request's `Content-Length` declares, when it is a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn reject(route: Option<usize>, reason: Reason) -> Decision {

@@ -31,6 +31,11 @@ impl Outcome {
         }
     }
 
+    /// The `outcome` label: `forwarded`, `local` or the rejection's reason code.
+    pub fn as_str(self) -> &'static str {
+        Self::label(self.index())
+    }
+
     /// The `outcome` label of column `i`; a rejection is labelled with its reason code.
     fn label(i: usize) -> &'static str {
         match i {
@@ -45,18 +50,34 @@ const OUTCOMES: usize = 2 + Reason::COUNT;
 /// The label used for requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
 
-fn route_counters(requests: &IntCounterVec, routes: &[String]) -> RouteCounters {
-    let rows = routes
-        .iter()
-        .map(String::as_str)
-        .chain([NO_ROUTE])
+fn route_counters(
+    requests: &IntCounterVec,
+    durations: &HistogramVec,
+    routes: &[String],
+) -> RouteCounters {
+    let names = || routes.iter().map(String::as_str).chain([NO_ROUTE]);
+    let rows = names()
         .map(|route| {
             (0..OUTCOMES)
                 .map(|i| requests.with_label_values(&[route, Outcome::label(i)]))
                 .collect()
         })
         .collect();
-    RouteCounters(rows)
+    let durations = names()
+        .map(|route| STATUS_CLASSES.map(|class| durations.with_label_values(&[route, class])))
+        .collect();
+    RouteCounters { rows, durations }
+}
+
+/// The `status_class` label: the answer's first digit, or `none` when no answer went out (the
+/// client left first).
+const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100),
+        _ => 0,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -123,17 +144,92 @@ impl InvalidationKind {
     }
 }
 
+/// Why keygate could not get an answer from an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// Connection refused, unreachable, or the name did not resolve.
+    Connect,
+    /// Connect, TLS handshake, read or write took longer than its timeout.
+    Timeout,
+    /// The TLS handshake failed (certificate, name, protocol).
+    Tls,
+    /// The upstream closed or reset the connection mid-request.
+    Closed,
+    Other,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Closed,
+        UpstreamErrorKind::Other,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Closed => "closed",
+            UpstreamErrorKind::Other => "other",
+        }
+    }
+}
+
+/// One upstream's series, resolved once per configuration so the request path only observes.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    duration: Histogram,
+    errors: [IntCounter; 5],
+}
+
+impl UpstreamMetrics {
+    /// From sending the request upstream to the upstream's response header.
+    pub fn answered(&self, seconds: f64) {
+        self.duration.observe(seconds);
+    }
+
+    pub fn failed(&self, kind: UpstreamErrorKind) {
+        let i = UpstreamErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        if let Some(c) = self.errors.get(i) {
+            c.inc();
+        }
+    }
+}
+
 /// The request counters of one route table, resolved once per table (at start and on each
 /// reload) so counting is one atomic add: `[route index][outcome index]`, the last row for
 /// requests that matched no route.
-pub struct RouteCounters(Vec<Vec<IntCounter>>);
+pub struct RouteCounters {
+    rows: Vec<Vec<IntCounter>>,
+    /// `[route index][status class]`, the last row for requests that matched no route.
+    durations: Vec<[Histogram; 6]>,
+}
 
 impl RouteCounters {
     /// `route` is the route index, or `None` when nothing matched.
     pub fn count(&self, route: Option<usize>, outcome: Outcome) {
-        let row = route.and_then(|i| self.0.get(i)).or_else(|| self.0.last());
+        let row = route
+            .and_then(|i| self.rows.get(i))
+            .or_else(|| self.rows.last());
         if let Some(c) = row.and_then(|r| r.get(outcome.index())) {
             c.inc();
+        }
+    }
+
+    /// How long a request took from its header to the end of the answer; `status` 0 when no
+    /// answer went out.
+    pub fn duration(&self, route: Option<usize>, status: u16, seconds: f64) {
+        let row = route
+            .and_then(|i| self.durations.get(i))
+            .or_else(|| self.durations.last());
+        if let Some(h) = row.and_then(|r| r.get(status_class(status))) {
+            h.observe(seconds);
         }
     }
 }
@@ -141,6 +237,9 @@ impl RouteCounters {
 pub struct Metrics {
     registry: Registry,
     requests_vec: IntCounterVec,
+    durations_vec: HistogramVec,
+    upstream_seconds: HistogramVec,
+    upstream_errors: IntCounterVec,
     requests: RouteCounters,
     config_reloads: IntCounterVec,
     decision_seconds: Histogram,
@@ -164,6 +263,7 @@ pub struct Metrics {
     credits_refunded: IntCounter,
     closed_per_ip_limit: IntCounter,
     closed_header_timeout: IntCounter,
+    closed_proxy_header: IntCounter,
     open_connections: IntGauge,
     in_flight: IntGauge,
     upstream_healthy: IntGaugeVec,
@@ -187,7 +287,43 @@ impl Metrics {
             &["route", "outcome"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let requests = route_counters(&requests_vec, routes);
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "keygate_request_duration_seconds",
+                "From the request header to the end of the answer (upstream time included), by \
+                 route and status class (1xx..5xx; none: the client left before an answer).",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["route", "status_class"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let requests = route_counters(&requests_vec, &durations_vec, routes);
+        let upstream_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "keygate_upstream_duration_seconds",
+                "From sending a request upstream to the upstream's response header, by upstream \
+                 (its name in the config).",
+            )
+            .buckets(vec![
+                0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+            &["upstream"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "keygate_upstream_errors_total",
+                "Requests that got no answer from their upstream, by upstream and kind (connect, \
+                 timeout, tls, closed, other); each is a 502 upstream_unavailable or 504 \
+                 upstream_timeout unless the answer had already started.",
+            ),
+            &["upstream", "kind"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "keygate_config_reloads_total",
@@ -321,7 +457,8 @@ impl Metrics {
                 "keygate_connections_closed_total",
                 "Public connections keygate closed itself, by reason (per_ip_limit: the client IP \
                  had max_connections_per_ip open; header_timeout: the request header took longer \
-                 than request_header_timeout_seconds).",
+                 than request_header_timeout_seconds; proxy_header: `proxy_protocol` is on and \
+                 the connection did not start with a valid PROXY protocol header in time).",
             ),
             &["reason"],
         )
@@ -353,6 +490,9 @@ impl Metrics {
             cache_miss: cache.with_label_values(&["miss"]),
             requests,
             requests_vec: requests_vec.clone(),
+            durations_vec: durations_vec.clone(),
+            upstream_seconds: upstream_seconds.clone(),
+            upstream_errors: upstream_errors.clone(),
             config_reloads: config_reloads.clone(),
             decision_seconds,
             store_errors: store_errors.clone(),
@@ -375,6 +515,7 @@ impl Metrics {
             credits_refunded,
             closed_per_ip_limit: closed.with_label_values(&["per_ip_limit"]),
             closed_header_timeout: closed.with_label_values(&["header_timeout"]),
+            closed_proxy_header: closed.with_label_values(&["proxy_header"]),
             open_connections,
             in_flight,
             upstream_healthy: upstream_healthy.clone(),
@@ -382,6 +523,9 @@ impl Metrics {
         };
         for c in [
             Box::new(requests_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(durations_vec),
+            Box::new(upstream_seconds),
+            Box::new(upstream_errors),
             Box::new(config_reloads),
             Box::new(m.decision_seconds.clone()),
             Box::new(cache),
@@ -441,6 +585,11 @@ impl Metrics {
         self.closed_header_timeout.inc();
     }
 
+    /// A connection closed because it did not start with a valid PROXY protocol header.
+    pub fn connection_bad_proxy_header(&self) {
+        self.closed_proxy_header.inc();
+    }
+
     /// A public connection opened (`+1`) or closed (`-1`).
     pub fn open_connections_add(&self, delta: i64) {
         self.open_connections.add(delta);
@@ -462,9 +611,23 @@ impl Metrics {
         self.requests.count(route, outcome);
     }
 
+    /// [`RouteCounters::duration`] on the startup route table.
+    pub fn request_duration(&self, route: Option<usize>, status: u16, seconds: f64) {
+        self.requests.duration(route, status, seconds);
+    }
+
+    /// The series of the upstream named `name` (a configured upstream: labels stay bounded).
+    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            duration: self.upstream_seconds.with_label_values(&[name]),
+            errors: UpstreamErrorKind::ALL
+                .map(|k| self.upstream_errors.with_label_values(&[name, k.label()])),
+        }
+    }
+
     /// Counters for a route table, e.g. the one a reload brings.
     pub fn route_counters(&self, routes: &[String]) -> RouteCounters {
-        route_counters(&self.requests_vec, routes)
+        route_counters(&self.requests_vec, &self.durations_vec, routes)
     }
 
     pub fn config_reload(&self, ok: bool) {

@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::gate::Gate;
 
 /// Top-level sections a reload may not change.
-pub const RESTART_SECTIONS: [&str; 10] = [
+pub const RESTART_SECTIONS: [&str; 11] = [
     "server",
     "listeners",
     "store",
@@ -27,6 +27,7 @@ pub const RESTART_SECTIONS: [&str; 10] = [
     "tokens",
     "usage",
     "rate_limits",
+    "log",
 ];
 
 /// Where the running configuration came from, and its text (to tell what a reload changes).

@@ -295,6 +295,27 @@ fn toml_under_readme_heading(heading: &str) -> String {
     block.to_string()
 }
 
+/// The README's "Behind a load balancer" example is a config keygate accepts.
+#[test]
+fn the_readme_load_balancer_example_passes_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("keygate.toml");
+    let text = toml_under_readme_heading("## Behind a load balancer");
+    assert!(text.contains("trusted_proxies") && text.contains("proxy_protocol"));
+    std::fs::write(&config, text).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .expect("run keygate check-config");
+    assert!(
+        out.status.success(),
+        "the README example is not a valid config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The README's TLS example passes `check-config`, certificate files included: the test writes
 /// them where the example names them (relative paths, from the directory keygate runs in), so
 /// the files are read and checked as they would be on a server.
@@ -1109,6 +1130,104 @@ fn the_readme_redis_password_example_passes_check_config() {
     let (code, stderr) = check(None);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("store.password"), "{stderr}");
+}
+
+// ---------------------------------------------------------------- Grafana
+
+/// The metric names a PromQL expression reads (`keygate_*` and `process_*`), histogram suffixes
+/// folded into their family.
+fn metric_families(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for prefix in ["keygate_", "process_"] {
+        for (at, _) in expr.match_indices(prefix) {
+            let name: String = expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name)
+                .to_string();
+            names.push(family);
+        }
+    }
+    names
+}
+
+/// The dashboard is valid JSON, every query is valid PromQL (promtool checks them as recording
+/// rules) and names only metrics keygate exports, and it covers what an operator looks at.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_keygate_exports() {
+    let path = deploy_dir().join("grafana/keygate.json");
+    let text = std::fs::read_to_string(&path).expect("deploy/grafana/keygate.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let defined = include_str!("../src/metrics.rs");
+    // What the prometheus crate's process collector exports.
+    let process = [
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_virtual_memory_bytes",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "process_threads",
+    ];
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut exprs = Vec::new();
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("expr").to_string();
+            let families = metric_families(&expr);
+            assert!(!families.is_empty(), "{expr} names no metric");
+            for family in families {
+                assert!(
+                    defined.contains(&format!("\"{family}\""))
+                        || process.contains(&family.as_str()),
+                    "the dashboard queries {family}, which keygate does not export ({expr})"
+                );
+            }
+            exprs.push(expr);
+        }
+    }
+    let all = exprs.join("\n");
+    for needed in [
+        "keygate_requests_total",
+        "keygate_auth_decision_seconds_bucket",
+        "keygate_request_duration_seconds_bucket",
+        "keygate_cache_lookups_total",
+        "keygate_store_errors_total",
+        "rate_limited",
+        "insufficient_credits",
+        "keygate_invalidation_lag_seconds_bucket",
+    ] {
+        assert!(all.contains(needed), "no panel shows {needed}");
+    }
+    // Valid PromQL: each query as a recording rule, Grafana's variables given values.
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = e
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*");
+            format!(
+                "      - record: dashboard_query_{i}\n        expr: {}\n",
+                serde_json::Value::String(e)
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("dashboard_rules.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .expect("write rules");
+    let (ok, out) = promtool(&["check", "rules", &file.display().to_string()], None);
+    assert!(ok, "a dashboard query is not valid PromQL: {out}");
 }
 
 #[test]

@@ -84,6 +84,17 @@ fn operators_see_build_process_store_limit_and_cache_metrics() {
     };
     assert_eq!(decisions("allowed"), 2.0, "{text}");
     assert_eq!(decisions("limited"), 2.0, "{text}");
+    let answered = |route, class| {
+        sample(
+            &text,
+            "keygate_request_duration_seconds_count",
+            &[("route", route), ("status_class", class)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(answered("v1", "2xx") >= 5.0, "{text}");
+    assert_eq!(answered("limited", "2xx"), 2.0, "{text}");
+    assert_eq!(answered("limited", "4xx"), 2.0, "{text}");
     // moka evicts in its housekeeping, which later cache operations run: keep using it.
     wait_until("an eviction to be counted", Duration::from_secs(20), || {
         for key in &keys {

@@ -169,3 +169,30 @@ fn the_cli_examples_run_as_written() {
     }
     assert!(!account.is_empty() && !key.is_empty());
 }
+
+/// Every metric keygate defines is in the README's metrics table, so an operator can look any of
+/// them up.
+#[test]
+fn every_metric_is_documented_in_the_readme() {
+    let readme = include_str!("../README.md");
+    let table = readme
+        .split("\n### Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("a ### Metrics section in the README");
+    let defined = include_str!("../src/metrics.rs");
+    let mut names: Vec<&str> = defined
+        .match_indices("\"keygate_")
+        .filter_map(|(at, _)| defined[at + 1..].split('"').next())
+        .filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        assert!(
+            table.contains(&format!("| `{name}` |")),
+            "{name} is not in the README's metrics table"
+        );
+    }
+}

@@ -143,14 +143,13 @@ fn debug_logs_carry_no_secrets_unless_the_operator_opts_in() {
     malformed_with(&kg, &session);
     malformed_with(&kg, password);
 
-    // keygate's own debug lines are there (the filter really is at debug)...
+    // The access lines of those requests are there (they name the request, not its credential)...
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !kg.log().contains("keygate::access") && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let log = kg.log();
-    assert!(log.contains("keygate::access"), "no debug line: {log}");
-    assert!(log.contains("DEBUG"), "{log}");
+    assert!(log.contains("keygate::access"), "no access line: {log}");
     // ... and no secret is.
     for (what, secret) in [
         ("key", key.as_str()),

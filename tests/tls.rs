@@ -1123,3 +1123,74 @@ upstream = "grpc"
     assert_eq!(r.resp.status, 401, "{}", r.resp.body);
     assert!(r.resp.header("x-seen-path").is_none());
 }
+
+// ---------------------------------------------------------------- behind a load balancer
+
+/// A TLS connection that first sends `prefix` in the clear (a PROXY protocol header).
+async fn connect_after(client: &Client, addr: SocketAddr, sni: &str, prefix: &[u8]) -> Tls {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)
+        .expect("versions")
+        .with_root_certificates(client.roots.clone())
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(prefix).await.expect("write prefix");
+    tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake")
+}
+
+/// Over TLS the upstream hears `X-Forwarded-Proto: https` (whatever the client claims), and with
+/// `proxy_protocol` the header comes before the TLS handshake and gives the client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_upstream_hears_https_and_a_proxy_header_precedes_the_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test ca");
+    let files = ca.leaf(&["a.keygate.test"]).write(dir.path(), "a");
+    let client = Client::trusting(&ca);
+    let echo = Echo::start();
+    let (kg, tls) = start_tls(&echo, std::slice::from_ref(&files), "", "");
+    let mut conn = client.connect(tls, "a.keygate.test").await;
+    let r = h1(
+        &mut conn,
+        "GET",
+        "/open/x",
+        &[("X-Forwarded-Proto", "http")],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let upstream = r.json()["headers"].clone();
+    assert_eq!(upstream["x-forwarded-proto"], "https", "{upstream}");
+    assert_eq!(upstream["x-real-ip"], "127.0.0.1", "{upstream}");
+    assert!(r.header("x-request-id").is_some(), "{r:?}");
+    drop(kg);
+
+    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut opts = Options::new(echo.addr);
+    opts.listeners_toml = "proxy_protocol = true\n".into();
+    opts.extra_toml = format!(
+        "[listeners.tls]\naddress = \"{tls}\"\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        files.0.display(),
+        files.1.display()
+    );
+    let _kg = Keygate::start(&opts);
+    wait_until("the TLS listener", WAIT, || {
+        std::net::TcpStream::connect(tls).is_ok()
+    });
+    let mut conn = connect_after(
+        &client,
+        tls,
+        "a.keygate.test",
+        b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 443\r\n",
+    )
+    .await;
+    let r = h1(&mut conn, "GET", "/open/x", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let upstream = r.json()["headers"].clone();
+    assert_eq!(upstream["x-real-ip"], "198.51.100.9", "{upstream}");
+    assert_eq!(upstream["x-forwarded-proto"], "https", "{upstream}");
+}

@@ -183,23 +183,44 @@ pub const LOG_PINGORA_WITH_SECRETS: &str = "KEYGATE_LOG_PINGORA_WITH_SECRETS";
 /// `RUST_LOG` (default `info`) for keygate's own lines. pingora's are capped at `info` whatever
 /// the filter says, unless [`LOG_PINGORA_WITH_SECRETS`] is `1`: at `debug` pingora logs the raw
 /// header bytes of requests it cannot parse, credentials included.
-fn init_tracing() {
+///
+/// `[log] format` picks text (colour only when stderr is a terminal, so log files get no escape
+/// codes) or one JSON object per line; `[log] access = false` drops the `keygate::access` lines.
+fn init_tracing(log: &crate::config::LogSection) {
+    use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
+    use tracing_subscriber::Layer;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let access = log.access;
+    let access_switch =
+        tracing_subscriber::filter::filter_fn(move |meta| access || meta.target() != ACCESS_TARGET);
     let pingora_secrets = std::env::var(LOG_PINGORA_WITH_SECRETS).is_ok_and(|v| v == "1");
     let pingora_cap = tracing_subscriber::filter::filter_fn(move |meta| {
         pingora_secrets
             || *meta.level() <= tracing::Level::INFO
             || !meta.target().starts_with("pingora")
     });
+    let lines = match log.format {
+        crate::config::LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
     let _ = tracing_subscriber::registry()
         .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+            lines
                 .with_filter(filter)
-                .with_filter(pingora_cap),
+                .with_filter(pingora_cap)
+                .with_filter(access_switch),
         )
         .try_init();
     if pingora_secrets {
@@ -241,11 +262,16 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The target of the one-line-per-request access log (see `proxy::phases`).
+pub const ACCESS_TARGET: &str = "keygate::access";
+
 fn serve(path: &std::path::Path) -> ExitCode {
-    init_tracing();
     let result = crate::reload::ConfigSource::load(path)
         .map_err(anyhow::Error::from)
-        .and_then(|(config, source)| Ok((crate::app::build(config)?, source)))
+        .and_then(|(config, source)| {
+            init_tracing(&config.log);
+            Ok((crate::app::build(config)?, source))
+        })
         .and_then(|(app, source)| crate::proxy::run(app, source));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub usage: UsageSection,
     #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
     pub tokens: TokensSection,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSection>,
@@ -98,6 +100,9 @@ pub struct ServerSection {
     pub data_dir: String,
     pub request_header_timeout_seconds: u64,
     pub max_connections_per_ip: usize,
+    /// Load balancers whose `X-Forwarded-For` / `Forwarded` / `X-Request-Id` keygate believes:
+    /// CIDRs (`10.0.0.0/8`, `fd00::/8`) or single addresses.
+    pub trusted_proxies: Vec<Spanned<String>>,
 }
 
 impl Default for ServerSection {
@@ -111,6 +116,7 @@ impl Default for ServerSection {
             data_dir: "data".into(),
             request_header_timeout_seconds: 10,
             max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -122,6 +128,9 @@ pub struct ListenersSection {
     pub public: Spanned<String>,
     pub admin: Spanned<String>,
     pub ops: Spanned<String>,
+    /// The public listener expects a PROXY protocol (v1 or v2) header on every connection, from
+    /// an L4 load balancer; a connection without one is closed.
+    pub proxy_protocol: bool,
     /// HTTP/2 with prior knowledge (h2c) on the plain public listener, beside HTTP/1.1.
     pub h2c: bool,
     /// A public TLS listener, beside the plain one.
@@ -134,6 +143,7 @@ impl Default for ListenersSection {
             public: Spanned::new(0..0, "0.0.0.0:8080".into()),
             admin: Spanned::new(0..0, "127.0.0.1:8081".into()),
             ops: Spanned::new(0..0, "127.0.0.1:9090".into()),
+            proxy_protocol: false,
             h2c: false,
             tls: None,
         }
@@ -339,7 +349,13 @@ pub struct ForwardingSection {
     /// Client headers dropped before forwarding, matched case-insensitively with `_` read as
     /// `-`. Setting it replaces [`DEFAULT_STRIP_HEADERS`]; `[]` strips none.
     pub strip_headers: Spanned<Vec<String>>,
+    /// The largest request body a proxied route accepts, unless the route sets its own
+    /// `max_body_bytes` (default 10 MiB).
+    pub max_body_bytes: Spanned<u64>,
 }
+
+/// Default for `[forwarding] max_body_bytes`: 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
 /// Headers that make an upstream framework act on another method or path than the one keygate
 /// authorised: a read-only key's `GET` with `X-HTTP-Method-Override: DELETE` is a delete to
@@ -363,6 +379,7 @@ impl Default for ForwardingSection {
                     .map(|h| h.to_string())
                     .collect(),
             ),
+            max_body_bytes: Spanned::new(0..0, DEFAULT_MAX_BODY_BYTES),
         }
     }
 }
@@ -396,6 +413,33 @@ impl Default for TokensSection {
             exchange_ttl_seconds: 900,
         }
     }
+}
+
+/// `[log]`: how keygate writes its lines (to stderr). Restart-only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// One `keygate::access` line per request at `info`.
+    pub access: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            access: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colour only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -575,6 +619,9 @@ pub struct RouteSection {
     /// What the route needs from the key. Unset: `read` for GET, HEAD and OPTIONS, else `write`.
     #[serde(default)]
     pub permission: Option<RoutePermission>,
+    /// The largest request body forwarded (default `[forwarding] max_body_bytes`); larger is
+    /// 413 `payload_too_large`.
+    pub max_body_bytes: Option<Spanned<u64>>,
 }
 
 fn default_auth() -> AuthMode {

@@ -16,11 +16,12 @@ use std::time::Duration;
 use http::header::HeaderName;
 
 use crate::errors::{Template, Templates, DEFAULT_BODY};
+use crate::forwarded::TrustedProxies;
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, Balance, ChargeOn, LocalKind, RateLimitMode, RoutePermission, SecretRef,
-    StoreBackend, UpstreamProtocol,
+    AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, RateLimitMode, RoutePermission,
+    SecretRef, StoreBackend, UpstreamProtocol,
 };
 pub use pool::{HealthCheck, PoolPolicy, MAX_BACKENDS};
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
@@ -56,6 +57,8 @@ pub struct Config {
     /// Client headers removed before forwarding (`[forwarding] strip_headers`), lower-case.
     pub strip_headers: Vec<HeaderName>,
     pub last_used_interval: Duration,
+    /// `[log]`: format and whether each request gets an access line.
+    pub log: LogSection,
     /// The routes with their matcher, built once per load.
     pub routes: crate::router::RouteTable,
     pub templates: Templates,
@@ -128,8 +131,11 @@ pub struct ServerSettings {
     /// a kept-alive connection, from the request's first byte). Pingora's own read timeout is
     /// per read, so without this a client trickling a byte at a time holds a connection forever.
     pub request_header_timeout: Duration,
-    /// Open public connections one client IP may hold; more are closed at accept.
+    /// Open public connections one client IP may hold; more are closed at accept. Trusted
+    /// proxies are exempt (every client behind them shares their connections).
     pub max_connections_per_ip: usize,
+    /// Peers whose forwarding headers are believed (see [`crate::forwarded`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +143,8 @@ pub struct Listeners {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     pub ops: SocketAddr,
+    /// Every public connection starts with a PROXY protocol v1/v2 header.
+    pub proxy_protocol: bool,
     /// HTTP/2 with prior knowledge on `public`.
     pub h2c: bool,
     pub tls: Option<TlsListener>,
@@ -251,6 +259,9 @@ pub struct Route {
     pub charge_on: ChargeOn,
     /// (path parameter, resource kind) pairs checked against the key's resources.
     pub resources: Vec<(String, String)>,
+    /// The largest request body forwarded; `None` on local endpoints (they read their own,
+    /// smaller, bound).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl Route {
@@ -579,6 +590,21 @@ impl Validator<'_> {
         if s.max_connections_per_ip == 0 {
             self.problem("server.max_connections_per_ip", &none, "must be at least 1");
         }
+        let mut trusted = Vec::new();
+        for entry in &s.trusted_proxies {
+            match TrustedProxies::parse_entry(entry.get_ref()) {
+                Some(net) => trusted.push(net),
+                None => self.problem(
+                    "server.trusted_proxies",
+                    &entry.span(),
+                    format!(
+                        "`{}` is not a CIDR like 10.0.0.0/8 or fd00::/8, nor an IP address",
+                        entry.get_ref().escape_debug()
+                    ),
+                ),
+            }
+        }
+        let trusted_proxies = TrustedProxies::new(trusted);
         let public = self.addr("listeners.public", &raw.listeners.public);
         let tls = raw
             .listeners
@@ -589,6 +615,7 @@ impl Validator<'_> {
             public,
             admin: self.addr("listeners.admin", &raw.listeners.admin),
             ops: self.addr("listeners.ops", &raw.listeners.ops),
+            proxy_protocol: raw.listeners.proxy_protocol,
             h2c: raw.listeners.h2c,
             tls,
         };
@@ -768,6 +795,8 @@ impl Validator<'_> {
             .map(|name| self.header("forwarding.strip_headers", &strip_span, name))
             .collect();
 
+        let default_max_body = *raw.forwarding.max_body_bytes.get_ref();
+
         let mut upstreams = HashMap::new();
         for (name, u) in raw.upstreams {
             let addresses = self.addresses(&name, &u);
@@ -917,6 +946,22 @@ impl Validator<'_> {
             let account_limit =
                 self.limit(&field("account_rate_limit"), r.account_rate_limit.as_ref());
             let ip_limit = self.limit(&field("ip_rate_limit"), r.ip_rate_limit.as_ref());
+            let max_body_bytes = match (&r.local, &r.max_body_bytes) {
+                (Some(_), Some(set)) => {
+                    self.problem(
+                        &field("max_body_bytes"),
+                        &set.span(),
+                        format!(
+                            "local endpoints read at most {} KiB of body; the limit is for \
+                             forwarded routes",
+                            crate::local::MAX_BODY / 1024
+                        ),
+                    );
+                    None
+                }
+                (Some(_), None) => None,
+                (None, set) => Some(set.as_ref().map_or(default_max_body, |v| *v.get_ref())),
+            };
             if r.auth == AuthMode::None && r.cost > 0 {
                 self.problem(
                     &field("cost"),
@@ -980,6 +1025,7 @@ impl Validator<'_> {
                     .iter()
                     .map(|(p, k)| (p.clone(), k.clone()))
                     .collect(),
+                max_body_bytes,
             });
         }
         // A table that fails to build leaves a problem, so the empty one is never returned.
@@ -1057,6 +1103,7 @@ impl Validator<'_> {
                 graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds,
                 request_header_timeout: Duration::from_secs(s.request_header_timeout_seconds),
                 max_connections_per_ip: s.max_connections_per_ip,
+                trusted_proxies,
             },
             listeners,
             store,
@@ -1090,6 +1137,7 @@ impl Validator<'_> {
             identity,
             strip_headers,
             last_used_interval: Duration::from_secs(raw.usage.last_used_interval_seconds),
+            log: raw.log.clone(),
             routes,
             templates: Templates::new(overrides),
             rate_limit_mode,

@@ -692,3 +692,51 @@ fn self_service_bounds_default_and_are_checked() {
     assert_problem(&p, "keys.self_service_scopes", 3);
     assert!(parse_error("[keys]\nmax_keys = 5\n").contains("max_keys"));
 }
+
+#[test]
+fn trusted_proxies_are_parsed_at_load_and_bad_ones_named_with_their_line() {
+    let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.server.trusted_proxies.is_empty());
+    assert!(!c.listeners.proxy_protocol);
+    let text = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/8\", \"127.0.0.2\"]\n\
+         [listeners]\nproxy_protocol = true\n{MINIMAL}"
+    );
+    let c = Config::parse(&text, "ok.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.listeners.proxy_protocol);
+    for ip in ["10.1.2.3", "fd00::1", "127.0.0.2"] {
+        assert!(
+            c.server.trusted_proxies.contains(ip.parse().unwrap()),
+            "{ip}"
+        );
+    }
+    assert!(!c
+        .server
+        .trusted_proxies
+        .contains("127.0.0.3".parse().unwrap()));
+    let text = format!(
+        "[server]\ntrusted_proxies = [\n  \"10.0.0.0/8\",\n  \"10.0.0.0/33\",\n]\n{MINIMAL}"
+    );
+    assert_problem(&problems(&text), "server.trusted_proxies", 4);
+}
+
+#[test]
+fn body_limits_default_to_ten_mebibytes_on_forwarded_routes_only() {
+    let text = format!(
+        "{MINIMAL}\n[[routes]]\npath = \"/small\"\nupstream = \"api\"\nmax_body_bytes = 100\n\n\
+         [[routes]]\npath = \"/jwks\"\nlocal = \"jwks\"\nauth = \"none\"\n"
+    );
+    let c = Config::parse(&text, "ok.toml").unwrap_or_else(|e| panic!("{e}"));
+    let limits: Vec<_> = c.routes.iter().map(|r| r.max_body_bytes).collect();
+    assert_eq!(limits, [Some(10 * 1024 * 1024), Some(100), None]);
+    let text = format!("[forwarding]\nmax_body_bytes = 5\n{MINIMAL}");
+    let c = Config::parse(&text, "ok.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.routes.iter().next().and_then(|r| r.max_body_bytes),
+        Some(5)
+    );
+    let text = format!(
+        "{MINIMAL}\n[[routes]]\npath = \"/jwks\"\nlocal = \"jwks\"\nauth = \"none\"\nmax_body_bytes = 5\n"
+    );
+    assert_problem(&problems(&text), "routes[1].max_body_bytes", 13);
+}

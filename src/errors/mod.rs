@@ -90,6 +90,7 @@ reasons! {
     Overloaded => ("overloaded", 503, "The service is busy, try again shortly"),
     UpstreamUnavailable => ("upstream_unavailable", 502, "The service is unavailable"),
     UpstreamTimeout => ("upstream_timeout", 504, "The service did not answer in time"),
+    PayloadTooLarge => ("payload_too_large", 413, "The request body is too large"),
 }
 
 impl Reason {

@@ -41,6 +41,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::proxy_protocol;
+use crate::forwarded::TrustedProxies;
 use crate::metrics::Metrics;
 
 /// The proxy app behind the connection cap and the header deadline.
@@ -58,15 +60,31 @@ struct Limits {
     max_per_ip: usize,
     header_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// Not capped: every client behind a trusted proxy arrives on its connections, so a cap
+    /// on them would cap the whole site, and which client a kept-alive connection serves
+    /// changes from request to request (limiting those clients is the balancer's job, and
+    /// keygate's per-IP request limits still apply to each of them).
+    trusted: TrustedProxies,
+    /// Every connection starts with a PROXY protocol header (see `proxy_protocol`).
+    proxy_protocol: bool,
+}
+
+/// How the public listener guards its connections.
+pub struct Guards {
+    pub max_per_ip: usize,
+    pub header_timeout: Duration,
+    pub trusted: TrustedProxies,
+    pub proxy_protocol: bool,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(
-        inner: Arc<A>,
-        max_per_ip: usize,
-        header_timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(inner: Arc<A>, guards: Guards, metrics: Arc<Metrics>) -> Self {
+        let Guards {
+            max_per_ip,
+            header_timeout,
+            trusted,
+            proxy_protocol,
+        } = guards;
         Self {
             inner,
             limits: Arc::new(Limits {
@@ -74,6 +92,8 @@ impl<A> GuardedApp<A> {
                 max_per_ip,
                 header_timeout,
                 metrics,
+                trusted,
+                proxy_protocol,
             }),
             tls: None,
         }
@@ -127,6 +147,7 @@ impl Limits {
     /// A slot for a connection from `ip`, or `None` when `ip` is at the cap. A connection whose
     /// peer address is unknown is counted only in the gauge.
     fn take(self: &Arc<Self>, ip: Option<IpAddr>) -> Option<Slot> {
+        let ip = ip.filter(|ip| !self.trusted.contains(*ip));
         if let Some(ip) = ip {
             let mut n = self.open.entry(ip).or_insert(0);
             if *n >= self.max_per_ip {
@@ -161,6 +182,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // The PROXY header comes first (before a TLS handshake), within the header deadline;
+        // its address is the peer from here on (the cap below counts it).
+        let stream = if self.limits.proxy_protocol {
+            let read = proxy_protocol::accept(stream);
+            match tokio::time::timeout(self.limits.header_timeout, read).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "connection closed: no valid PROXY protocol header");
+                    self.limits.metrics.connection_bad_proxy_header();
+                    return None;
+                }
+                Err(_) => {
+                    self.limits.metrics.connection_bad_proxy_header();
+                    return None;
+                }
+            }
+        } else {
+            stream
+        };
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));

@@ -9,11 +9,22 @@ use super::*;
 const TIMEOUT: Duration = Duration::from_millis(100);
 
 fn limits(max_per_ip: usize) -> Arc<Limits> {
+    limits_trusting(max_per_ip, &[])
+}
+
+fn limits_trusting(max_per_ip: usize, trusted: &[&str]) -> Arc<Limits> {
     Arc::new(Limits {
         open: dashmap::DashMap::new(),
         max_per_ip,
         header_timeout: TIMEOUT,
         metrics: Arc::new(Metrics::new(&[])),
+        trusted: TrustedProxies::new(
+            trusted
+                .iter()
+                .filter_map(|t| TrustedProxies::parse_entry(t))
+                .collect(),
+        ),
+        proxy_protocol: false,
     })
 }
 
@@ -120,4 +131,25 @@ fn one_ip_holds_at_most_its_cap() {
     let again = limits.take(a).expect("a closed connection frees its slot");
     drop((second, other, again));
     assert!(limits.open.is_empty());
+}
+
+#[test]
+fn trusted_proxies_are_not_capped() {
+    let limits = limits_trusting(1, &["10.0.0.0/8"]);
+    let proxy = Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5)));
+    let client = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)));
+    let proxied: Vec<_> = (0..5)
+        .map(|_| {
+            limits
+                .take(proxy)
+                .expect("a trusted proxy is never at the cap")
+        })
+        .collect();
+    assert_eq!(proxied.len(), 5);
+    assert!(limits.open.is_empty(), "trusted proxies are not counted");
+    let _one = limits.take(client).expect("first");
+    assert!(
+        limits.take(client).is_none(),
+        "an untrusted client is capped"
+    );
 }

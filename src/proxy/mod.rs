@@ -10,7 +10,9 @@
 //! - `pool`: an upstream with several backends (balancing, health, passive ejection);
 //! - `health`: the active health checks of the current routing's pools;
 //! - `strip`: which client headers are dropped before forwarding (credentials, the identity
-//!   namespace in any spelling, the configured list);
+//!   namespace in any spelling, the configured list, client-sent forwarding headers);
+//! - `forward_headers`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`, `X-Request-Id`;
+//! - `proxy_protocol`: the PROXY protocol header an L4 load balancer puts before a connection;
 //! - `settle`: whether a `charge_on = "success"` reservation goes back;
 //! - `services`: the background services (admin and ops listeners, last-used writer, reload,
 //!   housekeeping);
@@ -18,9 +20,11 @@
 
 mod connections;
 mod drain;
+mod forward_headers;
 mod health;
 mod phases;
 mod pool;
+mod proxy_protocol;
 mod respond;
 mod routing;
 mod server;

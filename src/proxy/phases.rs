@@ -1,25 +1,31 @@
 //! The `ProxyHttp` phases: decide in `request_filter`, pick the route's peer, rewrite the
 //! identity headers on the way up, add rate-limit headers on the way down, count and log.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use super::forward_headers::{Forwarding, Hop, X_REQUEST_ID};
 use super::respond::add_rate_headers;
 use super::routing::{Backends, IdentityNames, Routing, Target};
 use super::settle::Settlement;
 use crate::cache::CachedCredential;
 use crate::config::Balance;
 use crate::errors::Reason;
+use crate::forwarded::TrustedProxies;
 use crate::gate::{Charge, Decision, Request};
 use crate::metrics::{InFlight, Metrics, Outcome};
 use crate::ratelimit::RateStatus;
+use crate::request_id::RequestIds;
 
 /// The `ProxyHttp` implementation: one per server, shared by every worker thread.
 pub struct KeygateProxy {
@@ -30,6 +36,9 @@ pub struct KeygateProxy {
     /// Set on SIGTERM: answers then carry `Connection: close`, so keep-alive clients move to
     /// new connections (which the load balancer sends elsewhere once it sees `/readyz` fail).
     pub(super) draining: Arc<AtomicBool>,
+    /// `[server] trusted_proxies` (restart-only, so read once).
+    pub(super) trusted: TrustedProxies,
+    pub(super) request_ids: RequestIds,
 }
 
 /// Per-request state.
@@ -49,6 +58,27 @@ pub struct RequestCtx {
     pub(super) in_flight: Option<InFlight>,
     /// The upstream's attempts (backend, retries, deadline).
     pub(super) attempt: Attempt,
+    /// When keygate started on the request (its header was read).
+    pub(super) started: Option<std::time::Instant>,
+    /// The upstream address the request went to (the last attempt's).
+    pub(super) upstream_addr: Option<std::net::SocketAddr>,
+    /// When the request's head went upstream, and how long until the answer's head came back.
+    pub(super) upstream_sent_at: Option<std::time::Instant>,
+    pub(super) upstream_seconds: Option<f64>,
+    /// The client's IP: the peer, or behind a trusted proxy the address it vouched for (see
+    /// [`crate::forwarded`]). What per-IP limits count and the access log shows.
+    pub client_ip: Option<IpAddr>,
+    /// The peer is a trusted proxy: its forwarding headers and request id are believed.
+    pub(super) peer_trusted: bool,
+    /// The request's `X-Request-Id` (kept from a trusted proxy, else generated): sent upstream,
+    /// returned in every response, logged.
+    pub request_id: Option<HeaderValue>,
+    /// The route's `max_body_bytes`, once the request is let through.
+    pub(super) body_limit: Option<u64>,
+    /// Body bytes read so far.
+    pub(super) body_bytes: u64,
+    /// The body went over `body_limit` while streaming: the upstream was cut off.
+    pub(super) body_too_large: bool,
 }
 
 /// Where this request went upstream so far.
@@ -71,12 +101,15 @@ impl KeygateProxy {
         draining: Arc<AtomicBool>,
     ) -> Self {
         // Identity header names are restart-only (see `reload`), so they are read once.
-        let identity_names = IdentityNames::new(&routing.load().config().identity);
+        let config = routing.load().config().clone();
+        let identity_names = IdentityNames::new(&config.identity);
         Self {
             routing,
             metrics,
             identity_names,
             draining,
+            trusted: config.server.trusted_proxies.clone(),
+            request_ids: RequestIds::new(),
         }
     }
 }
@@ -92,17 +125,27 @@ impl ProxyHttp for KeygateProxy {
     /// Decides the request. `Ok(true)` means keygate already answered (a rejection or a local
     /// endpoint).
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.started = Some(std::time::Instant::now());
         ctx.in_flight = Some(self.metrics.request_started());
         if self.draining.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = peer_ip(session);
+        let header = session.req_header();
+        // No trusted proxies (the default): the client is the peer and no header is read.
+        ctx.peer_trusted = peer.is_some_and(|p| self.trusted.contains(p));
+        let client_ip = match peer {
+            Some(p) if ctx.peer_trusted => Some(self.trusted.client_ip(p, &header.headers)),
+            p => p,
+        };
+        ctx.client_ip = client_ip;
+        let sent_id = ctx
+            .peer_trusted
+            .then(|| header.headers.get(X_REQUEST_ID))
+            .flatten();
+        ctx.request_id = Some(self.request_ids.for_request(sent_id));
         let routing = self.routing.load_full();
         ctx.routing = Some(routing.clone());
-        let header = session.req_header();
         let decision = routing
             .gate
             .decide(Request {
@@ -125,6 +168,11 @@ impl ProxyHttp for KeygateProxy {
                 ctx.rate = rate;
                 ctx.charge = charge;
                 ctx.outcome = Some(Outcome::Forwarded);
+                ctx.body_limit = routing
+                    .config()
+                    .routes
+                    .get(route)
+                    .and_then(|r| r.max_body_bytes);
                 Ok(false)
             }
             Decision::Local {
@@ -146,14 +194,23 @@ impl ProxyHttp for KeygateProxy {
             } => {
                 ctx.route = route;
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
+                let too_large = rejection.reason == Reason::PayloadTooLarge;
+                if too_large {
+                    // Never drain a body declared too large to keep the connection: close it.
+                    session.set_keepalive(None);
+                }
                 self.respond_rejection(
                     session,
                     &routing,
                     rejection.reason,
                     &rejection.detail,
                     rate.as_ref(),
+                    ctx.request_id.as_ref(),
                 )
                 .await?;
+                if too_large {
+                    super::respond::discard_rest_of_body(session).await;
+                }
                 Ok(true)
             }
         }
@@ -171,11 +228,35 @@ impl ProxyHttp for KeygateProxy {
         past_deadline(&ctx.attempt)?;
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(upstream_response.status.as_u16());
+            ctx.upstream_seconds = ctx.upstream_sent_at.map(|t| t.elapsed().as_secs_f64());
         }
         Ok(())
     }
 
-    /// RateLimit headers on every response of a limited route.
+    /// Counts the body as it streams to the upstream; past the route's `max_body_bytes` the
+    /// request fails, which cuts the upstream connection (see `fail_to_proxy` for the answer).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(limit), Some(chunk)) = (ctx.body_limit, body.as_ref()) {
+            ctx.body_bytes = ctx.body_bytes.saturating_add(chunk.len() as u64);
+            if ctx.body_bytes > limit {
+                ctx.body_too_large = true;
+                *body = None;
+                return Err(Error::explain(
+                    ErrorType::Custom("payload_too_large"),
+                    "request body over the route's max_body_bytes",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// RateLimit headers on every response of a limited route, and the request id.
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -184,6 +265,9 @@ impl ProxyHttp for KeygateProxy {
     ) -> Result<()> {
         if let Some(rate) = &ctx.rate {
             add_rate_headers(upstream_response, rate)?;
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header(X_REQUEST_ID, id.clone())?;
         }
         Ok(())
     }
@@ -199,6 +283,7 @@ impl ProxyHttp for KeygateProxy {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         let reason = match (e.esource(), e.etype()) {
+            _ if ctx.body_too_large => Some(Reason::PayloadTooLarge),
             (ErrorSource::Upstream, ErrorType::ConnectTimedout)
             | (ErrorSource::Upstream, ErrorType::TLSHandshakeTimedout)
             | (ErrorSource::Upstream, ErrorType::ReadTimedout)
@@ -213,10 +298,20 @@ impl ProxyHttp for KeygateProxy {
                 ctx.outcome = Some(Outcome::Rejected(reason));
                 let status = routing.config().templates.get(reason).status;
                 if let Err(write) = self
-                    .respond_rejection(session, &routing, reason, &Default::default(), None)
+                    .respond_rejection(
+                        session,
+                        &routing,
+                        reason,
+                        &Default::default(),
+                        None,
+                        ctx.request_id.as_ref(),
+                    )
                     .await
                 {
                     tracing::debug!(error = %write, "could not answer an upstream failure");
+                }
+                if reason == Reason::PayloadTooLarge {
+                    super::respond::discard_rest_of_body(session).await;
                 }
                 FailToProxy {
                     error_code: status,
@@ -230,8 +325,21 @@ impl ProxyHttp for KeygateProxy {
                     can_reuse_downstream: false,
                 }
             }
-            (None, _) => pingora_default_failure(session, e).await,
+            (None, _) => pingora_default_failure(session, e, ctx.request_id.as_ref()).await,
         }
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        ctx.upstream_addr = peer._address.as_inet().copied();
+        Ok(())
     }
 
     /// The route's backend: its one address as prepared, or the pool's pick (by the caller's
@@ -239,9 +347,11 @@ impl ProxyHttp for KeygateProxy {
     /// the peer's timeouts are cut to what is left of it.
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
+        // A retried attempt replays the body read so far from the start: count it once.
+        ctx.body_bytes = 0;
         let target = target(ctx.routing.as_deref(), ctx.route)?;
         let attempt = &mut ctx.attempt;
         let mut peer = match &target.backends {
@@ -251,24 +361,19 @@ impl ProxyHttp for KeygateProxy {
                 let key: &[u8] = match (pool.balance(), &ctx.principal) {
                     (Balance::RoundRobin, _) => b"",
                     (Balance::ConsistentHash, Some(p)) => p.credential.key.id.as_bytes(),
-                    // Anonymous callers stick by client IP.
-                    (Balance::ConsistentHash, None) => {
-                        match session
-                            .client_addr()
-                            .and_then(|a| a.as_inet())
-                            .map(|a| a.ip())
-                        {
-                            Some(std::net::IpAddr::V4(v4)) => {
-                                ip[..4].copy_from_slice(&v4.octets());
-                                &ip[..4]
-                            }
-                            Some(std::net::IpAddr::V6(v6)) => {
-                                ip = v6.octets();
-                                &ip
-                            }
-                            None => b"",
+                    // Anonymous callers stick by client IP (behind a trusted proxy, the one it
+                    // vouched for).
+                    (Balance::ConsistentHash, None) => match ctx.client_ip {
+                        Some(std::net::IpAddr::V4(v4)) => {
+                            ip[..4].copy_from_slice(&v4.octets());
+                            &ip[..4]
                         }
-                    }
+                        Some(std::net::IpAddr::V6(v6)) => {
+                            ip = v6.octets();
+                            &ip
+                        }
+                        None => b"",
+                    },
                 };
                 let i = pool.select(key, attempt.tried).ok_or_else(|| {
                     Error::explain(ErrorType::ConnectNoRoute, "every backend was tried").into_up()
@@ -350,7 +455,7 @@ impl ProxyHttp for KeygateProxy {
     /// keygate's own identity headers are added.
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
@@ -360,13 +465,26 @@ impl ProxyHttp for KeygateProxy {
                 "no routing selected",
             ));
         };
+        let hop = Hop {
+            peer: peer_ip(session),
+            trusted: ctx.peer_trusted,
+            client_ip: ctx.client_ip,
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            request_id: ctx.request_id.as_ref(),
+        };
+        let forwarding = Forwarding::read(&upstream_request.headers, &hop);
         // Credentials, the identity namespace in any spelling (`X_Keygate_Key_Id` is
-        // `X-Keygate-Key-Id` to CGI-style upstreams) and `[forwarding] strip_headers`.
-        let dropped = routing.strip.dropped(upstream_request.headers.keys());
+        // `X-Keygate-Key-Id` to CGI-style upstreams), `[forwarding] strip_headers` and the
+        // forwarding headers (see `forward_headers`).
+        let dropped = routing
+            .strip
+            .dropped(upstream_request.headers.keys(), ctx.peer_trusted);
         for name in &dropped {
             upstream_request.remove_header(name);
         }
+        forwarding.apply(upstream_request, &hop)?;
         ctx.sent_upstream = true;
+        ctx.upstream_sent_at = Some(std::time::Instant::now());
 
         let Some(principal) = &ctx.principal else {
             return Ok(());
@@ -409,10 +527,11 @@ impl ProxyHttp for KeygateProxy {
             };
             // An upstream that could not be reached or did not answer in time did no work the
             // caller got: its credits go back whatever `charge_on` says.
+            // Nor did one whose body keygate cut off for being too large.
             let upstream_failed = matches!(
                 ctx.outcome,
                 Some(Outcome::Rejected(
-                    Reason::UpstreamUnavailable | Reason::UpstreamTimeout
+                    Reason::UpstreamUnavailable | Reason::UpstreamTimeout | Reason::PayloadTooLarge
                 ))
             );
             if upstream_failed || (charge.refund_unless_success && settlement.refund_due()) {
@@ -424,20 +543,21 @@ impl ProxyHttp for KeygateProxy {
         let outcome = ctx
             .outcome
             .unwrap_or(Outcome::Rejected(Reason::RouteNotFound));
+        let seconds = ctx
+            .started
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or_default();
         match &ctx.routing {
-            Some(routing) => routing.gate.count_request(ctx.route, outcome),
-            None => self.metrics.request(None, outcome),
+            Some(routing) => {
+                routing.gate.count_request(ctx.route, outcome);
+                routing.gate.request_duration(ctx.route, status, seconds);
+            }
+            None => {
+                self.metrics.request(None, outcome);
+                self.metrics.request_duration(None, status, seconds);
+            }
         }
-        // The access line names the key by id, never by value.
-        tracing::debug!(
-            target: "keygate::access",
-            method = %session.req_header().method,
-            path = session.req_header().uri.path(),
-            status,
-            route = ctx.routing.as_ref().zip(ctx.route).and_then(|(r, i)| r.config().routes.get(i)).map(|r| r.name.as_str()).unwrap_or("-"),
-            key_id = ctx.principal.as_ref().map(|p| p.credential.key.id.as_str()).unwrap_or("-"),
-            error = e.map(|e| e.to_string()).unwrap_or_default(),
-        );
+        access_line(session, e, ctx, status, seconds);
     }
 }
 
@@ -460,8 +580,56 @@ fn past_deadline(attempt: &Attempt) -> Result<()> {
     }
 }
 
-/// pingora's own answer to a failure that is not the upstream's (a bad request, a client gone).
-async fn pingora_default_failure(session: &mut Session, e: &Error) -> FailToProxy {
+/// One `keygate::access` line per request at `info` (`[log] access = false` turns it off). The
+/// key and account by id, never a key or token; the path without its query string.
+fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16, seconds: f64) {
+    if !tracing::enabled!(target: crate::cli::ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let header = session.req_header();
+    let route = ctx
+        .routing
+        .as_ref()
+        .zip(ctx.route)
+        .and_then(|(r, i)| r.config().routes.get(i))
+        .map(|r| r.name.as_str())
+        .unwrap_or("-");
+    let credential = ctx.principal.as_ref().map(|p| &p.credential);
+    tracing::info!(
+        target: crate::cli::ACCESS_TARGET,
+        request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        client_ip = ctx.client_ip.map(tracing::field::display),
+        method = %header.method,
+        path = header.uri.path(),
+        route,
+        status,
+        outcome = ctx.outcome.map(Outcome::as_str).unwrap_or("route_not_found"),
+        key_id = credential.map(|c| c.key.id.as_str()),
+        account_id = credential.map(|c| c.account.id.as_str()),
+        upstream = ctx.upstream_addr.map(tracing::field::display),
+        upstream_ms = ctx.upstream_seconds.map(|s| s * 1000.0),
+        total_ms = seconds * 1000.0,
+        error = e.map(|e| e.etype().as_str()),
+        "request"
+    );
+}
+
+/// The TCP peer's address (or the PROXY protocol's source), an IPv4 client on an IPv6 socket
+/// as the IPv4 address it is.
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_canonical())
+}
+
+/// pingora's own answer to a failure that is not the upstream's (a bad request, a client gone),
+/// with the request id.
+async fn pingora_default_failure(
+    session: &mut Session,
+    e: &Error,
+    request_id: Option<&HeaderValue>,
+) -> FailToProxy {
     let code = match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (_, ErrorSource::Upstream) => 502,
@@ -473,7 +641,16 @@ async fn pingora_default_failure(session: &mut Session, e: &Error) -> FailToProx
         (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
     };
     if code > 0 {
-        if let Err(write) = session.respond_error(code).await {
+        let mut resp = pingora::protocols::http::error_resp::gen_error_response(code);
+        let written = match request_id {
+            Some(id) => resp.insert_header(X_REQUEST_ID, id.clone()),
+            None => Ok(()),
+        };
+        let written = match written {
+            Ok(()) => session.write_error_response(resp, Bytes::new()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(write) = written {
             tracing::debug!(error = %write, "could not send an error response");
         }
     }

@@ -6,6 +6,7 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use super::forward_headers::X_REQUEST_ID;
 use super::phases::{KeygateProxy, RequestCtx};
 use super::routing::Routing;
 use crate::authz::Rejection;
@@ -23,12 +24,16 @@ impl KeygateProxy {
         reason: Reason,
         detail: &crate::errors::Detail,
         rate: Option<&RateStatus>,
+        request_id: Option<&http::HeaderValue>,
     ) -> Result<()> {
         let template = routing.config().templates.get(reason);
         let body = Bytes::from(template.render(reason, detail));
-        let mut resp = ResponseHeader::build(template.status, Some(6))?;
+        let mut resp = ResponseHeader::build(template.status, Some(7))?;
         resp.insert_header(http::header::CONTENT_TYPE, template.content_type.as_str())?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        if let Some(id) = request_id {
+            resp.insert_header(X_REQUEST_ID, id.clone())?;
+        }
         if let Some(rate) = rate {
             add_rate_headers(&mut resp, rate)?;
             if let Some(retry) = rate.retry_after_secs {
@@ -87,6 +92,7 @@ impl KeygateProxy {
                     Reason::StoreUnavailable,
                     &Default::default(),
                     None,
+                    ctx.request_id.as_ref(),
                 )
                 .await;
         };
@@ -97,14 +103,18 @@ impl KeygateProxy {
                     Rejection::with_message(Reason::InvalidBody, "The request body is too large");
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
                 return self
-                    .respond_rejection(session, routing, rejection.reason, &rejection.detail, None)
+                    .respond_rejection(
+                        session,
+                        routing,
+                        rejection.reason,
+                        &rejection.detail,
+                        None,
+                        ctx.request_id.as_ref(),
+                    )
                     .await;
             }
         };
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client_ip = ctx.client_ip;
         let header = session.req_header();
         let request = LocalRequest {
             method: header.method.as_str(),
@@ -117,8 +127,11 @@ impl KeygateProxy {
             Ok(answer) => {
                 ctx.outcome = Some(Outcome::Local);
                 let body = Bytes::from(answer.body);
-                let mut resp = ResponseHeader::build(answer.status, Some(5))?;
+                let mut resp = ResponseHeader::build(answer.status, Some(6))?;
                 resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+                if let Some(id) = &ctx.request_id {
+                    resp.insert_header(X_REQUEST_ID, id.clone())?;
+                }
                 resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
                 resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
                 if let Some(rate) = &ctx.rate {
@@ -130,8 +143,15 @@ impl KeygateProxy {
             Err(rejection) => {
                 ctx.outcome = Some(Outcome::Rejected(rejection.reason));
                 let rate = rejection.rate.as_ref().or(ctx.rate.as_ref());
-                self.respond_rejection(session, routing, rejection.reason, &rejection.detail, rate)
-                    .await
+                self.respond_rejection(
+                    session,
+                    routing,
+                    rejection.reason,
+                    &rejection.detail,
+                    rate,
+                    ctx.request_id.as_ref(),
+                )
+                .await
             }
         }
     }
@@ -147,4 +167,30 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Vec<u8>
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body))
+}
+
+/// After a 413 on a body that was still arriving: reads and drops what the client already sent,
+/// for at most a second and 1 MiB, so the close that follows is a FIN the client reads the 413
+/// before, not a reset that discards it (nginx's lingering close, bounded the same way).
+/// A client that sent `Expect: 100-continue` sends no body after a final answer: nothing to
+/// wait for.
+pub(super) async fn discard_rest_of_body(session: &mut Session) {
+    const MAX_BYTES: usize = 1 << 20;
+    if session
+        .req_header()
+        .headers
+        .contains_key(http::header::EXPECT)
+    {
+        return;
+    }
+    let drain = async {
+        let mut read = 0;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            read += chunk.len();
+            if read > MAX_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }

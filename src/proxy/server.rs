@@ -63,8 +63,12 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     // The proxy app behind the per-IP connection cap and the request-header deadline.
     let guarded = super::connections::GuardedApp::new(
         Arc::new(http),
-        config.server.max_connections_per_ip,
-        config.server.request_header_timeout,
+        super::connections::Guards {
+            max_per_ip: config.server.max_connections_per_ip,
+            header_timeout: config.server.request_header_timeout,
+            trusted: config.server.trusted_proxies.clone(),
+            proxy_protocol: config.listeners.proxy_protocol,
+        },
         app.shared.metrics.clone(),
     );
     // The TLS listener: the same app and connection cap, behind keygate's own handshake (see

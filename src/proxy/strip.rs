@@ -1,5 +1,7 @@
 //! Which client headers never reach the upstream: the credential headers, every header in the
-//! identity namespace, and the configured `[forwarding] strip_headers`.
+//! identity namespace, the configured `[forwarding] strip_headers`, the forwarding headers
+//! keygate sets itself, and, from a peer that is not a trusted proxy, every other forwarding
+//! header (`X-Forwarded-*`, `Forwarded`): that client's claims about where it came from.
 //!
 //! Names are compared as CGI reads them: case-insensitively and with `_` read as `-`. WSGI,
 //! gunicorn before 22, Puma before its 2024 fix and PHP map `X_Keygate_Key_Id` and
@@ -9,6 +11,22 @@
 use http::HeaderName;
 
 use crate::config::Config;
+
+/// Set by keygate on every forwarded request (see `forward_headers`): whatever a client sent
+/// under these names, in any spelling, is dropped first.
+const SET_BY_KEYGATE: [&[u8]; 4] = [
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-real-ip",
+    b"x-request-id",
+];
+
+/// `X-Forwarded-Host`, `-Port`, `-Prefix`...: kept from a trusted proxy (in their canonical
+/// spelling only), dropped from anyone else.
+const FORWARDING_PREFIX: &[u8] = b"x-forwarded-";
+
+/// RFC 7239's header: kept (and appended to) from a trusted proxy, dropped from anyone else.
+const FORWARDED: &[u8] = b"forwarded";
 
 /// The names to drop, prepared once per configuration: lower-case, `-` for `_`.
 pub(super) struct StripRules {
@@ -33,23 +51,26 @@ impl StripRules {
         }
     }
 
-    /// Whether a client header of this name is dropped. No allocation: bytes are compared as
-    /// they are read.
-    pub(super) fn drops(&self, name: &[u8]) -> bool {
+    /// Whether a client header of this name is dropped, on a request from a trusted proxy
+    /// (`trusted`) or not. No allocation: bytes are compared as they are read.
+    pub(super) fn drops(&self, name: &[u8], trusted: bool) -> bool {
+        let exactly = |n: &[u8]| n.len() == name.len() && starts_with_normalised(name, n);
         starts_with_normalised(name, &self.namespace)
-            || self
-                .names
-                .iter()
-                .any(|n| n.len() == name.len() && starts_with_normalised(name, n))
+            || self.names.iter().any(|n| exactly(n))
+            || SET_BY_KEYGATE.iter().any(|n| exactly(n))
+            || (starts_with_normalised(name, FORWARDING_PREFIX)
+                && (!trusted || name.contains(&b'_')))
+            || (!trusted && exactly(FORWARDED))
     }
 
     /// The names among `names` that are dropped; allocates only when there is one.
     pub(super) fn dropped<'a>(
         &self,
         names: impl Iterator<Item = &'a HeaderName>,
+        trusted: bool,
     ) -> Vec<HeaderName> {
         names
-            .filter(|n| self.drops(n.as_str().as_bytes()))
+            .filter(|n| self.drops(n.as_str().as_bytes(), trusted))
             .cloned()
             .collect()
     }
@@ -95,10 +116,10 @@ mod tests {
             "x-keygate_anything",
             "x_keygate_",
         ] {
-            assert!(r.drops(name.as_bytes()), "{name}");
+            assert!(r.drops(name.as_bytes(), false), "{name}");
         }
         for name in ["x-keygate", "x-keygatex", "keygate-key-id", "x-kg-key-id"] {
-            assert!(!r.drops(name.as_bytes()), "{name}");
+            assert!(!r.drops(name.as_bytes(), false), "{name}");
         }
     }
 
@@ -113,7 +134,7 @@ mod tests {
             "x-http-method-override",
             "x_http_method_override",
         ] {
-            assert!(r.drops(name.as_bytes()), "{name}");
+            assert!(r.drops(name.as_bytes(), false), "{name}");
         }
         for name in [
             "x-api-key2",
@@ -121,7 +142,47 @@ mod tests {
             "authorization-extra",
             "x-http-method",
         ] {
-            assert!(!r.drops(name.as_bytes()), "{name}");
+            assert!(!r.drops(name.as_bytes(), false), "{name}");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_keygate_sets_are_dropped_in_any_spelling_from_anyone() {
+        let r = rules();
+        for trusted in [false, true] {
+            for name in [
+                "x-forwarded-for",
+                "x_forwarded_for",
+                "X_Forwarded-For",
+                "x-forwarded-proto",
+                "x_forwarded_proto",
+                "x-real-ip",
+                "x_real_ip",
+                "X-Real_IP",
+                "x-request-id",
+                "x_request_id",
+            ] {
+                assert!(
+                    r.drops(name.as_bytes(), trusted),
+                    "{name} trusted={trusted}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn other_forwarding_headers_only_from_a_trusted_proxy_and_spelled_right() {
+        let r = rules();
+        for name in ["x-forwarded-host", "x-forwarded-port", "forwarded"] {
+            assert!(r.drops(name.as_bytes(), false), "{name}");
+            assert!(!r.drops(name.as_bytes(), true), "{name}");
+        }
+        for name in ["x_forwarded_host", "x-forwarded_port", "X_FORWARDED-PREFIX"] {
+            assert!(r.drops(name.as_bytes(), false), "{name}");
+            assert!(r.drops(name.as_bytes(), true), "{name}");
+        }
+        for name in ["forwarded-for", "x-forwarded", "x-real-ipx", "x-request"] {
+            assert!(!r.drops(name.as_bytes(), false), "{name}");
         }
     }
 }

@@ -253,6 +253,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Extra lines for the `[server]` section (e.g. `max_connections_per_ip = 10`).
     pub server_toml: String,
+    /// Extra lines for the `[listeners]` section (e.g. `proxy_protocol = true`).
+    pub listeners_toml: String,
     /// The process's open-file limit (`ulimit -n`), when the test lowers it.
     pub nofile: Option<u64>,
 }
@@ -271,6 +273,7 @@ impl Options {
             rust_log: "info".into(),
             env: Vec::new(),
             server_toml: String::new(),
+            listeners_toml: String::new(),
             nofile: None,
         }
     }
@@ -347,6 +350,7 @@ data_dir = "{data}"
 public = "{public}"
 admin = "{admin}"
 ops = "{ops}"
+{listeners_extra}
 
 [secrets]
 pepper = {{ env = "KEYGATE_TEST_PEPPER" }}
@@ -373,6 +377,7 @@ address = "{upstream}"
 "#,
             data = dir.path().join("data").display(),
             server_extra = opts.server_toml,
+            listeners_extra = opts.listeners_toml,
             prefix = opts.prefix,
             ttl = opts.cache_ttl_seconds,
             store = opts.store_toml,

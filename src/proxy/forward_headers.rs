@@ -1,0 +1,134 @@
+//! The forwarding headers keygate sets on every forwarded request: `X-Forwarded-For`,
+//! `X-Forwarded-Proto`, `X-Real-IP`, `X-Request-Id`, and (only when a trusted proxy sent one)
+//! `Forwarded`.
+//!
+//! - From a peer that is not a trusted proxy: `X-Forwarded-For` is the peer alone,
+//!   `X-Forwarded-Proto` is how keygate was reached, and every client-sent `X-Forwarded-*` and
+//!   `Forwarded` is dropped (see `strip`).
+//! - From a trusted proxy: `X-Forwarded-For` is the chain it sent, as received, with the peer
+//!   appended; its `X-Forwarded-Proto` (`http` or `https`) is kept, since it saw the client's
+//!   connection; its `Forwarded` gets this hop appended (`for=<peer>;proto=<proto>`).
+//! - `X-Real-IP` is the client IP (see [`crate::forwarded`]), `X-Request-Id` the request's id.
+//!
+//! Header names are static strings, so pingora keeps them without a copy; the common case (an
+//! untrusted peer) formats the peer's address once, on the stack.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue};
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+
+pub(super) const X_FORWARDED_FOR: &str = crate::forwarded::X_FORWARDED_FOR;
+pub(super) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub(super) const X_REAL_IP: &str = "x-real-ip";
+pub(super) const X_REQUEST_ID: &str = "x-request-id";
+const FORWARDED: &str = "forwarded";
+
+/// What keygate knows about one request's hop.
+pub(super) struct Hop<'a> {
+    /// The TCP peer (or the PROXY protocol's source address).
+    pub(super) peer: Option<IpAddr>,
+    /// The peer is a trusted proxy.
+    pub(super) trusted: bool,
+    pub(super) client_ip: Option<IpAddr>,
+    /// The client reached keygate over TLS.
+    pub(super) tls: bool,
+    pub(super) request_id: Option<&'a HeaderValue>,
+}
+
+/// The values to set, read from the request as the client sent it: taken before `strip` runs.
+pub(super) struct Forwarding {
+    xff: Option<HeaderValue>,
+    real_ip: Option<HeaderValue>,
+    proto: HeaderValue,
+    forwarded: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    pub(super) fn read(received: &HeaderMap, hop: &Hop<'_>) -> Forwarding {
+        let own_proto = if hop.tls { "https" } else { "http" };
+        let peer = hop.peer.map(ip_value);
+        let real_ip = match hop.client_ip {
+            Some(client) if Some(client) == hop.peer => peer.clone(),
+            Some(client) => Some(ip_value(client)),
+            None => None,
+        };
+        if !hop.trusted {
+            return Forwarding {
+                xff: peer,
+                real_ip,
+                proto: HeaderValue::from_static(own_proto),
+                forwarded: None,
+            };
+        }
+        let proto = match received.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+            Some(p) if p.eq_ignore_ascii_case(b"https") => HeaderValue::from_static("https"),
+            Some(p) if p.eq_ignore_ascii_case(b"http") => HeaderValue::from_static("http"),
+            _ => HeaderValue::from_static(own_proto),
+        };
+        let peer_text = hop.peer.map(|p| p.to_string()).unwrap_or_default();
+        let xff = appended(received, X_FORWARDED_FOR, &peer_text);
+        let forwarded = received.contains_key(FORWARDED).then(|| {
+            let node = match hop.peer {
+                Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\";proto={own_proto}"),
+                Some(IpAddr::V4(v4)) => format!("for={v4};proto={own_proto}"),
+                None => format!("for=unknown;proto={own_proto}"),
+            };
+            appended(received, FORWARDED, &node)
+        });
+        Forwarding {
+            xff: xff.or(peer),
+            real_ip,
+            proto,
+            forwarded: forwarded.flatten(),
+        }
+    }
+
+    /// Sets the headers on the upstream request (from which `strip` already removed the
+    /// client's versions).
+    pub(super) fn apply(self, upstream: &mut RequestHeader, hop: &Hop<'_>) -> Result<()> {
+        if let Some(xff) = self.xff {
+            upstream.append_header(X_FORWARDED_FOR, xff)?;
+        }
+        if let Some(real_ip) = self.real_ip {
+            upstream.append_header(X_REAL_IP, real_ip)?;
+        }
+        upstream.append_header(X_FORWARDED_PROTO, self.proto)?;
+        if let Some(forwarded) = self.forwarded {
+            upstream.insert_header(FORWARDED, forwarded)?;
+        }
+        if let Some(id) = hop.request_id {
+            upstream.append_header(X_REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+}
+
+/// Every line of `name` as received, joined with `, `, then `, {last}`; `None` when the
+/// request had no such header.
+fn appended(received: &HeaderMap, name: &str, last: &str) -> Option<HeaderValue> {
+    let mut lines = received.get_all(name).iter().peekable();
+    lines.peek()?;
+    let mut value = Vec::with_capacity(64);
+    for line in lines {
+        value.extend_from_slice(line.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(last.as_bytes());
+    HeaderValue::from_bytes(&value).ok()
+}
+
+/// An address as a header value, formatted on the stack (the value's own bytes are the only
+/// allocation).
+pub(super) fn ip_value(ip: IpAddr) -> HeaderValue {
+    // The longest text form of an address (IPv4-mapped IPv6) is 45 bytes.
+    let mut buf = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let len = match write!(cursor, "{ip}") {
+        Ok(()) => cursor.position() as usize,
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
