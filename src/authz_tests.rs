@@ -15,7 +15,7 @@ fn route(scopes: &[&str], permission: Option<RoutePermission>) -> Route {
         methods: Vec::new(),
         upstream: Some(Arc::new(Upstream {
             name: "api".into(),
-            address: "127.0.0.1:1".into(),
+            addresses: vec!["127.0.0.1:1".into()],
             tls: false,
             sni: String::new(),
             timeouts: crate::config::UpstreamTimeouts {
@@ -23,6 +23,13 @@ fn route(scopes: &[&str], permission: Option<RoutePermission>) -> Route {
                 read: std::time::Duration::from_secs(60),
                 write: std::time::Duration::from_secs(60),
                 idle: std::time::Duration::from_secs(60),
+                total: None,
+            },
+            retries: 1,
+            pool: crate::config::PoolPolicy {
+                balance: crate::config::Balance::RoundRobin,
+                health_check: None,
+                passive_ejection: None,
             },
             verify: true,
             ca: None,

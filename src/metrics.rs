@@ -266,6 +266,7 @@ pub struct Metrics {
     closed_proxy_header: IntCounter,
     open_connections: IntGauge,
     in_flight: IntGauge,
+    upstream_healthy: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -473,6 +474,16 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric: {e}"));
 
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "keygate_upstream_backend_healthy",
+                "1 while a pool's backend passes its active health check, 0 once it fails \
+                 unhealthy_threshold checks in a row (pools with a health_check only).",
+            ),
+            &["upstream", "backend"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+
         let m = Self {
             cache_hit: cache.with_label_values(&["hit"]),
             cache_negative_hit: cache.with_label_values(&["negative_hit"]),
@@ -507,6 +518,7 @@ impl Metrics {
             closed_proxy_header: closed.with_label_values(&["proxy_header"]),
             open_connections,
             in_flight,
+            upstream_healthy: upstream_healthy.clone(),
             registry,
         };
         for c in [
@@ -534,6 +546,7 @@ impl Metrics {
             Box::new(closed),
             Box::new(m.open_connections.clone()),
             Box::new(m.in_flight.clone()),
+            Box::new(upstream_healthy),
         ] {
             m.registry
                 .register(c)
@@ -547,6 +560,19 @@ impl Metrics {
             tracing::warn!(error = %e, "process metrics unavailable");
         }
         m
+    }
+
+    /// The health gauge of one pool backend (`backend` is its `ip:port`, never a secret).
+    pub fn upstream_backend_healthy(&self, upstream: &str, backend: &str) -> IntGauge {
+        self.upstream_healthy
+            .with_label_values(&[upstream, backend])
+    }
+
+    /// Drops the gauge of a backend that is no longer in any pool (after a reload).
+    pub fn forget_upstream_backend(&self, upstream: &str, backend: &str) {
+        let _ = self
+            .upstream_healthy
+            .remove_label_values(&[upstream, backend]);
     }
 
     /// A connection refused because its client IP had `max_connections_per_ip` open.

@@ -1229,3 +1229,24 @@ fn the_grafana_dashboard_queries_only_metrics_keygate_exports() {
     let (ok, out) = promtool(&["check", "rules", &file.display().to_string()], None);
     assert!(ok, "a dashboard query is not valid PromQL: {out}");
 }
+
+#[test]
+fn the_readme_upstreams_example_passes_check_config() {
+    let toml = toml_under_readme_heading("## Upstreams");
+    assert!(toml.contains("health_check"), "{toml}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("upstreams.toml");
+    std::fs::write(&path, &toml).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("check-config")
+        .arg("--skip-secrets")
+        .arg(&path)
+        .output()
+        .expect("run keygate check-config");
+    assert!(
+        out.status.success(),
+        "the README's Upstreams example is not a valid config:\n{toml}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -110,15 +111,23 @@ body = '{{"message": "No apikey found"}}'
     // The connection from before the reload still serves, with the new configuration.
     assert_eq!(on_connection(&mut kept, "/v1/x", &key), 200);
     assert_eq!(on_connection(&mut kept, "/v2/x", &key), 429);
-    // Counted, and the new route has its own metrics row.
+    // Counted, and the new route has its own metrics row. A request is counted once its
+    // answer is written, so the last one may still be on its way to the counter.
     let metrics = get(&kg.ops_url("/metrics"), &[]).body;
     assert!(
         metrics.contains(r#"keygate_config_reloads_total{result="ok"} 1"#),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"keygate_requests_total{outcome="rate_limited",route="v2"} 2"#),
-        "{metrics}"
+    wait_until(
+        "both 429s on v2 are counted",
+        Duration::from_secs(10),
+        || {
+            metric(
+                &kg,
+                "keygate_requests_total",
+                &[("outcome", "rate_limited"), ("route", "v2")],
+            ) == 2.0
+        },
     );
 }
 

@@ -460,7 +460,10 @@ impl Default for UsageSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
-    pub address: Spanned<String>,
+    /// One backend, `host:port`. An upstream has either `address` or `addresses`.
+    pub address: Option<Spanned<String>>,
+    /// Several backends (a pool), each `host:port`; see [`super::pool`].
+    pub addresses: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub tls: bool,
     /// TLS server name; defaults to the host part of `address`.
@@ -489,6 +492,74 @@ pub struct UpstreamSection {
     /// How long an idle pooled connection is kept for reuse (default 60 s).
     #[serde(default = "default_read_timeout_ms")]
     pub idle_timeout_ms: Spanned<u64>,
+    /// A deadline for the whole exchange with the upstream (off by default).
+    pub total_timeout_ms: Option<Spanned<u64>>,
+    /// How many times a request that could not connect is tried again (idempotent methods only).
+    #[serde(default = "default_retries")]
+    pub retries: Spanned<u32>,
+    /// How a pool picks a backend.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Active HTTP health checks of a pool's backends (off unless configured).
+    pub health_check: Option<Spanned<HealthCheckSection>>,
+    /// How long a backend that refused a connection is left out of a pool (0: never).
+    #[serde(default = "default_passive_ejection_ms")]
+    pub passive_ejection_ms: Spanned<u64>,
+}
+
+fn default_retries() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+fn default_passive_ejection_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 10_000)
+}
+
+/// How a pool picks a backend for a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each request to the next backend in turn.
+    #[default]
+    RoundRobin,
+    /// By the caller's key id (a key's requests stick to one backend while it is up); anonymous
+    /// callers by their client IP.
+    ConsistentHash,
+}
+
+/// `health_check = { path = "/healthz", ... }`: a GET to each backend every `interval_ms`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    pub path: Spanned<String>,
+    /// The `Host` header of the check (default: the upstream's `sni`, else the backend's host).
+    pub host: Option<Spanned<String>>,
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: Spanned<u64>,
+    #[serde(default = "default_check_timeout_ms")]
+    pub timeout_ms: Spanned<u64>,
+    /// Consecutive passing checks that bring a backend back.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: Spanned<u32>,
+    /// Consecutive failing checks that take a backend out.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: Spanned<u32>,
+}
+
+fn default_check_interval_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 5_000)
+}
+
+fn default_check_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 2_000)
+}
+
+fn default_healthy_threshold() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
+}
+
+fn default_unhealthy_threshold() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
 }
 
 /// `protocol` of an upstream.

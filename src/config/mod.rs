@@ -3,6 +3,7 @@
 //! whose lines name the field and the line it is on.
 
 pub mod file;
+mod pool;
 mod secrets;
 
 use std::collections::HashMap;
@@ -19,9 +20,10 @@ use crate::forwarded::TrustedProxies;
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, ChargeOn, LocalKind, LogFormat, LogSection, RateLimitMode, RoutePermission,
+    AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, RateLimitMode, RoutePermission,
     SecretRef, StoreBackend, UpstreamProtocol,
 };
+pub use pool::{HealthCheck, PoolPolicy, MAX_BACKENDS};
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
 
 #[derive(Debug, thiserror::Error)]
@@ -203,10 +205,11 @@ pub struct IdentityHeaders {
     pub credits_remaining: HeaderName,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
-    pub address: String,
+    /// One or more backends, `host:port` each (a name is resolved when the config is loaded).
+    pub addresses: Vec<String>,
     pub tls: bool,
     pub sni: String,
     pub timeouts: UpstreamTimeouts,
@@ -216,6 +219,11 @@ pub struct Upstream {
     /// load; `None`: the system's roots.
     pub ca: Option<Arc<[Vec<u8>]>>,
     pub protocol: UpstreamProtocol,
+    /// Further tries of an idempotent request that could not connect (another backend when
+    /// the pool has one).
+    pub retries: u32,
+    /// How several addresses are used (inert with one).
+    pub pool: PoolPolicy,
 }
 
 /// How long keygate waits on an upstream before answering 504 `upstream_timeout`.
@@ -227,6 +235,9 @@ pub struct UpstreamTimeouts {
     pub write: Duration,
     /// A pooled idle connection is closed after this.
     pub idle: Duration,
+    /// The whole exchange: connect, send and the answer's head by then; the body is cut when a
+    /// chunk arrives past it (see the proxy's deadline). `None`: no deadline.
+    pub total: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -788,19 +799,8 @@ impl Validator<'_> {
 
         let mut upstreams = HashMap::new();
         for (name, u) in raw.upstreams {
-            let addr = u.address.get_ref();
-            let host = addr.rsplit_once(':').map(|(h, _)| h);
-            let port_ok = addr
-                .rsplit_once(':')
-                .map(|(_, p)| p.parse::<u16>().is_ok())
-                .unwrap_or(false);
-            if !port_ok || host.map(str::is_empty).unwrap_or(true) {
-                self.problem(
-                    &format!("upstreams.{name}.address"),
-                    &u.address.span(),
-                    format!("`{addr}` must be host:port"),
-                );
-            }
+            let addresses = self.addresses(&name, &u);
+            let host = addresses.first().and_then(|a| pool::host_of(a));
             let (verify, ca, protocol) = self.upstream_tls(&name, &u);
             let sni = u
                 .sni
@@ -822,18 +822,32 @@ impl Validator<'_> {
                 read: timeout("read_timeout_ms", &u.read_timeout_ms),
                 write: timeout("write_timeout_ms", &u.write_timeout_ms),
                 idle: timeout("idle_timeout_ms", &u.idle_timeout_ms),
+                total: u
+                    .total_timeout_ms
+                    .as_ref()
+                    .map(|t| timeout("total_timeout_ms", t)),
             };
+            if *u.retries.get_ref() > 10 {
+                self.problem(
+                    &format!("upstreams.{name}.retries"),
+                    &u.retries.span(),
+                    "must be between 0 and 10",
+                );
+            }
+            let pool = self.pool_policy(&name, &u, addresses.len(), &sni);
             upstreams.insert(
                 name.clone(),
                 Arc::new(Upstream {
                     name,
-                    address: addr.clone(),
+                    addresses,
                     tls: u.tls,
                     sni,
                     timeouts,
                     verify,
                     ca,
                     protocol,
+                    retries: *u.retries.get_ref(),
+                    pool,
                 }),
             );
         }

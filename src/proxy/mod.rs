@@ -6,7 +6,9 @@
 //!
 //! - `phases`: the `ProxyHttp` phases and the per-request state;
 //! - `respond`: the responses keygate writes itself (rejections, local endpoints);
-//! - `routing`: what one configuration prepares for the request path (gate, peers);
+//! - `routing`: what one configuration prepares for the request path (gate, upstreams);
+//! - `pool`: an upstream with several backends (balancing, health, passive ejection);
+//! - `health`: the active health checks of the current routing's pools;
 //! - `strip`: which client headers are dropped before forwarding (credentials, the identity
 //!   namespace in any spelling, the configured list, client-sent forwarding headers);
 //! - `forward_headers`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`, `X-Request-Id`;
@@ -19,7 +21,9 @@
 mod connections;
 mod drain;
 mod forward_headers;
+mod health;
 mod phases;
+mod pool;
 mod proxy_protocol;
 mod respond;
 mod routing;

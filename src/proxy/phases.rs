@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -15,9 +16,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::forward_headers::{Forwarding, Hop, X_REQUEST_ID};
 use super::respond::add_rate_headers;
-use super::routing::{IdentityNames, Routing};
+use super::routing::{Backends, IdentityNames, Routing, Target};
 use super::settle::Settlement;
 use crate::cache::CachedCredential;
+use crate::config::Balance;
 use crate::errors::Reason;
 use crate::forwarded::TrustedProxies;
 use crate::gate::{Charge, Decision, Request};
@@ -54,6 +56,8 @@ pub struct RequestCtx {
     pub(super) sent_upstream: bool,
     /// Holds the request on the in-flight gauge (a drain waits for it) until the request ends.
     pub(super) in_flight: Option<InFlight>,
+    /// The upstream's attempts (backend, retries, deadline).
+    pub(super) attempt: Attempt,
     /// When keygate started on the request (its header was read).
     pub(super) started: Option<std::time::Instant>,
     /// The upstream address the request went to (the last attempt's).
@@ -75,6 +79,19 @@ pub struct RequestCtx {
     pub(super) body_bytes: u64,
     /// The body went over `body_limit` while streaming: the upstream was cut off.
     pub(super) body_too_large: bool,
+}
+
+/// Where this request went upstream so far.
+#[derive(Default)]
+pub(super) struct Attempt {
+    /// The pool backend of the current try.
+    backend: Option<usize>,
+    /// Pool backends tried, bit i for backend i.
+    tried: u64,
+    /// Tries made again after a connect failure.
+    retries: u32,
+    /// `total_timeout_ms` from the first try.
+    deadline: Option<Instant>,
 }
 
 impl KeygateProxy {
@@ -207,6 +224,8 @@ impl ProxyHttp for KeygateProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // Before anything went to the client: a head past the deadline is a 504.
+        past_deadline(&ctx.attempt)?;
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(upstream_response.status.as_u16());
             ctx.upstream_seconds = ctx.upstream_sent_at.map(|t| t.elapsed().as_secs_f64());
@@ -323,6 +342,9 @@ impl ProxyHttp for KeygateProxy {
         Ok(())
     }
 
+    /// The route's backend: its one address as prepared, or the pool's pick (by the caller's
+    /// key id for `consistent_hash`, a backend not tried yet on a retry). With a total deadline,
+    /// the peer's timeouts are cut to what is left of it.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -330,14 +352,102 @@ impl ProxyHttp for KeygateProxy {
     ) -> Result<Box<HttpPeer>> {
         // A retried attempt replays the body read so far from the start: count it once.
         ctx.body_bytes = 0;
-        let peer = ctx
-            .routing
-            .as_ref()
-            .zip(ctx.route)
-            .and_then(|(routing, i)| routing.peers.get(i))
-            .and_then(Option::as_ref)
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))?;
-        Ok(Box::new(peer.clone()))
+        let target = target(ctx.routing.as_deref(), ctx.route)?;
+        let attempt = &mut ctx.attempt;
+        let mut peer = match &target.backends {
+            Backends::One(peer) => Box::new(peer.clone()),
+            Backends::Pool(pool) => {
+                let mut ip = [0u8; 16];
+                let key: &[u8] = match (pool.balance(), &ctx.principal) {
+                    (Balance::RoundRobin, _) => b"",
+                    (Balance::ConsistentHash, Some(p)) => p.credential.key.id.as_bytes(),
+                    // Anonymous callers stick by client IP (behind a trusted proxy, the one it
+                    // vouched for).
+                    (Balance::ConsistentHash, None) => match ctx.client_ip {
+                        Some(std::net::IpAddr::V4(v4)) => {
+                            ip[..4].copy_from_slice(&v4.octets());
+                            &ip[..4]
+                        }
+                        Some(std::net::IpAddr::V6(v6)) => {
+                            ip = v6.octets();
+                            &ip
+                        }
+                        None => b"",
+                    },
+                };
+                let i = pool.select(key, attempt.tried).ok_or_else(|| {
+                    Error::explain(ErrorType::ConnectNoRoute, "every backend was tried").into_up()
+                })?;
+                attempt.tried |= 1 << i;
+                attempt.backend = Some(i);
+                let peer = pool.peer(i).ok_or_else(|| {
+                    Error::explain(ErrorType::InternalError, "pool backend out of range")
+                })?;
+                Box::new(peer.clone())
+            }
+        };
+        if let Some(total) = target.total {
+            let now = Instant::now();
+            let deadline = *attempt.deadline.get_or_insert(now + total);
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(Error::explain(
+                    ErrorType::ConnectTimedout,
+                    "total_timeout_ms passed before a backend was reached",
+                )
+                .into_up());
+            }
+            let o = &mut peer.options;
+            for t in [
+                &mut o.connection_timeout,
+                &mut o.read_timeout,
+                &mut o.write_timeout,
+            ] {
+                *t = Some(t.map_or(left, |t| t.min(left)));
+            }
+        }
+        Ok(peer)
+    }
+
+    /// A connect failure (refused, reset, timed out, TLS): a pool backend is ejected for a
+    /// while, and the request is tried again, on another backend when the pool has one, if its
+    /// method is idempotent (RFC 9110: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and the
+    /// upstream's `retries` are not used up. Nothing was sent yet, so a retry cannot repeat
+    /// work; failures after the request went out are never retried here.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Ok(target) = target(ctx.routing.as_deref(), ctx.route) else {
+            return e;
+        };
+        if let (Backends::Pool(pool), Some(i)) = (&target.backends, ctx.attempt.backend) {
+            pool.eject(i, &e);
+        }
+        let retry =
+            session.req_header().method.is_idempotent() && ctx.attempt.retries < target.retries;
+        if retry {
+            ctx.attempt.retries += 1;
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// Past `total_timeout_ms` once the answer's head arrived: the response is cut (the client
+    /// sees a truncated body). Checked as each chunk arrives; a silent upstream in between is
+    /// bounded by the read timeout, which `upstream_peer` cut to the deadline.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        past_deadline(&ctx.attempt)?;
+        Ok(None)
     }
 
     /// Anti-spoofing and identity: credentials, every client-sent header in the identity
@@ -448,6 +558,25 @@ impl ProxyHttp for KeygateProxy {
             }
         }
         access_line(session, e, ctx, status, seconds);
+    }
+}
+
+/// The route's upstream in this routing.
+fn target(routing: Option<&Routing>, route: Option<usize>) -> Result<&Target> {
+    routing
+        .zip(route)
+        .and_then(|(routing, i)| routing.targets.get(i))
+        .and_then(Option::as_ref)
+        .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route selected"))
+}
+
+/// An upstream read error once the total deadline passed (nothing to do without one).
+fn past_deadline(attempt: &Attempt) -> Result<()> {
+    match attempt.deadline {
+        Some(deadline) if Instant::now() >= deadline => {
+            Err(Error::explain(ErrorType::ReadTimedout, "total_timeout_ms passed").into_up())
+        }
+        _ => Ok(()),
     }
 }
 

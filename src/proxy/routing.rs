@@ -1,57 +1,147 @@
 //! What one configuration prepares for the request path.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use http::HeaderName;
 use pingora::prelude::*;
 
+use super::pool::Pool;
 use super::strip::StripRules;
 use crate::config::{Config, Upstream, UpstreamProtocol};
 use crate::gate::Gate;
+use crate::metrics::Metrics;
 use pingora::utils::tls::{parse_x509, WrappedX509};
 
-/// One configuration's request handling: the gate and each route's upstream peer, built
-/// together so route indexes always agree. A request keeps the routing it started with, so a
-/// reload never mixes two configurations within one request.
+/// One configuration's request handling: the gate and each route's upstream, built together so
+/// route indexes always agree. A request keeps the routing it started with, so a reload never
+/// mixes two configurations within one request.
 pub(super) struct Routing {
     pub(super) gate: Arc<Gate>,
-    /// Upstream peers prepared once per route (address parsed, SNI set); `None` for local
-    /// endpoints.
-    pub(super) peers: Vec<Option<HttpPeer>>,
+    /// Where each route's requests go, by route index; `None` for local endpoints.
+    pub(super) targets: Vec<Option<Target>>,
+    /// Every pool once (routes share their upstream's), for the health checks.
+    pub(super) pools: Vec<Arc<Pool>>,
     /// The client headers dropped before forwarding.
     pub(super) strip: StripRules,
 }
 
+/// A route's upstream as the request path needs it.
+pub(super) struct Target {
+    pub(super) backends: Backends,
+    /// Further tries after a connect failure, idempotent methods only.
+    pub(super) retries: u32,
+    /// `total_timeout_ms`.
+    pub(super) total: Option<Duration>,
+}
+
+// The one-address peer stays inline: it is the common case, built once per route, and read on
+// every request without a pointer to follow.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Backends {
+    /// One address: its peer, prepared once; the request path only clones it (no selection).
+    One(HttpPeer),
+    Pool(Arc<Pool>),
+}
+
 impl Routing {
-    pub(super) fn new(gate: Arc<Gate>) -> Self {
-        let peers = gate
-            .config
-            .routes
-            .iter()
-            .map(|r| {
-                r.upstream.as_ref().map(|u| {
-                    let mut peer = match u.address.parse::<SocketAddr>() {
-                        Ok(addr) => HttpPeer::new(addr, u.tls, u.sni.clone()),
-                        Err(_) => HttpPeer::new(u.address.as_str(), u.tls, u.sni.clone()),
-                    };
-                    let t = u.timeouts;
-                    peer.options.connection_timeout = Some(t.connect);
-                    peer.options.read_timeout = Some(t.read);
-                    peer.options.write_timeout = Some(t.write);
-                    peer.options.idle_timeout = Some(t.idle);
-                    configure_peer(&mut peer, u);
-                    peer
-                })
-            })
-            .collect();
+    /// Builds the upstreams of `gate`'s configuration. A pool whose upstream is unchanged from
+    /// `previous` is kept, with the health it learned. Fails when an address does not resolve.
+    pub(super) fn new(
+        gate: Arc<Gate>,
+        metrics: &Metrics,
+        previous: Option<&Routing>,
+    ) -> anyhow::Result<Self> {
+        let mut pools: Vec<Arc<Pool>> = Vec::new();
+        let mut targets = Vec::new();
+        for route in gate.config.routes.iter() {
+            let Some(u) = &route.upstream else {
+                targets.push(None);
+                continue;
+            };
+            let backends = if let [address] = u.addresses.as_slice() {
+                Backends::One(backend_peer(u, resolve(address)?))
+            } else if let Some(p) = pools.iter().find(|p| p.upstream.name == u.name) {
+                Backends::Pool(p.clone())
+            } else {
+                let kept = previous
+                    .and_then(|r| r.pools.iter().find(|p| *p.upstream == **u))
+                    .cloned();
+                let pool = match kept {
+                    Some(p) => p,
+                    None => {
+                        let addrs = u
+                            .addresses
+                            .iter()
+                            .map(|a| resolve(a))
+                            .collect::<anyhow::Result<Vec<_>>>()?;
+                        let pool = Pool::new(u.clone(), &addrs, |a| backend_peer(u, a), metrics)
+                            .map_err(|e| anyhow::anyhow!("upstream `{}`: {e}", u.name))?;
+                        Arc::new(pool)
+                    }
+                };
+                pools.push(pool.clone());
+                Backends::Pool(pool)
+            };
+            targets.push(Some(Target {
+                backends,
+                retries: u.retries,
+                total: u.timeouts.total,
+            }));
+        }
+        // Health gauges of backends no pool checks any more.
+        if let Some(previous) = previous {
+            for old in &previous.pools {
+                for (upstream, backend) in old.gauge_labels() {
+                    let still = pools
+                        .iter()
+                        .any(|p| p.gauge_labels().any(|l| l == (upstream, backend)));
+                    if !still {
+                        metrics.forget_upstream_backend(upstream, backend);
+                    }
+                }
+            }
+        }
         let strip = StripRules::new(&gate.config);
-        Self { gate, peers, strip }
+        Ok(Self {
+            gate,
+            targets,
+            pools,
+            strip,
+        })
     }
 
     pub(super) fn config(&self) -> &Config {
         &self.gate.config
     }
+}
+
+/// The peer of one backend of `u`: every backend's peer is made here, so the upstream's
+/// timeouts (and TLS options) apply to each one, pooled or not, and to its health check.
+fn backend_peer(u: &Upstream, addr: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, u.tls, u.sni.clone());
+    let t = u.timeouts;
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.read_timeout = Some(t.read);
+    peer.options.write_timeout = Some(t.write);
+    peer.options.idle_timeout = Some(t.idle);
+    configure_peer(&mut peer, u);
+    peer
+}
+
+/// `ip:port` as is; a `name:port` is resolved once, here (its first address), when the
+/// configuration loads or reloads.
+fn resolve(address: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = address.parse() {
+        return Ok(addr);
+    }
+    address
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve upstream address `{address}`"))?
+        .next()
+        .with_context(|| format!("upstream address `{address}` resolves to nothing"))
 }
 
 /// An upstream's TLS and HTTP-version options on its peer: the CA certificates its certificate

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 
+use super::health::HealthService;
 use super::phases::KeygateProxy;
 use super::routing::Routing;
 use super::services::{HttpService, Janitor, ReloadService, UsageService};
@@ -42,7 +43,12 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let routing = Arc::new(ArcSwap::from_pointee(Routing::new(app.gate.clone())));
+    let routing = Arc::new(ArcSwap::from_pointee(Routing::new(
+        app.gate.clone(),
+        &app.shared.metrics,
+        None,
+    )?));
+    let reloaded = Arc::new(tokio::sync::Notify::new());
     let proxy = KeygateProxy::new(
         routing.clone(),
         app.shared.metrics.clone(),
@@ -117,11 +123,16 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     server.add_service(pingora::services::background::background_service(
         "keygate reload",
         ReloadService {
-            routing,
+            routing: routing.clone(),
             certs,
             shared: app.shared.clone(),
             source: std::sync::Mutex::new(source),
+            reloaded: reloaded.clone(),
         },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "keygate health checks",
+        HealthService { routing, reloaded },
     ));
     server.add_service(pingora::services::background::background_service(
         "keygate housekeeping",

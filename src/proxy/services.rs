@@ -85,6 +85,8 @@ pub(super) struct ReloadService {
     pub(super) certs: Option<Arc<crate::tls::SniResolver>>,
     pub(super) shared: Arc<crate::app::Shared>,
     pub(super) source: std::sync::Mutex<crate::reload::ConfigSource>,
+    /// Told after each swap, so the health checks follow the new pools.
+    pub(super) reloaded: Arc<tokio::sync::Notify>,
 }
 
 impl ReloadService {
@@ -93,22 +95,32 @@ impl ReloadService {
             return;
         };
         let current = self.routing.load_full();
-        match crate::reload::reload(&source, &current.gate) {
-            Ok(reloaded) => {
-                let routes = reloaded.config.routes.len();
+        let reloaded = crate::reload::reload(&source, &current.gate)
+            .map_err(anyhow::Error::from)
+            .and_then(|reloaded| {
+                let routing = Routing::new(
+                    Arc::new(reloaded.gate),
+                    &self.shared.metrics,
+                    Some(&current),
+                )?;
+                Ok((routing, reloaded.config, reloaded.source))
+            });
+        match reloaded {
+            Ok((routing, config, new_source)) => {
+                let routes = config.routes.len();
                 // `[listeners]` cannot change on reload, so the TLS listener is still the one
                 // the resolver serves; its files were just read and checked.
-                let tls = reloaded.config.listeners.tls.as_ref();
+                let tls = config.listeners.tls.as_ref();
                 if let (Some(resolver), Some(set)) =
                     (&self.certs, tls.and_then(|t| t.certs.clone()))
                 {
                     tracing::info!(names = ?set.names(), "TLS certificates reloaded");
                     resolver.replace(set);
                 }
-                self.routing
-                    .store(Arc::new(Routing::new(Arc::new(reloaded.gate))));
-                self.shared.config.store(reloaded.config);
-                *source = reloaded.source;
+                self.routing.store(Arc::new(routing));
+                self.reloaded.notify_one();
+                self.shared.config.store(config);
+                *source = new_source;
                 self.shared.metrics.config_reload(true);
                 tracing::info!(routes, path = %source.path.display(), "configuration reloaded");
             }

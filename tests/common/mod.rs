@@ -155,7 +155,16 @@ pub struct Echo {
 
 impl Echo {
     pub fn start() -> Echo {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind echo");
+        Self::start_with(TcpListener::bind("127.0.0.1:0").expect("bind echo"))
+    }
+
+    /// An echo upstream on `addr` (e.g. one brought back where a stopped one listened).
+    pub fn start_on(addr: SocketAddr) -> Echo {
+        Self::start_with(TcpListener::bind(addr).expect("bind echo"))
+    }
+
+    /// Every answer also says which echo upstream gave it: `"server": "ip:port"`.
+    fn start_with(listener: TcpListener) -> Echo {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
@@ -185,6 +194,7 @@ impl Echo {
                         }
                         let status = echo_status(parts.uri.path());
                         let body = axum::Json(json!({
+                            "server": addr.to_string(),
                             "method": parts.method.as_str(),
                             "path": parts.uri.path(),
                             "query": parts.uri.query(),
