@@ -22,24 +22,39 @@ impl RedisServer {
     /// port is free too.
     pub fn start_cluster_node() -> RedisServer {
         Self::start_on(
-            super::free_cluster_port(),
+            super::free_cluster_port,
             &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
         )
     }
 
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        Self::start_on(super::free_port(), extra)
+        Self::start_on(super::free_port, extra)
     }
 
-    fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+    /// A port seen free can be taken by another test's process before redis binds it: then
+    /// another port is picked (the root of a flake, not a retry of a flaky assertion).
+    fn start_on(pick: fn() -> u16, extra: &[&str]) -> RedisServer {
         let mut r = RedisServer {
-            port,
+            port: pick(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        r.spawn();
-        r
+        for _ in 0..10 {
+            match r.try_spawn() {
+                Ok(()) => return r,
+                Err(log) if log.contains("Address already in use") => {
+                    if let Some(mut child) = r.child.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    let _ = std::fs::remove_file(r.dir.path().join("redis.log"));
+                    r.port = pick();
+                }
+                Err(log) => panic!("redis-server did not start on port {}:\n{log}", r.port),
+            }
+        }
+        panic!("redis-server found no free port in 10 tries")
     }
 
     pub fn url(&self) -> String {
@@ -51,6 +66,13 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("redis-server did not start on port {}:\n{log}", self.port);
+        }
+    }
+
+    /// Starts redis-server and waits for PONG; the log when it does not come up.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
@@ -69,14 +91,18 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {}:\n{}",
-                self.port,
-                std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-            );
+            let log =
+                || std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited || Instant::now() >= deadline {
+                return Err(log());
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// SIGKILL: an outage, not a shutdown.
