@@ -117,6 +117,18 @@ body = '{{"error":{{"code":"{{reason}}","detail":"{{message}}"}}}}'
     assert_eq!(balance(&kg, &account), 10, "nothing charged for no answer");
     // The keygate process and a healthy upstream carry on.
     assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+    // Each failure under its upstream and kind; the answered request's upstream time too.
+    let errors = |kind| metric(&kg, "keygate_upstream_errors_total", &[("kind", kind)]);
+    assert_eq!(errors("connect"), 1.0);
+    assert_eq!(errors("timeout"), 1.0);
+    assert_eq!(
+        metric(
+            &kg,
+            "keygate_upstream_duration_seconds_count",
+            &[("upstream", "api")]
+        ),
+        1.0
+    );
     drop(silent);
 }
 

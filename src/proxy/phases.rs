@@ -229,6 +229,9 @@ impl ProxyHttp for KeygateProxy {
         if !upstream_response.status.is_informational() {
             ctx.upstream_status = Some(upstream_response.status.as_u16());
             ctx.upstream_seconds = ctx.upstream_sent_at.map(|t| t.elapsed().as_secs_f64());
+            if let (Some(seconds), Some(target)) = (ctx.upstream_seconds, target_of(ctx)) {
+                target.metrics.answered(seconds);
+            }
         }
         Ok(())
     }
@@ -291,6 +294,14 @@ impl ProxyHttp for KeygateProxy {
             (ErrorSource::Upstream, _) => Some(Reason::UpstreamUnavailable),
             _ => None,
         };
+        if matches!(
+            reason,
+            Some(Reason::UpstreamTimeout | Reason::UpstreamUnavailable)
+        ) {
+            if let Some(target) = target_of(ctx) {
+                target.metrics.failed(upstream_error_kind(e));
+            }
+        }
         let routing = ctx.routing.clone();
         match (reason, routing) {
             // Once the answer's head went out, there is nothing left to say but to close.
@@ -612,6 +623,36 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         error = e.map(|e| e.etype().as_str()),
         "request"
     );
+}
+
+/// The route's upstream target, when the request was routed to one.
+fn target_of(ctx: &RequestCtx) -> Option<&super::routing::Target> {
+    ctx.routing
+        .as_ref()
+        .zip(ctx.route)
+        .and_then(|(r, i)| r.targets.get(i))
+        .and_then(Option::as_ref)
+}
+
+/// What kind of upstream failure `e` is, for `keygate_upstream_errors_total`.
+fn upstream_error_kind(e: &Error) -> crate::metrics::UpstreamErrorKind {
+    use crate::metrics::UpstreamErrorKind as K;
+    match e.etype() {
+        ErrorType::ConnectTimedout
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout => K::Timeout,
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::SocketError => K::Connect,
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => {
+            K::Tls
+        }
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => K::Closed,
+        _ => K::Other,
+    }
 }
 
 /// The TCP peer's address (or the PROXY protocol's source), an IPv4 client on an IPv6 socket

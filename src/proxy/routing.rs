@@ -35,6 +35,8 @@ pub(super) struct Target {
     pub(super) retries: u32,
     /// `total_timeout_ms`.
     pub(super) total: Option<Duration>,
+    /// The upstream's latency and error series, resolved once per configuration.
+    pub(super) metrics: crate::metrics::UpstreamMetrics,
 }
 
 // The one-address peer stays inline: it is the common case, built once per route, and read on
@@ -89,6 +91,7 @@ impl Routing {
                 backends,
                 retries: u.retries,
                 total: u.timeouts.total,
+                metrics: metrics.upstream(&u.name),
             }));
         }
         // Health gauges of backends no pool checks any more.
