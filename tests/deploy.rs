@@ -63,18 +63,10 @@ fn alerts_name_only_metrics_keygate_defines() {
     let mut named = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read");
-        for (at, _) in text.match_indices("keygate_") {
-            let name: String = text[at..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                .collect();
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix))
-                .unwrap_or(&name);
+        for family in metric_families(&text) {
             assert!(
                 defined.contains(&format!("\"{family}\"")),
-                "{} names {name}, which src/metrics.rs does not define",
+                "{} names {family}, which src/metrics.rs does not define",
                 file.display()
             );
             named += 1;
@@ -295,25 +287,31 @@ fn toml_under_readme_heading(heading: &str) -> String {
     block.to_string()
 }
 
-/// The README's "Behind a load balancer" example is a config keygate accepts.
-#[test]
-fn the_readme_load_balancer_example_passes_check_config() {
+/// `keygate check-config` on `text` (with `args` before the file), asserting it is accepted.
+fn assert_check_config_accepts(what: &str, text: &str, args: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("keygate.toml");
-    let text = toml_under_readme_heading("## Behind a load balancer");
-    assert!(text.contains("trusted_proxies") && text.contains("proxy_protocol"));
     std::fs::write(&config, text).expect("write config");
     let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
         .arg("check-config")
+        .args(args)
         .arg(&config)
         .output()
         .expect("run keygate check-config");
     assert!(
         out.status.success(),
-        "the README example is not a valid config:\n{}{}",
+        "{what} is not a valid config:\n{text}\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The README's "Behind a load balancer" example is a config keygate accepts.
+#[test]
+fn the_readme_load_balancer_example_passes_check_config() {
+    let text = toml_under_readme_heading("## Behind a load balancer");
+    assert!(text.contains("trusted_proxies") && text.contains("proxy_protocol"));
+    assert_check_config_accepts("the README's load balancer example", &text, &[]);
 }
 
 /// The README's TLS example passes `check-config`, certificate files included: the test writes
@@ -1095,13 +1093,7 @@ fn keygate_health_answers_for_the_container_health_check() {
 /// The README's Redis-with-a-password example passes `check-config`, secrets included.
 #[test]
 fn the_readme_redis_password_example_passes_check_config() {
-    let readme = std::fs::read_to_string(repo_dir().join("README.md")).expect("README");
-    let block = readme
-        .split("\n### Many replicas on one Redis\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```toml\n").nth(1))
-        .and_then(|block| block.split("\n```").next())
-        .expect("a ```toml block under ### Many replicas on one Redis");
+    let block = toml_under_readme_heading("### Many replicas on one Redis");
     assert!(
         block.contains("password = { env = \"KEYGATE_REDIS_PASSWORD\" }"),
         "{block}"
@@ -1234,19 +1226,5 @@ fn the_grafana_dashboard_queries_only_metrics_keygate_exports() {
 fn the_readme_upstreams_example_passes_check_config() {
     let toml = toml_under_readme_heading("## Upstreams");
     assert!(toml.contains("health_check"), "{toml}");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("upstreams.toml");
-    std::fs::write(&path, &toml).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .arg("check-config")
-        .arg("--skip-secrets")
-        .arg(&path)
-        .output()
-        .expect("run keygate check-config");
-    assert!(
-        out.status.success(),
-        "the README's Upstreams example is not a valid config:\n{toml}\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_check_config_accepts("the README's Upstreams example", &toml, &["--skip-secrets"]);
 }
