@@ -1,11 +1,15 @@
-//! End-to-end load run: a bare upstream, driven directly, through keygate on an `auth = "none"`
-//! route (the pass-through baseline), through keygate with a cached API key, and the same keyed
-//! route over keygate's TLS listener (kept-alive connections, so handshakes are not what it
-//! measures). Prints req/s, p50 and p99 for each, and the ratios that say what authentication
-//! and TLS cost.
+//! End-to-end load run: a bare upstream, driven directly; through a bare pingora pass-through
+//! (the floor: the engine with nothing of keygate's, see `bare`); through keygate on an
+//! `auth = "none"` route (keygate's pass-through); through keygate with a cached API key; and the
+//! same keyed route over keygate's TLS listener (kept-alive connections, so handshakes are not
+//! what it measures). Prints req/s, p50 and p99 for each, and the ratios that say what keygate,
+//! authentication and TLS cost.
 //!
 //! Run: `cargo bench --bench e2e`. Needs `wrk` (`apt-get install -y wrk`); without it the run
-//! prints how to install it and exits successfully.
+//! fails with that install line.
+//!
+//! `KEYGATE_BENCH_BASELINE_BIN=/path/to/an/older/keygate` adds that build's `auth = "none"` and
+//! cached-key routes (plain HTTP) to the same run, for before/after ratios on one machine.
 //!
 //! Environment: `KEYGATE_BENCH_SECONDS` (per target, default 5), `KEYGATE_BENCH_CONNECTIONS`
 //! (default 32), `KEYGATE_BENCH_ROUNDS` (default 1; with more, the targets run in rotated order
@@ -18,18 +22,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "e2e/bare.rs"]
+mod bare;
+
 const PEPPER: &str = "bench-pepper-0123456789abcdef";
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 fn main() -> ExitCode {
+    // Re-executed by the load run as the bare pingora floor (see `bare`).
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, listen, upstream, ..] = args.as_slice() {
+        if flag == bare::FLAG {
+            return bare::serve(listen, upstream);
+        }
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, and then
     // only the setup is checked (upstream, keygate, admin API, a keyed request), with no load.
-    let load_run = std::env::args().any(|a| a == "--bench");
+    let load_run = args.iter().any(|a| a == "--bench");
     if load_run && !wrk_available() {
-        println!(
-            "e2e bench skipped: `wrk` is not on PATH. Install it with: apt-get install -y wrk"
-        );
-        return ExitCode::SUCCESS;
+        eprintln!("e2e bench: `wrk` is not on PATH. Install it with: apt-get install -y wrk");
+        return ExitCode::FAILURE;
     }
     let seconds = env_u64("KEYGATE_BENCH_SECONDS", 5).max(1);
     let connections = env_u64("KEYGATE_BENCH_CONNECTIONS", 32).max(1);
@@ -38,47 +50,55 @@ fn main() -> ExitCode {
     let pinned = load_run && pin_load_generator();
 
     let upstream = start_upstream();
-    let kg = Keygate::start(upstream, pinned);
-
-    let admin = format!("http://{}", kg.admin);
-    let created = admin_post(
-        &format!("{admin}/admin/v1/accounts"),
-        &json!({ "name": "bench" }),
+    let kg = Keygate::start(
+        env!("CARGO_BIN_EXE_keygate").as_ref(),
+        upstream,
+        pinned,
+        true,
     );
-    let account = match created {
-        AdminReply::NotFound => {
-            println!(
-                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/accounts \
-                 (not implemented in this build)"
-            );
-            return ExitCode::SUCCESS;
-        }
-        AdminReply::Ok(v) => v["id"].as_str().expect("account id").to_string(),
+    let Some(key) = make_key(&kg) else {
+        return ExitCode::SUCCESS;
     };
-    let key = match admin_post(
-        &format!("{admin}/admin/v1/keys"),
-        &json!({ "account_id": account, "name": "bench key" }),
-    ) {
-        AdminReply::NotFound => {
-            println!(
-                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/keys \
-                 (not implemented in this build)"
-            );
-            return ExitCode::SUCCESS;
-        }
-        AdminReply::Ok(v) => v["key"].as_str().expect("plaintext key").to_string(),
-    };
-    let auth = format!("Authorization: Bearer {key}");
+    // An earlier build of keygate (KEYGATE_BENCH_BASELINE_BIN) on the same upstream, for
+    // before/after comparisons in one run; plain HTTP only, as older builds had no TLS listener.
+    let baseline = std::env::var_os("KEYGATE_BENCH_BASELINE_BIN").map(|bin| {
+        let base = Keygate::start(std::path::Path::new(&bin), upstream, pinned, false);
+        let key = make_key(&base).expect("the baseline build has the admin API");
+        (base, key)
+    });
+    let bare = bare::Bare::start(upstream, pinned);
 
-    // Check each target answers as expected; the keyed request also loads the key into the cache.
-    let direct_url = format!("http://{upstream}/x");
-    let open_url = format!("http://{}/open/x", kg.public);
-    let v1_url = format!("http://{}/v1/x", kg.public);
-    let tls_url = format!("https://{}/v1/x", kg.public_tls);
-    expect_status(&direct_url, None, 200);
-    expect_status(&open_url, None, 200);
-    expect_status(&v1_url, None, 401);
-    expect_status(&v1_url, Some(&key), 200);
+    let mut targets = vec![
+        Target::new("direct upstream", format!("http://{upstream}/x"), None),
+        Target::new(BARE, format!("http://{}/x", bare.addr), None),
+    ];
+    targets.extend([
+        Target::new(OPEN, format!("http://{}/open/x", kg.public), None),
+        Target::new(KEYED, format!("http://{}/v1/x", kg.public), Some(&key)),
+        Target::new(
+            TLS,
+            format!("https://{}/v1/x", kg.public_tls.expect("TLS listener")),
+            Some(&key),
+        ),
+    ]);
+    if let Some((base, key)) = &baseline {
+        targets.extend([
+            Target::new(BASE_OPEN, format!("http://{}/open/x", base.public), None),
+            Target::new(
+                BASE_KEYED,
+                format!("http://{}/v1/x", base.public),
+                Some(key),
+            ),
+        ]);
+    }
+    // Check each target answers as expected; the keyed requests also load the keys into the
+    // caches. Without a key the keyed routes refuse.
+    for t in &targets {
+        expect_status(&t.url, t.key.as_deref(), 200);
+        if t.key.is_some() {
+            expect_status(&t.url, None, 401);
+        }
+    }
     if !load_run {
         println!("e2e: setup checked (no load in test mode; `cargo bench --bench e2e` runs it)");
         return ExitCode::SUCCESS;
@@ -93,25 +113,18 @@ fn main() -> ExitCode {
             "not pinned (KEYGATE_BENCH_PIN=0, one CPU, or no taskset): all share the CPUs"
         }
     );
-    let auth = auth.as_str();
-    let targets: [(&'static str, &str, Option<&str>); 4] = [
-        ("direct upstream", &direct_url, None),
-        ("keygate /open (auth=none)", &open_url, None),
-        ("keygate /v1 (cached key)", &v1_url, Some(auth)),
-        ("keygate /v1 TLS (cached key)", &tls_url, Some(auth)),
-    ];
-    // Round r starts at target r mod 4, so no target always runs first or last.
-    let mut runs: [Vec<WrkResult>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    // Round r starts at target r mod n, so no target always runs first or last.
+    let mut runs: Vec<Vec<WrkResult>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for i in 0..targets.len() {
             let t = (i + round as usize) % targets.len();
-            let (name, url, header) = targets[t];
-            let r = run_wrk(name, url, header, seconds, connections);
+            let target = &targets[t];
+            let r = run_wrk(target, seconds, connections);
             if rounds > 1 {
                 println!(
-                    "  round {}: {:<28} {:>10.0} req/s  p50 {:>9}  p99 {:>9}",
+                    "  round {}: {:<32} {:>10.0} req/s  p50 {:>9}  p99 {:>9}",
                     round + 1,
-                    name,
+                    target.name,
                     r.rps,
                     fmt_us(r.p50_us),
                     fmt_us(r.p99_us)
@@ -120,19 +133,19 @@ fn main() -> ExitCode {
             runs[t].push(r);
         }
     }
-    let [direct, open, keyed, tls] = runs.map(|r| median(&r));
+    let results: Vec<WrkResult> = runs.iter().map(|r| median(r)).collect();
 
     println!();
     if rounds > 1 {
         println!("median of {rounds} rounds per column");
     }
     println!(
-        "{:<28} {:>12} {:>11} {:>11} {:>10}",
+        "{:<32} {:>12} {:>11} {:>11} {:>10}",
         "target", "req/s", "p50", "p99", "non-2xx"
     );
-    for r in [&direct, &open, &keyed, &tls] {
+    for r in &results {
         println!(
-            "{:<28} {:>12.0} {:>11} {:>11} {:>10}",
+            "{:<32} {:>12.0} {:>11} {:>11} {:>10}",
             r.name,
             r.rps,
             fmt_us(r.p50_us),
@@ -141,33 +154,85 @@ fn main() -> ExitCode {
         );
     }
     println!();
-    println!(
-        "authenticated / pass-through: throughput {:.3}, p50 {:.3}, p99 {:.3}",
-        keyed.rps / open.rps,
-        keyed.p50_us / open.p50_us,
-        keyed.p99_us / open.p99_us
-    );
-    println!(
-        "pass-through / direct:        throughput {:.3}, p50 {:.3}, p99 {:.3}",
-        open.rps / direct.rps,
-        open.p50_us / direct.p50_us,
-        open.p99_us / direct.p99_us
-    );
-    println!(
-        "TLS / plain (cached key):     throughput {:.3}, p50 {:.3}, p99 {:.3}",
-        tls.rps / keyed.rps,
-        tls.p50_us / keyed.p50_us,
-        tls.p99_us / keyed.p99_us
-    );
-    let errors: u64 = [&direct, &open, &keyed, &tls]
-        .iter()
-        .map(|r| r.non_2xx)
-        .sum();
+    let ratio = |label: &str, num: &str, den: &str| {
+        let find = |name: &str| results.iter().find(|r| r.name == name);
+        if let (Some(n), Some(d)) = (find(num), find(den)) {
+            println!(
+                "{label:<34} throughput {:.3}, p50 {:.3}, p99 {:.3}",
+                n.rps / d.rps,
+                n.p50_us / d.p50_us,
+                n.p99_us / d.p99_us
+            );
+        }
+    };
+    ratio("authenticated / pass-through:", KEYED, OPEN);
+    ratio("pass-through / bare pingora:", OPEN, BARE);
+    ratio("pass-through / direct:", OPEN, "direct upstream");
+    ratio("TLS / plain (cached key):", TLS, KEYED);
+    ratio("this build / baseline (cached key):", KEYED, BASE_KEYED);
+    ratio("this build / baseline (auth=none):", OPEN, BASE_OPEN);
+    let errors: u64 = results.iter().map(|r| r.non_2xx).sum();
     if errors > 0 {
         println!("warning: {errors} non-2xx responses: the numbers above are not comparable");
     }
     drop(kg);
     ExitCode::SUCCESS
+}
+
+const BARE: &str = "bare pingora (floor)";
+const OPEN: &str = "keygate /open (auth=none)";
+const KEYED: &str = "keygate /v1 (cached key)";
+const TLS: &str = "keygate /v1 TLS (cached key)";
+const BASE_OPEN: &str = "baseline /open (auth=none)";
+const BASE_KEYED: &str = "baseline /v1 (cached key)";
+
+/// One wrk target: a URL and the API key it sends, if any.
+struct Target {
+    name: String,
+    url: String,
+    key: Option<String>,
+}
+
+impl Target {
+    fn new(name: &str, url: String, key: Option<&str>) -> Target {
+        Target {
+            name: name.to_string(),
+            url,
+            key: key.map(str::to_string),
+        }
+    }
+}
+
+/// An account and a key on `kg`, through its admin API; `None` (with a message) when this
+/// build has no admin API for it.
+fn make_key(kg: &Keygate) -> Option<String> {
+    let admin = format!("http://{}", kg.admin);
+    let account = match admin_post(
+        &format!("{admin}/admin/v1/accounts"),
+        &json!({ "name": "bench" }),
+    ) {
+        AdminReply::NotFound => {
+            println!(
+                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/accounts \
+                 (not implemented in this build)"
+            );
+            return None;
+        }
+        AdminReply::Ok(v) => v["id"].as_str().expect("account id").to_string(),
+    };
+    match admin_post(
+        &format!("{admin}/admin/v1/keys"),
+        &json!({ "account_id": account, "name": "bench key" }),
+    ) {
+        AdminReply::NotFound => {
+            println!(
+                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/keys \
+                 (not implemented in this build)"
+            );
+            None
+        }
+        AdminReply::Ok(v) => Some(v["key"].as_str().expect("plaintext key").to_string()),
+    }
 }
 
 /// Each column's median over the rounds (independently), and the total of non-2xx answers.
@@ -178,7 +243,7 @@ fn median(runs: &[WrkResult]) -> WrkResult {
         v[v.len() / 2]
     };
     WrkResult {
-        name: runs[0].name,
+        name: runs[0].name.clone(),
         rps: mid(|r| r.rps),
         p50_us: mid(|r| r.p50_us),
         p99_us: mid(|r| r.p99_us),
@@ -258,8 +323,8 @@ fn start_upstream() -> SocketAddr {
 /// The real binary on free ports; stopped with SIGINT when dropped (also on panic).
 struct Keygate {
     public: SocketAddr,
-    /// The same routes over TLS.
-    public_tls: SocketAddr,
+    /// The same routes over TLS (when started with it).
+    public_tls: Option<SocketAddr>,
     admin: SocketAddr,
     ops: SocketAddr,
     log: PathBuf,
@@ -270,10 +335,10 @@ struct Keygate {
 impl Keygate {
     /// Starts keygate, retrying on fresh ports when one was taken between picking and binding
     /// (other processes on the machine may grab free ports too).
-    fn start(upstream: SocketAddr, pinned: bool) -> Keygate {
+    fn start(binary: &std::path::Path, upstream: SocketAddr, pinned: bool, tls: bool) -> Keygate {
         let mut attempt = 1;
         loop {
-            match Self::try_start(upstream, pinned) {
+            match Self::try_start(binary, upstream, pinned, tls) {
                 Ok(kg) => return kg,
                 Err(log) if attempt < 5 && log.contains("Address already in use") => attempt += 1,
                 Err(log) => panic!("keygate did not start:\n{log}"),
@@ -282,11 +347,16 @@ impl Keygate {
     }
 
     /// `Err` carries keygate's log when it exited before becoming ready.
-    fn try_start(upstream: SocketAddr, pinned: bool) -> Result<Keygate, String> {
+    fn try_start(
+        binary: &std::path::Path,
+        upstream: SocketAddr,
+        pinned: bool,
+        tls: bool,
+    ) -> Result<Keygate, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
         let (public, admin, ops) = (addr(free_port()), addr(free_port()), addr(free_port()));
-        let public_tls = addr(free_port());
+        let public_tls = tls.then(|| addr(free_port()));
         // A self-signed certificate for the TLS listener (wrk does not check it).
         let cert =
             rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
@@ -307,10 +377,7 @@ public = "{public}"
 admin = "{admin}"
 ops = "{ops}"
 
-[listeners.tls]
-address = "{public_tls}"
-certs = [{{ cert = "{cert}", key = "{key}" }}]
-
+{tls_section}
 [secrets]
 pepper = {{ env = "KEYGATE_BENCH_PEPPER" }}
 admin_token = {{ env = "KEYGATE_BENCH_ADMIN_TOKEN" }}
@@ -331,18 +398,25 @@ upstream = "api"
 auth = "api_key"
 "#,
             data = dir.path().join("data").display(),
-            cert = cert_path.display(),
-            key = key_path.display(),
+            tls_section = match public_tls {
+                Some(address) => format!(
+                    "[listeners.tls]\naddress = \"{address}\"\n\
+                     certs = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+                    cert_path.display(),
+                    key_path.display()
+                ),
+                None => String::new(),
+            },
         );
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("keygate.log");
         let mut command = if pinned {
             let mut c = Command::new("taskset");
-            c.args(["-c", "0", env!("CARGO_BIN_EXE_keygate")]);
+            c.args(["-c", "0"]).arg(binary);
             c
         } else {
-            Command::new(env!("CARGO_BIN_EXE_keygate"))
+            Command::new(binary)
         };
         let child = command
             .arg("serve")
@@ -378,7 +452,9 @@ auth = "api_key"
                 return Err(format!("keygate exited early ({status}):\n{}", self.log()));
             }
             if std::net::TcpStream::connect(self.public).is_ok()
-                && std::net::TcpStream::connect(self.public_tls).is_ok()
+                && self
+                    .public_tls
+                    .is_none_or(|a| std::net::TcpStream::connect(a).is_ok())
                 && http_get(&healthz, None).map(|(s, _)| s) == Some(200)
             {
                 return Ok(());
@@ -423,6 +499,12 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
+        // The TLS listener's certificate is self-signed (wrk does not check it either).
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(true)
+                .build(),
+        )
         .build()
         .into()
 }
@@ -471,29 +553,24 @@ fn admin_post(url: &str, body: &Value) -> AdminReply {
 // ---------------------------------------------------------------- wrk
 
 struct WrkResult {
-    name: &'static str,
+    name: String,
     rps: f64,
     p50_us: f64,
     p99_us: f64,
     non_2xx: u64,
 }
 
-fn run_wrk(
-    name: &'static str,
-    url: &str,
-    header: Option<&str>,
-    seconds: u64,
-    connections: u64,
-) -> WrkResult {
+fn run_wrk(target: &Target, seconds: u64, connections: u64) -> WrkResult {
+    let name = &target.name;
     let mut cmd = Command::new("wrk");
     cmd.arg("-t1")
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .arg("--latency");
-    if let Some(h) = header {
-        cmd.arg("-H").arg(h);
+    if let Some(key) = &target.key {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {key}"));
     }
-    cmd.arg(url);
+    cmd.arg(&target.url);
     let out = cmd.output().expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     if !out.status.success() {
@@ -508,7 +585,7 @@ fn run_wrk(
 
 /// Reads `Requests/sec:`, the `50%` and `99%` lines of `--latency`, and `Non-2xx or 3xx
 /// responses:` from wrk's report.
-fn parse_wrk(name: &'static str, text: &str) -> Option<WrkResult> {
+fn parse_wrk(name: &str, text: &str) -> Option<WrkResult> {
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
@@ -526,7 +603,7 @@ fn parse_wrk(name: &'static str, text: &str) -> Option<WrkResult> {
         }
     }
     Some(WrkResult {
-        name,
+        name: name.to_string(),
         rps: rps?,
         p50_us: p50?,
         p99_us: p99?,
