@@ -435,6 +435,7 @@ impl Gate {
                         requests: l.requests,
                         per_seconds: l.per_seconds,
                         burst: l.burst,
+                        algorithm: crate::ratelimit::Algorithm::TokenBucket,
                     })
                     .or(plan.and_then(|p| p.key));
                 let key = match own {

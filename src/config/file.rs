@@ -72,6 +72,9 @@ pub struct LimitSection {
     #[serde(default = "one")]
     pub per_seconds: u64,
     pub burst: Option<u64>,
+    /// `token_bucket` (default) or `sliding_window`: at most `requests` in any `per_seconds`.
+    #[serde(default)]
+    pub algorithm: crate::ratelimit::Algorithm,
 }
 
 fn one() -> u64 {

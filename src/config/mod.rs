@@ -439,7 +439,17 @@ impl Validator<'_> {
             requests: l.requests,
             per_seconds: l.per_seconds,
             burst: l.burst.unwrap_or(l.requests),
+            algorithm: l.algorithm,
         };
+        if l.algorithm == crate::ratelimit::Algorithm::SlidingWindow && l.burst.is_some() {
+            self.problem(
+                field,
+                &section.span(),
+                "`burst` is a token-bucket setting; a sliding window admits `requests` in any \
+                 `per_seconds` span",
+            );
+            return None;
+        }
         let ok = (1..=1_000_000_000).contains(&limit.requests)
             && (1..=86_400 * 366).contains(&limit.per_seconds)
             && (1..=u64::from(u32::MAX)).contains(&limit.burst);

@@ -740,3 +740,37 @@ fn body_limits_default_to_ten_mebibytes_on_forwarded_routes_only() {
     );
     assert_problem(&problems(&text), "routes[1].max_body_bytes", 13);
 }
+
+#[test]
+fn sliding_windows_parse_and_refuse_a_burst() {
+    let text = format!(
+        "{MINIMAL}rate_limit = {{ requests = 10, per_seconds = 60, algorithm = \"sliding_window\" }}\n\n\
+         [plans.pro]\nkey = {{ requests = 100, per_seconds = 60, algorithm = \"sliding_window\" }}\n"
+    );
+    let config = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let window = crate::ratelimit::Limit {
+        requests: 10,
+        per_seconds: 60,
+        burst: 10,
+        algorithm: crate::ratelimit::Algorithm::SlidingWindow,
+    };
+    assert_eq!(config.routes[0].key_limit, Some(window));
+    let plan = config.plans.get("pro").and_then(|p| p.key);
+    assert_eq!(
+        plan.map(|l| l.algorithm),
+        Some(crate::ratelimit::Algorithm::SlidingWindow)
+    );
+    let p = problems(&format!(
+        "{MINIMAL}rate_limit = {{ requests = 10, per_seconds = 60, burst = 20, algorithm = \"sliding_window\" }}\n"
+    ));
+    assert_problem(&p, "routes[0].rate_limit", 8);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("`burst` is a token-bucket setting")),
+        "{p:#?}"
+    );
+    let e = parse_error(&format!(
+        "{MINIMAL}rate_limit = {{ requests = 10, algorithm = \"leaky\" }}\n"
+    ));
+    assert!(e.contains("sliding_window"), "{e}");
+}
