@@ -602,6 +602,7 @@ fn credential_from_claims(c: Claims) -> Credential {
             created_at: 0,
             plan: c.plan,
             credits: 0,
+            metadata: Default::default(),
         },
         user: None,
     }

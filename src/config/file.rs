@@ -598,7 +598,8 @@ pub struct RouteSection {
     pub upstream: Option<Spanned<String>>,
     /// Answered by keygate itself instead of an upstream.
     pub local: Option<LocalKind>,
-    /// Body template of a local endpoint (`{balance}` is filled in).
+    /// Body template of a `balance` or `transactions` endpoint: JSON whose placeholders
+    /// (`{balance}`, `{metadata.<field>}`, `{items}`, `{cursor}`, `{has_more}`) become values.
     pub body: Option<String>,
     #[serde(default = "default_auth")]
     pub auth: AuthMode,

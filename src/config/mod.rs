@@ -116,7 +116,8 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct LocalEndpoint {
     pub kind: LocalKind,
-    pub body: Option<String>,
+    /// The answer's shape, parsed at load ([`crate::local::shape`]); `None`: the default.
+    pub body: Option<crate::local::shape::BodyTemplate>,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +426,36 @@ impl Validator<'_> {
                 r.cost > 0,
                 "local endpoints are answered by keygate and never charged",
             );
+        }
+    }
+
+    /// A route's `body`: only on local endpoints whose answer it shapes, parsed once here.
+    fn body_template(
+        &mut self,
+        r: &file::RouteSection,
+        field: &str,
+        span: &Range<usize>,
+    ) -> Option<crate::local::shape::BodyTemplate> {
+        let text = r.body.as_deref()?;
+        let Some(kind) = r.local else {
+            self.problem(field, span, "only local endpoints have a `body`");
+            return None;
+        };
+        if crate::local::shape::placeholders(kind).is_none() {
+            self.problem(
+                field,
+                span,
+                "this local endpoint answers a fixed shape; `body` shapes only \
+                 `local = \"balance\"` and `local = \"transactions\"`",
+            );
+            return None;
+        }
+        match crate::local::shape::BodyTemplate::parse(text, kind) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(field, span, e.to_string());
+                None
+            }
         }
     }
 
@@ -944,13 +975,7 @@ impl Validator<'_> {
                     );
                 }
             }
-            if r.body.is_some() && r.local.is_none() {
-                self.problem(
-                    &field("body"),
-                    &route_span,
-                    "only local endpoints have a `body`",
-                );
-            }
+            let body = self.body_template(&r, &field("body"), &route_span);
             self.knobs_apply(&r, &field, &route_span);
             let key_limit = self.limit(&field("rate_limit"), r.rate_limit.as_ref());
             let account_limit =
@@ -1016,10 +1041,7 @@ impl Validator<'_> {
                 path: r.path.into_inner(),
                 methods,
                 upstream,
-                local: r.local.map(|kind| LocalEndpoint {
-                    kind,
-                    body: r.body.clone(),
-                }),
+                local: r.local.map(|kind| LocalEndpoint { kind, body }),
                 auth: r.auth,
                 scopes,
                 // Local endpoints read (a balance, a token exchange); the key-management ones are

@@ -774,3 +774,51 @@ fn sliding_windows_parse_and_refuse_a_burst() {
     ));
     assert!(e.contains("sliding_window"), "{e}");
 }
+
+#[test]
+fn a_body_only_where_it_shapes_the_answer_and_only_valid_templates() {
+    let route = |body: &str| {
+        format!(
+            "[upstreams.api]\naddress = \"127.0.0.1:8000\"\n\n[[routes]]\npath = \"/x\"\n{body}\n"
+        )
+    };
+    // Today's bug: a `body` on a transactions-less kind was accepted and ignored.
+    for (body, needle) in [
+        (
+            "local = \"exchange\"\nbody = '{\"a\":1}'",
+            "answers a fixed shape",
+        ),
+        (
+            "local = \"jwks\"\nauth = \"none\"\nbody = '{\"a\":1}'",
+            "answers a fixed shape",
+        ),
+        (
+            "upstream = \"api\"\nbody = '{\"a\":1}'",
+            "only local endpoints",
+        ),
+        (
+            "local = \"balance\"\nbody = '{\"a\":{items}}'",
+            "`{items}` is not a placeholder",
+        ),
+        (
+            "local = \"balance\"\nbody = '{\"a\":\"n={balance}\"}'",
+            "inside a string",
+        ),
+        (
+            "local = \"transactions\"\nbody = '{\"a\":{items}'",
+            "is not JSON",
+        ),
+    ] {
+        let p = problems(&route(body));
+        assert_problem(&p, "routes[0].body", 5);
+        assert!(p.iter().any(|p| p.contains(needle)), "{body}: {p:#?}");
+    }
+    for body in [
+        "local = \"balance\"\nbody = '{\"credits\":{balance},\"webhooks\":{metadata.webhooks}}'",
+        "local = \"transactions\"\nbody = '{\"data\":{items},\"pagination\":{\"next\":\"{cursor}\"}}'",
+    ] {
+        if let Err(e) = Config::parse(&route(body), "t") {
+            panic!("{body}: {e}");
+        }
+    }
+}
