@@ -563,6 +563,24 @@ fn sliding_window_in_redis_is_shared_by_two_replicas() {
     let (_, key) = a.create_key(&account, json!({}));
     let seen = windowed(&[a.url("/v1/x"), b.url("/v1/x")], &key);
     assert_window_held("redis, 2 replicas", &seen);
+
+    // The headers come from the Lua script: a burst split over both replicas counts down one
+    // window, and the refusal says when the oldest requests leave it.
+    let (_, fresh) = a.create_key(&account, json!({ "name": "fresh" }));
+    for expected_remaining in (0..WINDOW_REQUESTS as u64).rev() {
+        let kg = if expected_remaining % 2 == 0 { &a } else { &b };
+        let r = call(kg, "/v1/x", &fresh);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(int_header(&r, "ratelimit-limit"), WINDOW_REQUESTS as u64);
+        assert_eq!(int_header(&r, "ratelimit-remaining"), expected_remaining);
+        let reset = int_header(&r, "ratelimit-reset");
+        assert!((1..=3).contains(&reset), "reset {reset}");
+    }
+    let r = call(&b, "/v1/x", &fresh);
+    assert_limited(&r);
+    let retry = int_header(&r, "retry-after");
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
+    assert_eq!(int_header(&r, "ratelimit-remaining"), 0);
     assert_eq!(
         metric(
             &a,

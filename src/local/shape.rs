@@ -32,7 +32,8 @@ pub enum Slot {
     Items,
     /// `{cursor}`: what to pass as `after` for the next page; null on the last.
     Cursor,
-    /// `{has_more}`: whether there is a next page.
+    /// `{has_more}`: whether `{cursor}` is set. Like the cursor it follows a full page, so the
+    /// page after a full last one is empty.
     HasMore,
 }
 
