@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keygate::metrics::Metrics;
-use keygate::ratelimit::{Limit, RateLimiter};
+use keygate::ratelimit::{Algorithm, Limit, RateLimiter};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -18,12 +18,14 @@ fn bench(c: &mut Criterion) {
         requests: 1_000_000_000,
         per_seconds: 1,
         burst: 1_000_000,
+        algorithm: Algorithm::TokenBucket,
     };
     // One request per hour after a burst of one: every check after the first is refused.
     let closed = Limit {
         requests: 1,
         per_seconds: 3600,
         burst: 1,
+        algorithm: Algorithm::TokenBucket,
     };
     let key = "key_bench_0123456789abcd".to_string();
     let account = "acc_bench_0123456789abcd".to_string();

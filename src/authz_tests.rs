@@ -75,6 +75,7 @@ fn cred() -> Credential {
             created_at: NOW - 100,
             plan: None,
             credits: 0,
+            metadata: Default::default(),
         },
         user: None,
     }

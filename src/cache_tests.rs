@@ -128,7 +128,10 @@ impl Fixture {
     async fn key(&self) -> (String, String, KeyHash) {
         let account = self
             .store
-            .create_account(NewAccount { name: "a".into() })
+            .create_account(NewAccount {
+                name: "a".into(),
+                metadata: Default::default(),
+            })
             .await
             .expect("account");
         let (key_id, hash) = self.key_in(&account.id).await;
@@ -272,7 +275,10 @@ async fn invalidating_a_key_drops_a_negative_entry() {
     let f = fixture(Opts::default());
     let account = f
         .store
-        .create_account(NewAccount { name: "a".into() })
+        .create_account(NewAccount {
+            name: "a".into(),
+            metadata: Default::default(),
+        })
         .await
         .expect("account");
     let (mut new, _) = crate::test_util::new_key(&f.format, &f.hasher, &account.id, &[]);

@@ -435,6 +435,7 @@ impl Gate {
                         requests: l.requests,
                         per_seconds: l.per_seconds,
                         burst: l.burst,
+                        algorithm: crate::ratelimit::Algorithm::TokenBucket,
                     })
                     .or(plan.and_then(|p| p.key));
                 let key = match own {
@@ -601,6 +602,7 @@ fn credential_from_claims(c: Claims) -> Credential {
             created_at: 0,
             plan: c.plan,
             credits: 0,
+            metadata: Default::default(),
         },
         user: None,
     }

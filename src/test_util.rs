@@ -119,6 +119,7 @@ impl TestGate {
         self.store
             .create_account(NewAccount {
                 name: "test account".into(),
+                metadata: Default::default(),
             })
             .await
             .expect("create test account")

@@ -136,6 +136,45 @@ fn accounts_create_list_and_status() {
 }
 
 #[test]
+fn account_metadata_from_the_cli() {
+    let (_echo, kg) = start();
+    let created = ok_json(
+        &kg,
+        &[
+            "accounts",
+            "create",
+            "Hooked",
+            "--metadata",
+            r#"{"webhooks":["https://a.example/h"]}"#,
+        ],
+    );
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        created["metadata"],
+        serde_json::json!({ "webhooks": ["https://a.example/h"] })
+    );
+    let set = ok_json(
+        &kg,
+        &["accounts", "set-metadata", &id, r#"{"tier":"gold"}"#],
+    );
+    assert_eq!(set["metadata"], serde_json::json!({ "tier": "gold" }));
+    let got = ok_json(&kg, &["accounts", "get", &id]);
+    assert_eq!(got["metadata"], serde_json::json!({ "tier": "gold" }));
+    // Not an object, or not JSON: a usage error before any request, naming the problem.
+    for bad in ["[1]", "{nope"] {
+        let r = run_with(
+            &kg.admin_url(),
+            Some(ADMIN_TOKEN),
+            &["accounts", "set-metadata", &id, bad],
+        );
+        assert_eq!(r.code, Some(2), "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("metadata"), "{}", r.stderr);
+    }
+    let got = ok_json(&kg, &["accounts", "get", &id]);
+    assert_eq!(got["metadata"], serde_json::json!({ "tier": "gold" }));
+}
+
+#[test]
 fn keys_created_by_the_cli_work_on_the_proxy_until_revoked() {
     let (_echo, kg) = start();
     let account = kg.create_account("acme");

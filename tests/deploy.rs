@@ -314,6 +314,22 @@ fn the_readme_load_balancer_example_passes_check_config() {
     assert_check_config_accepts("the README's load balancer example", &text, &[]);
 }
 
+/// The README's windowed-limit example is a config keygate accepts.
+#[test]
+fn the_readme_sliding_window_example_passes_check_config() {
+    let text = toml_under_readme_heading("### Windowed limits");
+    assert!(text.contains("algorithm = \"sliding_window\""));
+    assert_check_config_accepts("the README's windowed-limit example", &text, &[]);
+}
+
+/// The README's local-shape example is a config keygate accepts.
+#[test]
+fn the_readme_local_shape_example_passes_check_config() {
+    let text = toml_under_readme_heading("### Local answers in a documented shape");
+    assert!(text.contains("{metadata.webhooks}") && text.contains("{cursor}"));
+    assert_check_config_accepts("the README's local-shape example", &text, &[]);
+}
+
 /// The README's TLS example passes `check-config`, certificate files included: the test writes
 /// them where the example names them (relative paths, from the directory keygate runs in), so
 /// the files are read and checked as they would be on a server.

@@ -447,3 +447,147 @@ fn redis_down_falls_back_to_local_limits_never_unlimited() {
         ) > 0.0
     );
 }
+
+// ------------------------------------------------------------------ sliding windows
+
+const WINDOW_REQUESTS: usize = 10;
+const WINDOW: Duration = Duration::from_secs(2);
+
+/// "10 per 2 s" as a sliding window (the documents' "10 per minute", shortened for the test).
+fn window_routes() -> String {
+    format!(
+        r#"
+[[routes]]
+name = "v1"
+path = "/v1/{{*rest}}"
+upstream = "api"
+rate_limit = {{ requests = {WINDOW_REQUESTS}, per_seconds = {}, algorithm = "sliding_window" }}
+"#,
+        WINDOW.as_secs()
+    )
+}
+
+/// `(sent, answered, status)` of requests sent every 50 ms for 6 s (three windows at twice the
+/// limit's rate and more), alternating over `urls`, one at a time.
+fn windowed(urls: &[String], key: &str) -> Vec<(Instant, Instant, u16)> {
+    let auth = bearer(key);
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    for i in 0..120u32 {
+        let at = start + Duration::from_millis(50) * i;
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        let sent = Instant::now();
+        let status = get(&urls[i as usize % urls.len()], &[("authorization", &auth)]).status;
+        seen.push((sent, Instant::now(), status));
+    }
+    seen
+}
+
+/// No span of `WINDOW` holds more than `WINDOW_REQUESTS` admitted requests. A request was
+/// decided between its sending and its answer, so admitted requests `i < j` are surely in one
+/// span when `j` was answered less than `WINDOW` after `i` was sent: this count never
+/// overstates, and a token bucket of the same numbers (up to 20 in 2 s) fails it.
+#[track_caller]
+fn assert_window_held(mode: &str, seen: &[(Instant, Instant, u16)]) {
+    assert!(
+        seen.iter().all(|s| s.2 == 200 || s.2 == 429),
+        "every answer is a 200 or a 429: {:?}",
+        seen.iter().map(|s| s.2).collect::<Vec<_>>()
+    );
+    let admitted: Vec<_> = seen.iter().filter(|s| s.2 == 200).collect();
+    for (i, first) in admitted.iter().enumerate() {
+        let in_span = admitted[i..]
+            .iter()
+            .filter(|later| later.1 < first.0 + WINDOW)
+            .count();
+        assert!(
+            in_span <= WINDOW_REQUESTS,
+            "{mode}: {in_span} admitted within {WINDOW:?}"
+        );
+    }
+    // And it does not refuse far more than it must: 6 s at 10 per 2 s is about 30.
+    println!("{mode}: {} of {} admitted", admitted.len(), seen.len());
+    assert!(
+        admitted.len() >= 25,
+        "{mode}: only {} admitted",
+        admitted.len()
+    );
+}
+
+#[test]
+fn sliding_window_admits_at_most_the_limit_in_any_span_with_headers() {
+    let echo = Echo::start();
+    let kg = Keygate::start(&options_with_routes(&echo, &window_routes()));
+    let account = kg.create_account("acme");
+    let (_, key) = kg.create_key(&account, json!({}));
+
+    // A burst: the limit goes through, counted down, then 429 until the window slides.
+    for expected_remaining in (0..WINDOW_REQUESTS as u64).rev() {
+        let r = call(&kg, "/v1/x", &key);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(int_header(&r, "ratelimit-limit"), WINDOW_REQUESTS as u64);
+        assert_eq!(int_header(&r, "ratelimit-remaining"), expected_remaining);
+        let reset = int_header(&r, "ratelimit-reset");
+        assert!((1..=3).contains(&reset), "reset {reset}");
+    }
+    let r = call(&kg, "/v1/x", &key);
+    assert_limited(&r);
+    let retry = int_header(&r, "retry-after");
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
+    assert_eq!(int_header(&r, "ratelimit-limit"), WINDOW_REQUESTS as u64);
+    assert_eq!(int_header(&r, "ratelimit-remaining"), 0);
+    assert_eq!(echo.hits(), WINDOW_REQUESTS);
+    // After Retry-After the window has room again.
+    std::thread::sleep(Duration::from_secs(retry));
+    let r = call(&kg, "/v1/x", &key);
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let (_, fresh) = kg.create_key(&account, json!({ "name": "fresh" }));
+    let seen = windowed(&[kg.url("/v1/x")], &fresh);
+    assert_window_held("local", &seen);
+}
+
+#[test]
+fn sliding_window_in_redis_is_shared_by_two_replicas() {
+    let redis = RedisServer::start();
+    let echo = Echo::start();
+    let mut opts = Options::redis(echo.addr, &redis.url());
+    opts.routes_toml = window_routes();
+    opts.extra_toml = "[rate_limits]\nmode = \"redis\"\n".into();
+    let a = Keygate::start(&opts);
+    let b = Keygate::start(&opts);
+    let account = a.create_account("acme");
+    let (_, key) = a.create_key(&account, json!({}));
+    let seen = windowed(&[a.url("/v1/x"), b.url("/v1/x")], &key);
+    assert_window_held("redis, 2 replicas", &seen);
+
+    // The headers come from the Lua script: a burst split over both replicas counts down one
+    // window, and the refusal says when the oldest requests leave it.
+    let (_, fresh) = a.create_key(&account, json!({ "name": "fresh" }));
+    for expected_remaining in (0..WINDOW_REQUESTS as u64).rev() {
+        let kg = if expected_remaining % 2 == 0 { &a } else { &b };
+        let r = call(kg, "/v1/x", &fresh);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(int_header(&r, "ratelimit-limit"), WINDOW_REQUESTS as u64);
+        assert_eq!(int_header(&r, "ratelimit-remaining"), expected_remaining);
+        let reset = int_header(&r, "ratelimit-reset");
+        assert!((1..=3).contains(&reset), "reset {reset}");
+    }
+    let r = call(&b, "/v1/x", &fresh);
+    assert_limited(&r);
+    let retry = int_header(&r, "retry-after");
+    assert!((1..=3).contains(&retry), "Retry-After {retry}");
+    assert_eq!(int_header(&r, "ratelimit-remaining"), 0);
+    assert_eq!(
+        metric(
+            &a,
+            "keygate_ratelimit_decisions_total",
+            &[("mode", "fallback")]
+        ),
+        0.0,
+        "decided in Redis, not by the local fallback"
+    );
+}

@@ -463,3 +463,36 @@ fn a_deleted_account_is_404_everywhere() {
         .collect();
     assert_eq!(ids, [kept.as_str()]);
 }
+
+/// Account metadata is in the document where the API takes and gives it: an object on create
+/// and update (an update needs `plan` or `metadata`), and always on the account.
+#[test]
+fn account_metadata_is_documented_as_an_object() {
+    let (_echo, kg) = start_with_plans();
+    let doc = document(&kg);
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    for name in ["CreateAccount", "UpdateAccount", "AccountView"] {
+        assert_eq!(
+            schema(name)["properties"]["metadata"]["type"],
+            "object",
+            "{name}: {}",
+            schema(name)
+        );
+    }
+    assert_eq!(schema("UpdateAccount")["minProperties"], 1);
+    let required = |name: &str| schema(name)["required"].clone();
+    assert!(
+        required("AccountView")
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("metadata"))),
+        "{}",
+        schema("AccountView")
+    );
+    assert!(
+        !required("CreateAccount")
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("metadata"))),
+        "{}",
+        schema("CreateAccount")
+    );
+}

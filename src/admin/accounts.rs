@@ -13,13 +13,13 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{present, Body, Id, Query};
+use super::extract::{not_null, present, Body, Id, Query};
 use super::openapi::{self, Always, InvalidBody, InvalidQuery, NotFound};
 use super::paging;
 use super::views::{next_cursor, AccountList, AccountView};
 use crate::app::Shared;
 use crate::keyservice::Actor;
-use crate::store::{Account, AccountStatus, Page};
+use crate::store::{Account, AccountStatus, Metadata, Page};
 
 /// `POST /accounts`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -27,17 +27,27 @@ use crate::store::{Account, AccountStatus, Page};
 pub struct CreateAccount {
     #[schema(schema_with = openapi::name_schema)]
     name: String,
+    /// Any JSON object (at most 16 KiB), placed by local endpoints' body templates
+    /// (`{metadata.webhooks}`); absent: `{}`.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Metadata>,
 }
 
 /// `PATCH /accounts/{id}`: `{"plan": "pro"}` puts the account on a configured plan, `null`
 /// takes it off (the routes' own limits apply). The document lists the configured plans.
+/// `{"metadata": {...}}` replaces the account's metadata. At least one of them is set.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAccount {
     /// A plan from the config's `[plans.*]`; null: none.
-    #[serde(deserialize_with = "present")]
-    #[schema(value_type = Option<String>, required = true)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = false)]
     plan: Option<Option<String>>,
+    /// Replaces the metadata: any JSON object (at most 16 KiB).
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Metadata>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -68,7 +78,11 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     let account = shared
         .keys
-        .create_account(&Actor::Operator, &req.name)
+        .create_account(
+            &Actor::Operator,
+            &req.name,
+            req.metadata.unwrap_or_default(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(account.into())))
 }
@@ -116,16 +130,39 @@ pub async fn update(
     Id(id): Id,
     Body(req): Body<UpdateAccount>,
 ) -> ApiResult<Json<AccountView>> {
-    let Some(plan) = req.plan else {
-        return Err(ApiError::invalid("nothing to change: set `plan`"));
-    };
-    // Plans change on reload: validated against the configuration serving now.
-    let config = shared.config.load();
-    let account = shared
-        .keys
-        .set_account_plan(&Actor::Operator, &id, plan, &config.plans)
-        .await?;
-    Ok(Json(account.into()))
+    if req.plan.is_none() && req.metadata.is_none() {
+        return Err(ApiError::invalid(
+            "nothing to change: set `plan` or `metadata`",
+        ));
+    }
+    // Checked before anything changes, so a bad one leaves the plan as it was too.
+    let metadata = req
+        .metadata
+        .map(crate::keyservice::validate::metadata)
+        .transpose()?;
+    let mut account = None;
+    if let Some(plan) = req.plan {
+        // Plans change on reload: validated against the configuration serving now.
+        let config = shared.config.load();
+        account = Some(
+            shared
+                .keys
+                .set_account_plan(&Actor::Operator, &id, plan, &config.plans)
+                .await?,
+        );
+    }
+    if let Some(metadata) = metadata {
+        account = Some(
+            shared
+                .keys
+                .set_account_metadata(&Actor::Operator, &id, metadata)
+                .await?,
+        );
+    }
+    match account {
+        Some(account) => Ok(Json(account.into())),
+        None => Err(ApiError::invalid("nothing to change")),
+    }
 }
 
 #[utoipa::path(post, path = "/admin/v1/accounts/{id}/suspend", tag = "accounts",

@@ -305,7 +305,7 @@ pub fn optional_time_schema() -> ObjectBuilder {
 }
 
 /// The bodies that must change something: `{}` is refused ("nothing to change").
-const AT_LEAST_ONE_FIELD: [&str; 2] = ["UpdateKey", "UpdateUser"];
+const AT_LEAST_ONE_FIELD: [&str; 3] = ["UpdateAccount", "UpdateKey", "UpdateUser"];
 
 /// The derived document as JSON, with what the derives cannot say added: `minProperties` on
 /// [`AT_LEAST_ONE_FIELD`] (utoipa-gen 5.5 writes `#[schema(min_properties = 1)]` as

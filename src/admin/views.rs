@@ -24,6 +24,9 @@ pub struct AccountView {
     pub credits: i64,
     #[schema(format = DateTime)]
     pub created_at: Option<String>,
+    /// The operator's JSON object for local endpoints' templates; `{}` when never set.
+    #[schema(value_type = Object)]
+    pub metadata: crate::store::Metadata,
 }
 
 impl From<Account> for AccountView {
@@ -35,6 +38,7 @@ impl From<Account> for AccountView {
             plan: a.plan,
             credits: a.credits,
             created_at: rfc3339(a.created_at),
+            metadata: a.metadata,
         }
     }
 }

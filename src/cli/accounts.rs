@@ -9,7 +9,12 @@ use super::output::{show_list, show_one, ACCOUNT_COLUMNS};
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
     /// Create an account.
-    Create { name: String },
+    Create {
+        name: String,
+        /// A JSON object for local endpoints' body templates, e.g. '{"webhooks":[]}'.
+        #[arg(long, value_name = "JSON")]
+        metadata: Option<String>,
+    },
     /// List accounts, oldest first.
     List {
         /// Page size (default 100, at most 1000).
@@ -27,6 +32,12 @@ pub enum AccountsCommand {
         #[arg(value_name = "PLAN|none")]
         plan: String,
     },
+    /// Replace an account's metadata with a JSON object ('{}' clears it).
+    SetMetadata {
+        id: String,
+        #[arg(value_name = "JSON")]
+        metadata: String,
+    },
     /// Suspend an account: its keys are refused until it is reactivated.
     Suspend { id: String },
     /// Reactivate a suspended account.
@@ -41,8 +52,19 @@ pub fn run(client: &Client, json: bool, command: AccountsCommand) -> Result<(), 
         Ok(())
     };
     match command {
-        AccountsCommand::Create { name } => {
-            let reply = client.post("/accounts", Some(&json!({ "name": name })))?;
+        AccountsCommand::Create { name, metadata } => {
+            let mut body = json!({ "name": name });
+            if let Some(text) = metadata {
+                body["metadata"] = metadata_arg(&text)?;
+            }
+            let reply = client.post("/accounts", Some(&body))?;
+            show_one(&reply, json, ACCOUNT_COLUMNS);
+        }
+        AccountsCommand::SetMetadata { id, metadata } => {
+            let reply = client.patch(
+                &format!("/accounts/{}", encode(&id)),
+                &json!({ "metadata": metadata_arg(&metadata)? }),
+            )?;
             show_one(&reply, json, ACCOUNT_COLUMNS);
         }
         AccountsCommand::List { limit, after } => {
@@ -74,4 +96,17 @@ pub fn run(client: &Client, json: bool, command: AccountsCommand) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// A `--metadata` argument: JSON text, checked here so a typo is named before any request.
+fn metadata_arg(text: &str) -> Result<Value, ClientError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ClientError::Usage(
+            "metadata must be a JSON object, e.g. '{\"webhooks\":[]}'".into(),
+        )),
+        Err(e) => Err(ClientError::Usage(format!(
+            "metadata is not valid JSON: {e}"
+        ))),
+    }
 }

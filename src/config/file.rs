@@ -72,6 +72,9 @@ pub struct LimitSection {
     #[serde(default = "one")]
     pub per_seconds: u64,
     pub burst: Option<u64>,
+    /// `token_bucket` (default) or `sliding_window`: at most `requests` in any `per_seconds`.
+    #[serde(default)]
+    pub algorithm: crate::ratelimit::Algorithm,
 }
 
 fn one() -> u64 {
@@ -595,7 +598,8 @@ pub struct RouteSection {
     pub upstream: Option<Spanned<String>>,
     /// Answered by keygate itself instead of an upstream.
     pub local: Option<LocalKind>,
-    /// Body template of a local endpoint (`{balance}` is filled in).
+    /// Body template of a `balance` or `transactions` endpoint: JSON whose placeholders
+    /// (`{balance}`, `{metadata.<field>}`, `{items}`, `{cursor}`, `{has_more}`) become values.
     pub body: Option<String>,
     #[serde(default = "default_auth")]
     pub auth: AuthMode,

@@ -116,7 +116,8 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct LocalEndpoint {
     pub kind: LocalKind,
-    pub body: Option<String>,
+    /// The answer's shape, parsed at load ([`crate::local::shape`]); `None`: the default.
+    pub body: Option<crate::local::shape::BodyTemplate>,
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +429,36 @@ impl Validator<'_> {
         }
     }
 
+    /// A route's `body`: only on local endpoints whose answer it shapes, parsed once here.
+    fn body_template(
+        &mut self,
+        r: &file::RouteSection,
+        field: &str,
+        span: &Range<usize>,
+    ) -> Option<crate::local::shape::BodyTemplate> {
+        let text = r.body.as_deref()?;
+        let Some(kind) = r.local else {
+            self.problem(field, span, "only local endpoints have a `body`");
+            return None;
+        };
+        if crate::local::shape::placeholders(kind).is_none() {
+            self.problem(
+                field,
+                span,
+                "this local endpoint answers a fixed shape; `body` shapes only \
+                 `local = \"balance\"` and `local = \"transactions\"`",
+            );
+            return None;
+        }
+        match crate::local::shape::BodyTemplate::parse(text, kind) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(field, span, e.to_string());
+                None
+            }
+        }
+    }
+
     fn limit(
         &mut self,
         field: &str,
@@ -439,7 +470,17 @@ impl Validator<'_> {
             requests: l.requests,
             per_seconds: l.per_seconds,
             burst: l.burst.unwrap_or(l.requests),
+            algorithm: l.algorithm,
         };
+        if l.algorithm == crate::ratelimit::Algorithm::SlidingWindow && l.burst.is_some() {
+            self.problem(
+                field,
+                &section.span(),
+                "`burst` is a token-bucket setting; a sliding window admits `requests` in any \
+                 `per_seconds` span",
+            );
+            return None;
+        }
         let ok = (1..=1_000_000_000).contains(&limit.requests)
             && (1..=86_400 * 366).contains(&limit.per_seconds)
             && (1..=u64::from(u32::MAX)).contains(&limit.burst);
@@ -934,13 +975,7 @@ impl Validator<'_> {
                     );
                 }
             }
-            if r.body.is_some() && r.local.is_none() {
-                self.problem(
-                    &field("body"),
-                    &route_span,
-                    "only local endpoints have a `body`",
-                );
-            }
+            let body = self.body_template(&r, &field("body"), &route_span);
             self.knobs_apply(&r, &field, &route_span);
             let key_limit = self.limit(&field("rate_limit"), r.rate_limit.as_ref());
             let account_limit =
@@ -1006,10 +1041,7 @@ impl Validator<'_> {
                 path: r.path.into_inner(),
                 methods,
                 upstream,
-                local: r.local.map(|kind| LocalEndpoint {
-                    kind,
-                    body: r.body.clone(),
-                }),
+                local: r.local.map(|kind| LocalEndpoint { kind, body }),
                 auth: r.auth,
                 scopes,
                 // Local endpoints read (a balance, a token exchange); the key-management ones are

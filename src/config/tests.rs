@@ -740,3 +740,85 @@ fn body_limits_default_to_ten_mebibytes_on_forwarded_routes_only() {
     );
     assert_problem(&problems(&text), "routes[1].max_body_bytes", 13);
 }
+
+#[test]
+fn sliding_windows_parse_and_refuse_a_burst() {
+    let text = format!(
+        "{MINIMAL}rate_limit = {{ requests = 10, per_seconds = 60, algorithm = \"sliding_window\" }}\n\n\
+         [plans.pro]\nkey = {{ requests = 100, per_seconds = 60, algorithm = \"sliding_window\" }}\n"
+    );
+    let config = Config::parse(&text, "t").unwrap_or_else(|e| panic!("{e}"));
+    let window = crate::ratelimit::Limit {
+        requests: 10,
+        per_seconds: 60,
+        burst: 10,
+        algorithm: crate::ratelimit::Algorithm::SlidingWindow,
+    };
+    assert_eq!(config.routes[0].key_limit, Some(window));
+    let plan = config.plans.get("pro").and_then(|p| p.key);
+    assert_eq!(
+        plan.map(|l| l.algorithm),
+        Some(crate::ratelimit::Algorithm::SlidingWindow)
+    );
+    let p = problems(&format!(
+        "{MINIMAL}rate_limit = {{ requests = 10, per_seconds = 60, burst = 20, algorithm = \"sliding_window\" }}\n"
+    ));
+    assert_problem(&p, "routes[0].rate_limit", 8);
+    assert!(
+        p.iter()
+            .any(|p| p.contains("`burst` is a token-bucket setting")),
+        "{p:#?}"
+    );
+    let e = parse_error(&format!(
+        "{MINIMAL}rate_limit = {{ requests = 10, algorithm = \"leaky\" }}\n"
+    ));
+    assert!(e.contains("sliding_window"), "{e}");
+}
+
+#[test]
+fn a_body_only_where_it_shapes_the_answer_and_only_valid_templates() {
+    let route = |body: &str| {
+        format!(
+            "[upstreams.api]\naddress = \"127.0.0.1:8000\"\n\n[[routes]]\npath = \"/x\"\n{body}\n"
+        )
+    };
+    // Today's bug: a `body` on a transactions-less kind was accepted and ignored.
+    for (body, needle) in [
+        (
+            "local = \"exchange\"\nbody = '{\"a\":1}'",
+            "answers a fixed shape",
+        ),
+        (
+            "local = \"jwks\"\nauth = \"none\"\nbody = '{\"a\":1}'",
+            "answers a fixed shape",
+        ),
+        (
+            "upstream = \"api\"\nbody = '{\"a\":1}'",
+            "only local endpoints",
+        ),
+        (
+            "local = \"balance\"\nbody = '{\"a\":{items}}'",
+            "`{items}` is not a placeholder",
+        ),
+        (
+            "local = \"balance\"\nbody = '{\"a\":\"n={balance}\"}'",
+            "inside a string",
+        ),
+        (
+            "local = \"transactions\"\nbody = '{\"a\":{items}'",
+            "is not JSON",
+        ),
+    ] {
+        let p = problems(&route(body));
+        assert_problem(&p, "routes[0].body", 5);
+        assert!(p.iter().any(|p| p.contains(needle)), "{body}: {p:#?}");
+    }
+    for body in [
+        "local = \"balance\"\nbody = '{\"credits\":{balance},\"webhooks\":{metadata.webhooks}}'",
+        "local = \"transactions\"\nbody = '{\"data\":{items},\"pagination\":{\"next\":\"{cursor}\"}}'",
+    ] {
+        if let Err(e) = Config::parse(&route(body), "t") {
+            panic!("{body}: {e}");
+        }
+    }
+}

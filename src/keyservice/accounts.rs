@@ -9,7 +9,7 @@ use super::validate;
 use super::{Actor, KeyService, ServiceError, ServiceResult};
 use crate::config::Plan;
 use crate::invalidation::Invalidation;
-use crate::store::{Account, AccountStatus, NewAccount};
+use crate::store::{Account, AccountStatus, Metadata, NewAccount};
 
 fn account_not_found() -> ServiceError {
     ServiceError::NotFound("account not found".to_string())
@@ -25,14 +25,44 @@ pub(super) fn live(account: Option<Account>) -> ServiceResult<Account> {
 }
 
 impl KeyService {
-    pub async fn create_account(&self, actor: &Actor, name: &str) -> ServiceResult<Account> {
+    pub async fn create_account(
+        &self,
+        actor: &Actor,
+        name: &str,
+        metadata: Metadata,
+    ) -> ServiceResult<Account> {
         let name = validate::name("name", name)?;
-        let account = self.store.create_account(NewAccount { name }).await?;
+        let metadata = validate::metadata(metadata)?;
+        let account = self
+            .store
+            .create_account(NewAccount { name, metadata })
+            .await?;
         self.record(
             actor,
             "account.create",
             &account.id,
             format!("name={:?}", account.name),
+        )
+        .await;
+        Ok(account)
+    }
+
+    /// Replaces the account's metadata. Nothing cached needs it: the local endpoints that place
+    /// it read the account fresh.
+    pub async fn set_account_metadata(
+        &self,
+        actor: &Actor,
+        id: &str,
+        metadata: Metadata,
+    ) -> ServiceResult<Account> {
+        let metadata = validate::metadata(metadata)?;
+        live(self.store.get_account(id).await?)?;
+        let account = self.store.set_account_metadata(id, metadata).await?;
+        self.record(
+            actor,
+            "account.metadata",
+            &account.id,
+            format!("fields {:?}", account.metadata.keys().collect::<Vec<_>>()),
         )
         .await;
         Ok(account)

@@ -40,7 +40,7 @@ async fn fixture_with(config: &str) -> Fixture {
     let store: Arc<dyn Store> = t.store.clone();
     let service = t.keys.clone();
     let account = service
-        .create_account(&Actor::Operator, "acme")
+        .create_account(&Actor::Operator, "acme", Default::default())
         .await
         .expect("account")
         .id;

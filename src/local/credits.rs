@@ -4,11 +4,12 @@
 
 use serde_json::json;
 
+use super::shape::Values;
 use super::LocalResponse;
 use crate::cache::CachedCredential;
 use crate::config::{LocalEndpoint, LocalKind};
 use crate::errors::Reason;
-use crate::store::{Page, Store};
+use crate::store::{Account, Page, Store};
 
 /// Default balance body, Enrow's `/account/info` shape.
 pub const DEFAULT_BALANCE_BODY: &str = r#"{"credits":{balance}}"#;
@@ -22,17 +23,17 @@ pub async fn answer(
     let account_id = &principal.credential.account.id;
     match endpoint.kind {
         LocalKind::Balance => {
-            // Read fresh: the cached account snapshot does not follow charges.
-            let account = store
-                .get_account(account_id)
-                .await
-                .map_err(|_| Reason::StoreUnavailable)?
-                .ok_or(Reason::AccountMissing)?;
-            let template = endpoint.body.as_deref().unwrap_or(DEFAULT_BALANCE_BODY);
-            Ok(LocalResponse {
-                status: 200,
-                body: template.replace("{balance}", &account.credits.to_string()),
-            })
+            // Read fresh: the cached account snapshot does not follow charges (nor metadata).
+            let account = fresh_account(store, account_id).await?;
+            let body = match &endpoint.body {
+                Some(template) => template.render(&Values {
+                    balance: Some(account.credits),
+                    metadata: Some(&account.metadata),
+                    ..Values::default()
+                }),
+                None => DEFAULT_BALANCE_BODY.replace("{balance}", &account.credits.to_string()),
+            };
+            Ok(LocalResponse { status: 200, body })
         }
         LocalKind::Transactions => {
             let page = page_from_query(query)?;
@@ -56,13 +57,35 @@ pub async fn answer(
                     })
                 })
                 .collect();
-            Ok(LocalResponse {
-                status: 200,
-                body: json!({ "transactions": items, "next": next }).to_string(),
-            })
+            let Some(template) = &endpoint.body else {
+                return Ok(LocalResponse {
+                    status: 200,
+                    body: json!({ "transactions": items, "next": next }).to_string(),
+                });
+            };
+            let account = match template.needs_account() {
+                true => Some(fresh_account(store, account_id).await?),
+                false => None,
+            };
+            let body = template.render(&Values {
+                balance: account.as_ref().map(|a| a.credits),
+                metadata: account.as_ref().map(|a| &a.metadata),
+                items: Some(serde_json::Value::Array(items)),
+                has_more: next.is_some(),
+                cursor: next,
+            });
+            Ok(LocalResponse { status: 200, body })
         }
         _ => Err(Reason::RouteNotFound),
     }
+}
+
+async fn fresh_account(store: &dyn Store, id: &str) -> Result<Account, Reason> {
+    store
+        .get_account(id)
+        .await
+        .map_err(|_| Reason::StoreUnavailable)?
+        .ok_or(Reason::AccountMissing)
 }
 
 /// `?after=<id>&limit=<n>`; anything else in the query is ignored, a bad value is 422.

@@ -10,6 +10,7 @@ mod credits;
 mod exchange;
 mod keys;
 mod login;
+pub mod shape;
 
 use std::net::IpAddr;
 use std::sync::Arc;

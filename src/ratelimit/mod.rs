@@ -13,6 +13,7 @@
 //! counts only what it saw since Redis went away.
 
 pub mod redis;
+pub mod window;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,12 +28,25 @@ use governor::Quota;
 
 use crate::metrics::{LimitMode, Metrics};
 
-/// A rate: `requests` per `per_seconds`, with bursts up to `burst` at once.
+/// How a [`Limit`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// `requests` per `per_seconds` on average, in bursts of up to `burst` (GCRA).
+    #[default]
+    TokenBucket,
+    /// At most `requests` in any `per_seconds` span ([`window`]).
+    SlidingWindow,
+}
+
+/// A rate: `requests` per `per_seconds`, with bursts up to `burst` at once (a sliding window
+/// has no bursts beyond `requests`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limit {
     pub requests: u64,
     pub per_seconds: u64,
     pub burst: u64,
+    pub algorithm: Algorithm,
 }
 
 impl Limit {
@@ -86,6 +100,8 @@ pub struct RateLimiter {
     local: DashMap<Limit, Arc<LocalLimiter>>,
     clock: DefaultClock,
     redis: Option<redis::RedisLimiter>,
+    windows: window::Windows,
+    redis_windows: Option<window::RedisWindows>,
     /// After a Redis failure, decisions stay local until this instant (ms since `started`), so
     /// an outage costs one slow request per second instead of a timeout on every request.
     redis_down_until_ms: AtomicU64,
@@ -102,6 +118,8 @@ impl RateLimiter {
             local: DashMap::new(),
             clock: DefaultClock::default(),
             redis: None,
+            windows: window::Windows::default(),
+            redis_windows: None,
             redis_down_until_ms: AtomicU64::new(0),
             started: Instant::now(),
             metrics,
@@ -110,6 +128,7 @@ impl RateLimiter {
 
     pub fn with_redis(metrics: Arc<Metrics>, redis: redis::RedisLimiter) -> Self {
         Self {
+            redis_windows: Some(window::RedisWindows::new(redis.conn().clone())),
             redis: Some(redis),
             ..Self::local(metrics)
         }
@@ -120,7 +139,11 @@ impl RateLimiter {
         let mode = if let Some(redis) = &self.redis {
             let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             if now_ms >= self.redis_down_until_ms.load(Ordering::Relaxed) {
-                match redis.check(bucket, limit).await {
+                let decided = match (&self.redis_windows, limit.algorithm) {
+                    (Some(windows), Algorithm::SlidingWindow) => windows.check(bucket, limit).await,
+                    _ => redis.check(bucket, limit).await,
+                };
+                match decided {
                     Ok(status) => {
                         self.metrics
                             .ratelimit_decision(LimitMode::Redis, status.allowed());
@@ -144,6 +167,9 @@ impl RateLimiter {
     }
 
     fn check_local(&self, bucket: &String, limit: Limit) -> RateStatus {
+        if limit.algorithm == Algorithm::SlidingWindow {
+            return self.windows.check(bucket, limit);
+        }
         let limiter = match self.local.get(&limit) {
             Some(l) => l.clone(),
             None => {
@@ -201,6 +227,7 @@ impl RateLimiter {
         for limiter in self.local.iter() {
             limiter.retain_recent();
         }
+        self.windows.retain_recent();
     }
 }
 
@@ -219,6 +246,7 @@ mod tests {
             requests: 1,
             per_seconds: 10,
             burst: 3,
+            algorithm: Algorithm::TokenBucket,
         };
         let bucket = "key_a".to_string();
         let statuses: Vec<RateStatus> = {
@@ -249,6 +277,7 @@ mod tests {
             requests: 50,
             per_seconds: 1,
             burst: 10,
+            algorithm: Algorithm::TokenBucket,
         };
         assert_eq!(l.interval(), Duration::from_millis(20));
         assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
@@ -256,7 +285,8 @@ mod tests {
         assert!(Limit {
             requests: 1,
             per_seconds: 1,
-            burst: 0
+            burst: 0,
+            algorithm: Algorithm::TokenBucket,
         }
         .quota()
         .is_none());

@@ -41,6 +41,10 @@ impl RedisLimiter {
         }
     }
 
+    pub fn conn(&self) -> &RedisConn {
+        &self.conn
+    }
+
     pub async fn check(&self, bucket: &str, limit: Limit) -> Result<RateStatus, String> {
         let interval_us = u64::try_from(limit.interval().as_micros())
             .unwrap_or(u64::MAX)

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use super::{
     Account, AccountStatus, Audit, AuditEntry, ChargeOutcome, Credential, CredentialReads, Credits,
-    Directory, KeyPatch, KeyRecord, LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page,
-    Store, StoreError, StoreResult, User, UserPatch,
+    Directory, KeyPatch, KeyRecord, LedgerEntry, Metadata, NewAccount, NewAudit, NewKey, NewUser,
+    Page, Store, StoreError, StoreResult, User, UserPatch,
 };
 use crate::keys::KeyHash;
 use crate::metrics::Metrics;
@@ -119,6 +119,14 @@ impl Directory for MeteredStore {
     async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
         self.timed("set_account_plan", self.inner.set_account_plan(id, plan))
             .await
+    }
+
+    async fn set_account_metadata(&self, id: &str, metadata: Metadata) -> StoreResult<Account> {
+        self.timed(
+            "set_account_metadata",
+            self.inner.set_account_metadata(id, metadata),
+        )
+        .await
     }
     async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
         self.timed("create_key", self.inner.create_key(new)).await

@@ -57,7 +57,14 @@ pub struct Account {
     pub plan: Option<String>,
     /// The credit balance; never below zero, at most [`MAX_CREDITS`].
     pub credits: i64,
+    /// The operator's JSON object about the account (webhooks, ...), placed by local endpoints'
+    /// body templates (`{metadata.webhooks}`). Empty when never set.
+    #[serde(default)]
+    pub metadata: Metadata,
 }
+
+/// An account's metadata: a JSON object.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// A token-bucket limit: `requests` per `per_seconds`, with bursts up to `burst`. (Its schema
 /// is the admin API's; the bounds are checked in `keyservice::validate::rate_limit`.)
@@ -216,6 +223,7 @@ impl NewUser {
 #[derive(Debug, Clone)]
 pub struct NewAccount {
     pub name: String,
+    pub metadata: Metadata,
 }
 
 #[derive(Debug, Clone)]

@@ -79,6 +79,8 @@ CREATE INDEX IF NOT EXISTS audit_target ON audit(target);
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("accounts", "plan", "TEXT"),
     ("accounts", "credits", "INTEGER NOT NULL DEFAULT 0"),
+    // A JSON object; NULL (an account from before metadata) reads as `{}`.
+    ("accounts", "metadata", "TEXT"),
     ("keys", "rate_limit", "TEXT"),
     ("keys", "resources", "TEXT"),
     ("keys", "rotated_from", "TEXT"),
@@ -180,7 +182,11 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(s: &str, idx: usize) -> rusqlite::Re
     })
 }
 
-const ACCOUNT_COLS: &str = "id, name, status, created_at, plan, credits";
+const ACCOUNT_COLS: &str = "id, name, status, created_at, plan, credits, metadata";
+
+fn metadata_json(metadata: &Metadata) -> String {
+    serde_json::Value::Object(metadata.clone()).to_string()
+}
 
 fn account_row(row: &Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
@@ -190,6 +196,16 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<Account> {
         created_at: row.get(3)?,
         plan: row.get(4)?,
         credits: row.get(5)?,
+        metadata: match row.get::<_, Option<String>>(6)? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    6,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            None => Metadata::new(),
+        },
     })
 }
 
@@ -637,9 +653,12 @@ impl Directory for SqliteStore {
                 created_at: now(),
                 plan: None,
                 credits: 0,
+                metadata: new.metadata,
             };
             c.execute(
-                &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                &format!(
+                    "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
                 params![
                     account.id,
                     account.name,
@@ -647,6 +666,7 @@ impl Directory for SqliteStore {
                     account.created_at,
                     account.plan,
                     account.credits,
+                    metadata_json(&account.metadata),
                 ],
             )
             .map_err(unavailable)?;
@@ -717,6 +737,23 @@ impl Directory for SqliteStore {
             let account = get_account_tx(&tx, &id)?.ok_or(StoreError::NotFound("account"))?;
             tx.commit().map_err(unavailable)?;
             Ok(account)
+        })
+        .await
+    }
+
+    async fn set_account_metadata(&self, id: &str, metadata: Metadata) -> StoreResult<Account> {
+        let id = id.to_string();
+        self.with(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET metadata = ?2 WHERE id = ?1",
+                    params![id, metadata_json(&metadata)],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            get_account_tx(c, &id)?.ok_or(StoreError::NotFound("account"))
         })
         .await
     }
@@ -1046,6 +1083,7 @@ INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'01010
             .expect("get")
             .expect("kept");
         assert_eq!((account.plan, account.credits), (None, 0));
+        assert!(account.metadata.is_empty(), "{:?}", account.metadata);
         let key = store.get_key("key_old").await.expect("get").expect("kept");
         assert_eq!(key.rate_limit, None);
         assert_eq!(key.scopes, vec!["a"]);
@@ -1061,6 +1099,12 @@ INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'01010
             .set_account_plan("acc_old", Some("pro".into()))
             .await
             .expect("plan");
+        let webhooks = serde_json::json!({ "webhooks": ["https://a.example/h"] });
+        let metadata = webhooks.as_object().cloned().unwrap_or_default();
+        store
+            .set_account_metadata("acc_old", metadata.clone())
+            .await
+            .expect("metadata");
         drop(store);
         // Opening again finds the columns there and leaves the data alone.
         let store = SqliteStore::open(&path).expect("reopen");
@@ -1070,6 +1114,7 @@ INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'01010
             .expect("get")
             .expect("kept");
         assert_eq!((account.plan.as_deref(), account.credits), (Some("pro"), 5));
+        assert_eq!(account.metadata, metadata);
         assert_eq!(
             store
                 .list_ledger("acc_old", &Page::default())

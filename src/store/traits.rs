@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use super::{
     Account, AccountStatus, AuditEntry, ChargeOutcome, Credential, KeyPatch, KeyRecord,
-    LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page, StoreResult, User, UserPatch,
+    LedgerEntry, Metadata, NewAccount, NewAudit, NewKey, NewUser, Page, StoreResult, User,
+    UserPatch,
 };
 use crate::keys::KeyHash;
 
@@ -73,6 +74,8 @@ pub trait Directory: Send + Sync + 'static {
     /// Puts the account on a plan (`None`, or an empty name: no plan). NotFound if the account
     /// is missing.
     async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account>;
+    /// Replaces the account's metadata. NotFound if the account is missing.
+    async fn set_account_metadata(&self, id: &str, metadata: Metadata) -> StoreResult<Account>;
 
     /// The key with its indexes, all or nothing: a failure leaves no part of it behind.
     /// NotFound("account") if the account is missing; Conflict if a key has the same hash.

@@ -86,3 +86,60 @@ pub async fn account_paging(store: Arc<dyn Store>) {
     let page = store.list_accounts(&Page::default()).await.expect("page");
     assert!(!page.is_empty());
 }
+
+pub async fn account_metadata(store: Arc<dyn Store>) {
+    let plain = account(&store, "plain").await;
+    assert!(plain.metadata.is_empty(), "new accounts have `{{}}`");
+    let given = serde_json::json!({
+        "webhooks": ["https://a.example/hook?x=\"1\""],
+        "tier": { "name": "gold", "seats": 3 },
+        "note": "ünïcode\n",
+    });
+    let metadata = given.as_object().cloned().expect("an object");
+    let a = store
+        .create_account(NewAccount {
+            name: "with metadata".into(),
+            metadata: metadata.clone(),
+        })
+        .await
+        .expect("create");
+    assert_eq!(a.metadata, metadata);
+    assert_eq!(
+        store.get_account(&a.id).await.expect("get"),
+        Some(a.clone())
+    );
+
+    // Replaced whole, leaving everything else alone; the plan and credits survive it.
+    store
+        .set_account_plan(&a.id, Some("pro".into()))
+        .await
+        .expect("plan");
+    let replaced = serde_json::json!({ "webhooks": [] });
+    let updated = store
+        .set_account_metadata(&a.id, replaced.as_object().cloned().expect("object"))
+        .await
+        .expect("set metadata");
+    assert_eq!(
+        serde_json::Value::Object(updated.metadata.clone()),
+        replaced
+    );
+    assert_eq!(updated.plan.as_deref(), Some("pro"));
+    assert_eq!(updated.name, "with metadata");
+    assert_eq!(
+        store.get_account(&a.id).await.expect("get"),
+        Some(updated.clone())
+    );
+    let listed = all_accounts(&store, 1000).await;
+    assert!(listed.contains(&updated), "lists carry the metadata");
+    let cleared = store
+        .set_account_metadata(&a.id, Metadata::new())
+        .await
+        .expect("clear");
+    assert!(cleared.metadata.is_empty());
+    assert!(matches!(
+        store
+            .set_account_metadata("acc_missing", Metadata::new())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}

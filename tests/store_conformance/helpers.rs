@@ -16,7 +16,10 @@ pub fn hash(n: u8) -> KeyHash {
 
 pub async fn account(store: &Arc<dyn Store>, name: &str) -> Account {
     store
-        .create_account(NewAccount { name: name.into() })
+        .create_account(NewAccount {
+            name: name.into(),
+            metadata: Default::default(),
+        })
         .await
         .expect("create account")
 }

@@ -90,6 +90,7 @@ macro_rules! conformance {
                     last_used_never_moves_backwards,
                     audit_append_and_list,
                     account_plan,
+                    account_metadata,
                     charge_credits_basic,
                     charge_never_below_zero,
                     adjust_and_set_credits,

@@ -3,7 +3,7 @@
 //! Layout (every name starts with `kg:`; the part in braces is the cluster hash tag, so an
 //! account's hash and its key index share a slot, and each key lives in its own slot):
 //! - `kg:{acc_..}:a`     hash: id, name, status, created_at, plan (absent = none), credits,
-//!   ledger_seq (the last ledger entry id)
+//!   ledger_seq (the last ledger entry id), metadata (a JSON object; absent = `{}`)
 //! - `kg:{acc_..}:keys`  sorted set of the account's key ids, scored by creation sequence
 //! - `kg:{acc_..}:ledger` list of JSON ledger entries, oldest first; entry `n` has id `n + 1`
 //! - `kg:{key_..}:k`     hash: the key record fields (scopes, rate_limit and resources as JSON)
@@ -37,8 +37,8 @@ use super::{
     below_zero, check_balance, check_charge, check_delta, ledger_after, normalize_email, now,
     over_max, Account, AccountStatus, Audit, AuditEntry, ChargeOutcome, Credential,
     CredentialReads, Credits, Deserialize, Directory, KeyHash, KeyPatch, KeyRecord, KeyStatus,
-    LedgerEntry, NewAccount, NewAudit, NewKey, NewUser, Page, RateLimit, Resources, Serialize,
-    StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
+    LedgerEntry, Metadata, NewAccount, NewAudit, NewKey, NewUser, Page, RateLimit, Resources,
+    Serialize, StoreError, StoreResult, User, UserPatch, MAX_CREDITS,
 };
 use crate::keys::new_id;
 use crate::redis_conn::RedisConn;
@@ -118,6 +118,13 @@ return 1
 "#;
 
 /// Sets or clears (ARGV[1] = '0') the plan, only if the account exists. Returns 0 when it does not.
+/// KEYS: the account hash. ARGV: the metadata (a JSON object). 0 if the account is missing.
+const SET_ACCOUNT_METADATA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
+return 1
+"#;
+
 const SET_ACCOUNT_PLAN: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'plan', ARGV[2])
@@ -467,6 +474,11 @@ fn account_from(map: &HashMap<String, String>) -> Option<Account> {
             Some(c) => c.parse().ok()?,
             None => 0,
         },
+        // And before metadata, none.
+        metadata: match map.get("metadata") {
+            Some(m) => serde_json::from_str(m).ok()?,
+            None => Metadata::new(),
+        },
     })
 }
 
@@ -655,6 +667,7 @@ impl Directory for RedisStore {
             created_at: now(),
             plan: None,
             credits: 0,
+            metadata: new.metadata,
         };
         let seq = self.next_seq().await?;
         let record = account_key(&account.id);
@@ -664,6 +677,7 @@ impl Directory for RedisStore {
             ("status", enum_str(&account.status)),
             ("created_at", account.created_at.to_string()),
             ("credits", account.credits.to_string()),
+            ("metadata", json(&account.metadata)?),
         ];
         let outcome = Plan::default()
             .step(vec![Op::zadd("kg:accounts".into(), seq, &account.id)])
@@ -713,6 +727,21 @@ impl Directory for RedisStore {
             .key(account_key(id))
             .arg(if plan.is_some() { "1" } else { "0" })
             .arg(plan.unwrap_or_default())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        if found == 0 {
+            return Err(StoreError::NotFound("account"));
+        }
+        self.read_account(id)
+            .await?
+            .ok_or(StoreError::NotFound("account"))
+    }
+
+    async fn set_account_metadata(&self, id: &str, metadata: Metadata) -> StoreResult<Account> {
+        let found: i64 = Script::new(SET_ACCOUNT_METADATA)
+            .key(account_key(id))
+            .arg(json(&metadata)?)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
