@@ -40,6 +40,13 @@ impl KeygateProxy {
                 resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
             }
         }
+        if reason == Reason::MethodNotAllowed {
+            let path = session.req_header().uri.path();
+            resp.insert_header(
+                http::header::ALLOW,
+                routing.config().routes.allowed_methods(path),
+            )?;
+        }
         if reason == Reason::Overloaded {
             // The password hasher's queue drains in well under a second.
             resp.insert_header(http::header::RETRY_AFTER, "1")?;
