@@ -20,8 +20,8 @@ use crate::forwarded::TrustedProxies;
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, RateLimitMode, RoutePermission,
-    SecretRef, StoreBackend, UpstreamProtocol,
+    AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, OriginalSource, RateLimitMode,
+    RoutePermission, SecretRef, StoreBackend, UpstreamProtocol,
 };
 pub use pool::{HealthCheck, PoolPolicy, MAX_BACKENDS};
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
@@ -117,6 +117,8 @@ pub struct Plan {
 pub struct LocalEndpoint {
     pub kind: LocalKind,
     pub body: Option<String>,
+    /// On a `verify` route: where the original request is read.
+    pub original: Option<OriginalSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -911,6 +913,8 @@ impl Validator<'_> {
                     LocalKind::Balance | LocalKind::Transactions => {
                         &[AuthMode::ApiKey, AuthMode::Jwt, AuthMode::Any]
                     }
+                    // The original request's route decides how its caller authenticates.
+                    LocalKind::Verify => &[AuthMode::None],
                 };
                 if !allowed.contains(&r.auth) {
                     self.problem(
@@ -925,6 +929,12 @@ impl Validator<'_> {
                     self.problem(&field("path"), &route_span, "needs a `{key_id}` parameter");
                 }
             }
+            crate::forward_auth::check_route(
+                r.local,
+                r.original,
+                r.path.get_ref(),
+                &mut |what, message| self.problem(&field(what), &route_span, message),
+            );
             for (param, kind) in &r.resources {
                 if !r.path.get_ref().contains(&format!("{{{param}}}")) {
                     self.problem(
@@ -1009,6 +1019,7 @@ impl Validator<'_> {
                 local: r.local.map(|kind| LocalEndpoint {
                     kind,
                     body: r.body.clone(),
+                    original: r.original,
                 }),
                 auth: r.auth,
                 scopes,
