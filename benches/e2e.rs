@@ -1,11 +1,13 @@
 //! End-to-end load run: a bare upstream, driven directly, through keygate on an `auth = "none"`
 //! route (the pass-through baseline), through keygate with a cached API key, and the same keyed
 //! route over keygate's TLS listener (kept-alive connections, so handshakes are not what it
-//! measures). Prints req/s, p50 and p99 for each, and the ratios that say what authentication
-//! and TLS cost.
+//! measures). Then forward-auth: plain nginx in front of the upstream, and nginx with the
+//! README's `auth_request` config asking keygate's verify route (cached key). Prints req/s, p50
+//! and p99 for each, and the ratios that say what authentication, TLS and forward-auth cost.
 //!
 //! Run: `cargo bench --bench e2e`. Needs `wrk` (`apt-get install -y wrk`); without it the run
-//! prints how to install it and exits successfully.
+//! prints how to install it and exits successfully. Without nginx the forward-auth pair is left
+//! out and the run says how to install it.
 //!
 //! Environment: `KEYGATE_BENCH_SECONDS` (per target, default 5), `KEYGATE_BENCH_CONNECTIONS`
 //! (default 32), `KEYGATE_BENCH_ROUNDS` (default 1; with more, the targets run in rotated order
@@ -79,6 +81,25 @@ fn main() -> ExitCode {
     expect_status(&open_url, None, 200);
     expect_status(&v1_url, None, 401);
     expect_status(&v1_url, Some(&key), 200);
+    // nginx in front: plain, and with auth_request to keygate (the README's config).
+    let nginx = Nginx::start(kg.public, upstream);
+    let nginx_urls = nginx.as_ref().map(|n| {
+        (
+            format!("http://{}/v1/x", n.plain),
+            format!("http://{}/v1/x", n.auth),
+        )
+    });
+    match &nginx_urls {
+        Some((plain, auth)) => {
+            expect_status(plain, None, 200);
+            expect_status(auth, None, 401);
+            expect_status(auth, Some(&key), 200);
+        }
+        None => println!(
+            "e2e: nginx is not installed, the forward-auth targets are left out \
+             (apt-get install -y nginx)"
+        ),
+    }
     if !load_run {
         println!("e2e: setup checked (no load in test mode; `cargo bench --bench e2e` runs it)");
         return ExitCode::SUCCESS;
@@ -94,14 +115,18 @@ fn main() -> ExitCode {
         }
     );
     let auth = auth.as_str();
-    let targets: [(&'static str, &str, Option<&str>); 4] = [
+    let mut targets: Vec<(&'static str, &str, Option<&str>)> = vec![
         ("direct upstream", &direct_url, None),
         ("keygate /open (auth=none)", &open_url, None),
         ("keygate /v1 (cached key)", &v1_url, Some(auth)),
         ("keygate /v1 TLS (cached key)", &tls_url, Some(auth)),
     ];
-    // Round r starts at target r mod 4, so no target always runs first or last.
-    let mut runs: [Vec<WrkResult>; 4] = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    if let Some((plain, with_auth)) = &nginx_urls {
+        targets.push(("nginx (plain)", plain, None));
+        targets.push(("nginx + auth_request", with_auth, Some(auth)));
+    }
+    // Round r starts at target r mod n, so no target always runs first or last.
+    let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         for i in 0..targets.len() {
             let t = (i + round as usize) % targets.len();
@@ -120,7 +145,8 @@ fn main() -> ExitCode {
             runs[t].push(r);
         }
     }
-    let [direct, open, keyed, tls] = runs.map(|r| median(&r));
+    let medians: Vec<WrkResult> = runs.iter().map(|r| median(r)).collect();
+    let [direct, open, keyed, tls] = [0, 1, 2, 3].map(|i| medians[i].clone());
 
     println!();
     if rounds > 1 {
@@ -130,7 +156,7 @@ fn main() -> ExitCode {
         "{:<28} {:>12} {:>11} {:>11} {:>10}",
         "target", "req/s", "p50", "p99", "non-2xx"
     );
-    for r in [&direct, &open, &keyed, &tls] {
+    for r in &medians {
         println!(
             "{:<28} {:>12.0} {:>11} {:>11} {:>10}",
             r.name,
@@ -159,13 +185,23 @@ fn main() -> ExitCode {
         tls.p50_us / keyed.p50_us,
         tls.p99_us / keyed.p99_us
     );
-    let errors: u64 = [&direct, &open, &keyed, &tls]
-        .iter()
-        .map(|r| r.non_2xx)
-        .sum();
+    if let [.., plain, with_auth] = medians.as_slice() {
+        if nginx_urls.is_some() {
+            let ratio = with_auth.rps / plain.rps;
+            println!(
+                "nginx + auth_request / nginx:  throughput {ratio:.3} (target >= 0.5: {}), \
+                 p50 {:.3}, p99 {:.3}",
+                if ratio >= 0.5 { "met" } else { "NOT met" },
+                with_auth.p50_us / plain.p50_us,
+                with_auth.p99_us / plain.p99_us
+            );
+        }
+    }
+    let errors: u64 = medians.iter().map(|r| r.non_2xx).sum();
     if errors > 0 {
         println!("warning: {errors} non-2xx responses: the numbers above are not comparable");
     }
+    drop(nginx);
     drop(kg);
     ExitCode::SUCCESS
 }
@@ -329,6 +365,13 @@ name = "v1"
 path = "/v1/{{*rest}}"
 upstream = "api"
 auth = "api_key"
+
+[[routes]]
+name = "verify"
+path = "/_keygate"
+local = "verify"
+auth = "none"
+original = "x-original"
 "#,
             data = dir.path().join("data").display(),
             cert = cert_path.display(),
@@ -417,6 +460,103 @@ impl Drop for Keygate {
     }
 }
 
+// ---------------------------------------------------------------- nginx
+
+/// One nginx process (single process, in the foreground) with two servers: `plain` proxies to
+/// the upstream, `auth` is the README's `auth_request` server block in front of keygate's
+/// verify route. Stopped when dropped.
+struct Nginx {
+    plain: SocketAddr,
+    auth: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `None` when nginx is not installed.
+    fn start(keygate: SocketAddr, upstream: SocketAddr) -> Option<Nginx> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().expect("addr") };
+        let (plain, auth) = (addr(free_port()), addr(free_port()));
+        let readme = include_str!("../README.md");
+        let block = readme
+            .split("\n### nginx\n")
+            .nth(1)
+            .and_then(|s| s.split("```nginx\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("the README's nginx block");
+        let server = block
+            .replace("127.0.0.1:8080", &keygate.to_string())
+            .replace("127.0.0.1:9000", &upstream.to_string())
+            .replace("listen 127.0.0.1:80;", &format!("listen {auth};"));
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+             proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             {server}\n\
+             server {{\n  listen {plain};\n  location / {{\n   proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\";\n   proxy_pass http://api;\n  }}\n }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Nginx {
+            plain,
+            auth,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(nginx._dir.path().join("error.log"));
+                panic!("nginx exited ({status}): {}", log.unwrap_or_default());
+            }
+            if std::net::TcpStream::connect(plain).is_ok()
+                && std::net::TcpStream::connect(auth).is_ok()
+            {
+                return Some(nginx);
+            }
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---------------------------------------------------------------- HTTP helpers
 
 fn agent() -> ureq::Agent {
@@ -470,6 +610,7 @@ fn admin_post(url: &str, body: &Value) -> AdminReply {
 
 // ---------------------------------------------------------------- wrk
 
+#[derive(Clone)]
 struct WrkResult {
     name: &'static str,
     rps: f64,
