@@ -121,6 +121,11 @@ fn main() -> ExitCode {
         ("keygate /v1 (cached key)", &v1_url, Some(auth)),
         ("keygate /v1 TLS (cached key)", &tls_url, Some(auth)),
     ];
+    // The verify answer alone (the request in its path, as Envoy sends it): what one check
+    // costs keygate, next to a forwarded request.
+    let verify_url = format!("http://{}/_keygate/path/v1/x", kg.public);
+    expect_status(&verify_url, Some(&key), 200);
+    targets.push(("keygate verify (cached key)", &verify_url, Some(auth)));
     if let Some((plain, with_auth)) = &nginx_urls {
         targets.push(("nginx (plain)", plain, None));
         targets.push(("nginx + auth_request", with_auth, Some(auth)));
@@ -372,6 +377,13 @@ path = "/_keygate"
 local = "verify"
 auth = "none"
 original = "x-original"
+
+[[routes]]
+name = "verify_path"
+path = "/_keygate/path/{{*path}}"
+local = "verify"
+auth = "none"
+original = "path"
 "#,
             data = dir.path().join("data").display(),
             cert = cert_path.display(),
