@@ -218,3 +218,90 @@ impl Deref for RouteTable {
         &self.routes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn table() -> Config {
+        let text = r#"
+[upstreams.api]
+address = "127.0.0.1:8000"
+
+[[routes]]
+name = "poll"
+path = "/v1/poll/{id}"
+methods = ["GET"]
+upstream = "api"
+
+[[routes]]
+name = "poll_delete"
+path = "/v1/poll/{id}"
+methods = ["DELETE"]
+upstream = "api"
+
+[[routes]]
+name = "v1_writes"
+path = "/v1/{*rest}"
+methods = ["POST"]
+upstream = "api"
+
+[[routes]]
+name = "root"
+path = "/{*rest}"
+methods = ["PUT"]
+upstream = "api"
+"#;
+        Config::parse(text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn found(config: &Config, method: &str, path: &str) -> Option<String> {
+        match config.routes.lookup(method, path) {
+            RouteLookup::Found(m) => Some(m.route.name.clone()),
+            RouteLookup::MethodNotAllowed { .. } | RouteLookup::NotFound => None,
+        }
+    }
+
+    #[test]
+    fn a_refused_method_falls_through_most_specific_first() {
+        let c = table();
+        assert_eq!(found(&c, "GET", "/v1/poll/1").as_deref(), Some("poll"));
+        assert_eq!(
+            found(&c, "DELETE", "/v1/poll/1").as_deref(),
+            Some("poll_delete")
+        );
+        assert_eq!(
+            found(&c, "POST", "/v1/poll/1").as_deref(),
+            Some("v1_writes")
+        );
+        assert_eq!(found(&c, "PUT", "/v1/poll/1").as_deref(), Some("root"));
+        let params = match c.routes.lookup("POST", "/v1/poll/1") {
+            RouteLookup::Found(m) => m.params.get("rest").map(str::to_string),
+            _ => None,
+        };
+        assert_eq!(
+            params.as_deref(),
+            Some("poll/1"),
+            "the fall-through's own parameters"
+        );
+    }
+
+    #[test]
+    fn no_route_for_the_method_lists_every_matching_routes_methods() {
+        let c = table();
+        match c.routes.lookup("PATCH", "/v1/poll/1") {
+            RouteLookup::MethodNotAllowed { route, allow } => {
+                assert_eq!(c.routes[route].name, "poll");
+                assert_eq!(allow, "DELETE, GET, POST, PUT");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            c.routes.allowed_methods("/v1/poll/1"),
+            "DELETE, GET, POST, PUT"
+        );
+        assert_eq!(c.routes.allowed_methods("/other"), "PUT");
+        assert!(matches!(c.routes.lookup("GET", ""), RouteLookup::NotFound));
+    }
+}
