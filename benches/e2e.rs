@@ -11,6 +11,10 @@
 //! `KEYGATE_BENCH_BASELINE_BIN=/path/to/an/older/keygate` adds that build's `auth = "none"` and
 //! cached-key routes (plain HTTP) to the same run, for before/after ratios on one machine.
 //!
+//! Forward-auth: keygate's verify answer alone, plain nginx in front of the upstream, and nginx
+//! with the README's `auth_request` config asking keygate's verify route (cached key). Without
+//! nginx the run fails with its install line.
+//!
 //! Environment: `KEYGATE_BENCH_SECONDS` (per target, default 5), `KEYGATE_BENCH_CONNECTIONS`
 //! (default 32), `KEYGATE_BENCH_ROUNDS` (default 1; with more, the targets run in rotated order
 //! each round and the table shows each column's median, which steadies a noisy machine).
@@ -24,6 +28,8 @@ use serde_json::{json, Value};
 
 #[path = "e2e/bare.rs"]
 mod bare;
+#[path = "e2e/nginx.rs"]
+mod nginx;
 
 const PEPPER: &str = "bench-pepper-0123456789abcdef";
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
@@ -67,6 +73,10 @@ fn main() -> ExitCode {
         (base, key)
     });
     let bare = bare::Bare::start(upstream, pinned);
+    let Some(nginx) = nginx::Nginx::start(kg.public, upstream) else {
+        eprintln!("e2e bench: nginx is not installed. Install it with: apt-get install -y nginx");
+        return ExitCode::FAILURE;
+    };
 
     let mut targets = vec![
         Target::new("direct upstream", format!("http://{upstream}/x"), None),
@@ -78,6 +88,21 @@ fn main() -> ExitCode {
         Target::new(
             TLS,
             format!("https://{}/v1/x", kg.public_tls.expect("TLS listener")),
+            Some(&key),
+        ),
+    ]);
+    // The verify answer alone (the request in its path, as Envoy sends it): what one check
+    // costs keygate, next to a forwarded request.
+    targets.extend([
+        Target::new(
+            VERIFY,
+            format!("http://{}/_keygate/path/v1/x", kg.public),
+            Some(&key),
+        ),
+        Target::new(NGINX, format!("http://{}/v1/x", nginx.plain), None),
+        Target::new(
+            NGINX_AUTH,
+            format!("http://{}/v1/x", nginx.auth),
             Some(&key),
         ),
     ]);
@@ -169,20 +194,42 @@ fn main() -> ExitCode {
     ratio("pass-through / bare pingora:", OPEN, BARE);
     ratio("pass-through / direct:", OPEN, "direct upstream");
     ratio("TLS / plain (cached key):", TLS, KEYED);
+    ratio("verify answer / pass-through:", VERIFY, OPEN);
+    ratio("nginx + auth_request / nginx:", NGINX_AUTH, NGINX);
     ratio("this build / baseline (cached key):", KEYED, BASE_KEYED);
     ratio("this build / baseline (auth=none):", OPEN, BASE_OPEN);
     let errors: u64 = results.iter().map(|r| r.non_2xx).sum();
     if errors > 0 {
         println!("warning: {errors} non-2xx responses: the numbers above are not comparable");
     }
+    drop(nginx);
     drop(kg);
     ExitCode::SUCCESS
 }
+
+const VERIFY_ROUTES: &str = r#"
+[[routes]]
+name = "verify"
+path = "/_keygate"
+local = "verify"
+auth = "none"
+original = "x-original"
+
+[[routes]]
+name = "verify_path"
+path = "/_keygate/path/{*path}"
+local = "verify"
+auth = "none"
+original = "path"
+"#;
 
 const BARE: &str = "bare pingora (floor)";
 const OPEN: &str = "keygate /open (auth=none)";
 const KEYED: &str = "keygate /v1 (cached key)";
 const TLS: &str = "keygate /v1 TLS (cached key)";
+const VERIFY: &str = "keygate verify (cached key)";
+const NGINX: &str = "nginx (plain)";
+const NGINX_AUTH: &str = "nginx + auth_request";
 const BASE_OPEN: &str = "baseline /open (auth=none)";
 const BASE_KEYED: &str = "baseline /v1 (cached key)";
 
@@ -396,8 +443,10 @@ name = "v1"
 path = "/v1/{{*rest}}"
 upstream = "api"
 auth = "api_key"
-"#,
+{verify_routes}"#,
             data = dir.path().join("data").display(),
+            // Forward-auth routes (this build only: older ones have no `verify`).
+            verify_routes = if tls { VERIFY_ROUTES } else { "" },
             tls_section = match public_tls {
                 Some(address) => format!(
                     "[listeners.tls]\naddress = \"{address}\"\n\

@@ -21,6 +21,7 @@ use crate::keyservice::KeyService;
 use crate::local::LocalContext;
 use crate::metrics::{Metrics, Outcome, RouteCounters};
 use crate::ratelimit::{Limit, RateLimiter, RateStatus};
+use crate::router::RouteLookup;
 use crate::store::{
     Account, AccountStatus, ChargeOutcome, Credential, KeyRecord, KeyStatus, Permission, Store,
 };
@@ -244,8 +245,20 @@ impl Gate {
         if !is_canonical_path(req.path) {
             return reject(None, Reason::InvalidPath);
         }
-        let Some(matched) = self.config.routes.find(req.method, req.path) else {
-            return reject(None, Reason::RouteNotFound);
+        let matched = match self.config.routes.lookup(req.method, req.path) {
+            RouteLookup::Found(matched) => matched,
+            RouteLookup::NotFound => return reject(None, Reason::RouteNotFound),
+            // Only a caller who authenticates (as the most specific matching route asks) learns
+            // that the path exists with other methods.
+            RouteLookup::MethodNotAllowed { route, .. } => {
+                let Some(r) = self.config.routes.get(route) else {
+                    return reject(None, Reason::RouteNotFound);
+                };
+                return match self.authenticate(r, req.headers).await {
+                    Ok(_) => reject(Some(route), Reason::MethodNotAllowed),
+                    Err(reason) => reject(Some(route), reason),
+                };
+            }
         };
         let (index, route) = (matched.index, matched.route);
 

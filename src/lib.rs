@@ -11,6 +11,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod forward_auth;
 pub mod forwarded;
 pub mod gate;
 pub mod identity;

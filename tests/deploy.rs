@@ -306,6 +306,23 @@ fn assert_check_config_accepts(what: &str, text: &str, args: &[&str]) {
     );
 }
 
+/// The README's route-matching example (method fall-through) is a config keygate accepts.
+#[test]
+fn the_readme_route_matching_example_passes_check_config() {
+    let text = toml_under_readme_heading("## Configuration");
+    assert!(text.contains("/v1/poll/{id}"), "{text}");
+    assert_check_config_accepts("the README's route matching example", &text, &[]);
+}
+
+/// The README's forward-auth routes are a config keygate accepts (tests/forward_auth.rs runs
+/// them behind real proxies).
+#[test]
+fn the_readme_forward_auth_example_passes_check_config() {
+    let text = toml_under_readme_heading("## Forward-auth for other proxies");
+    assert!(text.contains("local = \"verify\""), "{text}");
+    assert_check_config_accepts("the README's forward-auth example", &text, &[]);
+}
+
 /// The README's "Behind a load balancer" example is a config keygate accepts.
 #[test]
 fn the_readme_load_balancer_example_passes_check_config() {

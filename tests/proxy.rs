@@ -374,12 +374,20 @@ fn unmatched_requests_are_route_not_found() {
         404,
         "route_not_found",
     );
-    // /lookup only takes POST.
-    assert_rejected(
+    // /lookup only takes POST: the path exists, the method does not (told only to a caller
+    // with a key).
+    let r = assert_rejected(
         &echo,
         || call(&kg, "GET", "/lookup", Some(&key)),
-        404,
-        "route_not_found",
+        405,
+        "method_not_allowed",
+    );
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_rejected(
+        &echo,
+        || call(&kg, "GET", "/lookup", None),
+        401,
+        "missing_credential",
     );
 }
 

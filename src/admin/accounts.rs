@@ -13,7 +13,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{not_null, present, Body, Id, Query};
+use super::extract::{not_null, present, Body, Id, OptionalBody, Query};
 use super::openapi::{self, Always, InvalidBody, InvalidQuery, NotFound};
 use super::paging;
 use super::views::{next_cursor, AccountList, AccountView};
@@ -48,6 +48,17 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "not_null")]
     #[schema(value_type = Object, required = false)]
     metadata: Option<Metadata>,
+}
+
+/// `POST /accounts/{id}/suspend`; the body may be left out (a plain, reversible suspension).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuspendAccount {
+    /// Also revoke every key of the account (for good: reactivating the account brings none
+    /// back). Its tokens are cut off either way.
+    #[serde(default)]
+    #[schema(required = false)]
+    revoke_keys: bool,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -167,13 +178,19 @@ pub async fn update(
 
 #[utoipa::path(post, path = "/admin/v1/accounts/{id}/suspend", tag = "accounts",
     params(AccountId),
-    responses((status = 200, description = "suspended; its tokens are cut off",
-        body = AccountView), NotFound, Always))]
+    request_body(content = SuspendAccount, description = "may be left out"),
+    responses((status = 200, description = "suspended; its tokens are cut off (and its keys \
+        revoked with `revoke_keys`)", body = AccountView), NotFound, InvalidBody, Always))]
 pub async fn suspend(
     State(shared): State<Arc<Shared>>,
     Id(id): Id,
+    OptionalBody(req): OptionalBody<SuspendAccount>,
 ) -> ApiResult<Json<AccountView>> {
-    set_status(&shared, &id, AccountStatus::Suspended).await
+    let account = shared
+        .keys
+        .suspend_account(&Actor::Operator, &id, req.revoke_keys)
+        .await?;
+    Ok(Json(account.into()))
 }
 
 #[utoipa::path(post, path = "/admin/v1/accounts/{id}/reactivate", tag = "accounts",

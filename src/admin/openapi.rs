@@ -320,6 +320,22 @@ pub fn finish(doc: utoipa::openapi::OpenApi) -> Value {
             schema.insert("minProperties".into(), json!(1));
         }
     }
+    // A body documented as "may be left out" is read by `OptionalBody`: not required. (utoipa
+    // only drops `required` for an `Option<T>` body, whose schema would then also allow
+    // `null`, which the handlers refuse.)
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for operation in paths.values_mut().filter_map(Value::as_object_mut) {
+            for body in operation
+                .values_mut()
+                .filter_map(|op| op.get_mut("requestBody"))
+                .filter_map(Value::as_object_mut)
+            {
+                if body.get("description") == Some(&json!("may be left out")) {
+                    body.insert("required".into(), json!(false));
+                }
+            }
+        }
+    }
     doc
 }
 

@@ -39,7 +39,12 @@ pub enum AccountsCommand {
         metadata: String,
     },
     /// Suspend an account: its keys are refused until it is reactivated.
-    Suspend { id: String },
+    Suspend {
+        id: String,
+        /// Also revoke every key of the account, for good (reactivating brings none back).
+        #[arg(long)]
+        revoke_keys: bool,
+    },
     /// Reactivate a suspended account.
     Reactivate { id: String },
     /// Delete an account (soft: its keys answer `account_missing`). Cannot be undone.
@@ -88,7 +93,11 @@ pub fn run(client: &Client, json: bool, command: AccountsCommand) -> Result<(), 
             )?;
             show_one(&reply, json, ACCOUNT_COLUMNS);
         }
-        AccountsCommand::Suspend { id } => one(format!("/accounts/{}/suspend", encode(&id)))?,
+        AccountsCommand::Suspend { id, revoke_keys } => {
+            let body = revoke_keys.then(|| json!({ "revoke_keys": true }));
+            let path = format!("/accounts/{}/suspend", encode(&id));
+            show_one(&client.post(&path, body.as_ref())?, json, ACCOUNT_COLUMNS);
+        }
         AccountsCommand::Reactivate { id } => one(format!("/accounts/{}/reactivate", encode(&id)))?,
         AccountsCommand::Delete { id } => {
             let reply = client.delete(&format!("/accounts/{}", encode(&id)))?;

@@ -601,6 +601,8 @@ pub struct RouteSection {
     /// Body template of a `balance` or `transactions` endpoint: JSON whose placeholders
     /// (`{balance}`, `{metadata.<field>}`, `{items}`, `{cursor}`, `{has_more}`) become values.
     pub body: Option<String>,
+    /// Where a `local = "verify"` route reads the request it decides on (forward-auth).
+    pub original: Option<OriginalSource>,
     #[serde(default = "default_auth")]
     pub auth: AuthMode,
     /// Per key, unless the account's plan or the key sets its own.
@@ -665,6 +667,22 @@ pub enum LocalKind {
     KeyRotate,
     /// The public keys upstreams verify access tokens with (JWKS).
     Jwks,
+    /// Forward-auth for another proxy: decides the request named by `original` as if it had
+    /// come to keygate, and answers 200 with the identity headers or the rejection.
+    Verify,
+}
+
+/// Where a forward-auth (`local = "verify"`) route finds the original request.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginalSource {
+    /// `X-Forwarded-Method` and `X-Forwarded-Uri` (Traefik ForwardAuth, Caddy `forward_auth`).
+    XForwarded,
+    /// `X-Original-Method` and `X-Original-URI` (nginx `auth_request`, set in its config).
+    XOriginal,
+    /// The request itself, below the route's path prefix (Envoy's HTTP ext_authz with
+    /// `path_prefix`): the route's path ends in a `{*catch_all}` that is the original path.
+    Path,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,8 @@ use crate::forwarded::TrustedProxies;
 use crate::keys::{KeyFormat, MIN_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
-    AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, RateLimitMode, RoutePermission,
-    SecretRef, StoreBackend, UpstreamProtocol,
+    AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, OriginalSource, RateLimitMode,
+    RoutePermission, SecretRef, StoreBackend, UpstreamProtocol,
 };
 pub use pool::{HealthCheck, PoolPolicy, MAX_BACKENDS};
 pub use secrets::{check_secrets, resolve_secrets, Secrets};
@@ -118,6 +118,8 @@ pub struct LocalEndpoint {
     pub kind: LocalKind,
     /// The answer's shape, parsed at load ([`crate::local::shape`]); `None`: the default.
     pub body: Option<crate::local::shape::BodyTemplate>,
+    /// On a `verify` route: where the original request is read.
+    pub original: Option<OriginalSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -952,6 +954,8 @@ impl Validator<'_> {
                     LocalKind::Balance | LocalKind::Transactions => {
                         &[AuthMode::ApiKey, AuthMode::Jwt, AuthMode::Any]
                     }
+                    // The original request's route decides how its caller authenticates.
+                    LocalKind::Verify => &[AuthMode::None],
                 };
                 if !allowed.contains(&r.auth) {
                     self.problem(
@@ -966,6 +970,12 @@ impl Validator<'_> {
                     self.problem(&field("path"), &route_span, "needs a `{key_id}` parameter");
                 }
             }
+            crate::forward_auth::check_route(
+                r.local,
+                r.original,
+                r.path.get_ref(),
+                &mut |what, message| self.problem(&field(what), &route_span, message),
+            );
             for (param, kind) in &r.resources {
                 if !r.path.get_ref().contains(&format!("{{{param}}}")) {
                     self.problem(
@@ -1041,7 +1051,11 @@ impl Validator<'_> {
                 path: r.path.into_inner(),
                 methods,
                 upstream,
-                local: r.local.map(|kind| LocalEndpoint { kind, body }),
+                local: r.local.map(|kind| LocalEndpoint {
+                    kind,
+                    body,
+                    original: r.original,
+                }),
                 auth: r.auth,
                 scopes,
                 // Local endpoints read (a balance, a token exchange); the key-management ones are

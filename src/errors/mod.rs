@@ -91,6 +91,8 @@ reasons! {
     UpstreamUnavailable => ("upstream_unavailable", 502, "The service is unavailable"),
     UpstreamTimeout => ("upstream_timeout", 504, "The service did not answer in time"),
     PayloadTooLarge => ("payload_too_large", 413, "The request body is too large"),
+    MethodNotAllowed => ("method_not_allowed", 405, "The method is not allowed on this path"),
+    MissingOriginal => ("missing_original", 400, "The forward-auth request does not name the request to check"),
 }
 
 impl Reason {

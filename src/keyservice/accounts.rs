@@ -9,7 +9,7 @@ use super::validate;
 use super::{Actor, KeyService, ServiceError, ServiceResult};
 use crate::config::Plan;
 use crate::invalidation::Invalidation;
-use crate::store::{Account, AccountStatus, Metadata, NewAccount};
+use crate::store::{Account, AccountStatus, KeyStatus, Metadata, NewAccount, Page};
 
 fn account_not_found() -> ServiceError {
     ServiceError::NotFound("account not found".to_string())
@@ -125,5 +125,49 @@ impl KeyService {
                 .await?;
         }
         Ok(account)
+    }
+
+    /// Suspends the account and, with `revoke_keys`, revokes every key of it: the account first
+    /// (that alone stops every key and cuts every token of the account, so nothing gets through
+    /// while the keys are revoked one by one), then each key not yet revoked, with its own audit
+    /// entry. Reactivating the account later brings none of the keys back. A failure part-way
+    /// leaves the account suspended; calling again finishes the job (revoked keys are skipped).
+    pub async fn suspend_account(
+        &self,
+        actor: &Actor,
+        id: &str,
+        revoke_keys: bool,
+    ) -> ServiceResult<Account> {
+        let account = self
+            .set_account_status(actor, id, AccountStatus::Suspended)
+            .await?;
+        if revoke_keys {
+            for key_id in self.live_key_ids(&account.id).await? {
+                self.set_key_status(actor, &key_id, KeyStatus::Revoked)
+                    .await?;
+            }
+        }
+        Ok(account)
+    }
+
+    /// The ids of the account's keys that are not revoked, every page of them.
+    async fn live_key_ids(&self, account_id: &str) -> ServiceResult<Vec<String>> {
+        const PAGE: u32 = 1000;
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = Page { after, limit: PAGE };
+            let keys = self.store.list_keys(Some(account_id), &page).await?;
+            let full = keys.len() >= PAGE as usize;
+            after = keys.last().map(|k| k.id.clone());
+            ids.extend(
+                keys.into_iter()
+                    .filter(|k| k.status != KeyStatus::Revoked)
+                    .map(|k| k.id),
+            );
+            if !full || after.is_none() {
+                return Ok(ids);
+            }
+        }
     }
 }

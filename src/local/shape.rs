@@ -97,6 +97,7 @@ fn kind_name(kind: LocalKind) -> &'static str {
         LocalKind::Key => "key",
         LocalKind::KeyRotate => "key_rotate",
         LocalKind::Jwks => "jwks",
+        LocalKind::Verify => "verify",
     }
 }
 

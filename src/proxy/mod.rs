@@ -14,6 +14,7 @@
 //! - `forward_headers`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`, `X-Request-Id`;
 //! - `proxy_protocol`: the PROXY protocol header an L4 load balancer puts before a connection;
 //! - `settle`: whether a `charge_on = "success"` reservation goes back;
+//! - `verify`: the forward-auth answer for another proxy (see [`crate::forward_auth`]);
 //! - `services`: the background services (admin and ops listeners, last-used writer, reload,
 //!   housekeeping);
 //! - `server`: the pingora server that runs them all.
@@ -31,6 +32,7 @@ mod server;
 mod services;
 mod settle;
 mod strip;
+mod verify;
 
 pub use phases::{KeygateProxy, RequestCtx};
 pub use server::run;

@@ -182,6 +182,15 @@ impl ProxyHttp for KeygateProxy {
                 key_id,
             } => {
                 ctx.route = Some(route);
+                let verify = routing
+                    .config()
+                    .routes
+                    .get(route)
+                    .is_some_and(crate::forward_auth::is_verify);
+                if verify {
+                    self.respond_verify(session, ctx, &routing, route).await?;
+                    return Ok(true);
+                }
                 ctx.rate = rate;
                 self.respond_local(session, ctx, &routing, route, caller, key_id)
                     .await?;

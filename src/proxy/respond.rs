@@ -26,38 +26,60 @@ impl KeygateProxy {
         rate: Option<&RateStatus>,
         request_id: Option<&http::HeaderValue>,
     ) -> Result<()> {
-        let template = routing.config().templates.get(reason);
-        let body = Bytes::from(template.render(reason, detail));
-        let mut resp = ResponseHeader::build(template.status, Some(7))?;
-        resp.insert_header(http::header::CONTENT_TYPE, template.content_type.as_str())?;
-        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        if let Some(id) = request_id {
-            resp.insert_header(X_REQUEST_ID, id.clone())?;
-        }
-        if let Some(rate) = rate {
-            add_rate_headers(&mut resp, rate)?;
-            if let Some(retry) = rate.retry_after_secs {
-                resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
-            }
-        }
-        if reason == Reason::Overloaded {
-            // The password hasher's queue drains in well under a second.
-            resp.insert_header(http::header::RETRY_AFTER, "1")?;
-        }
-        // Every 401 names the scheme that would work (RFC 9110 11.6.1): a revoked, disabled or
-        // expired key as much as a missing one. Only when `Authorization: Bearer` is a source.
-        let bearer_accepted = routing
-            .config()
-            .credential_sources
-            .iter()
-            .any(|s| s.scheme.as_deref() == Some("bearer "));
-        if bearer_accepted && template.status == 401 {
-            resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
-        }
+        let path = session.req_header().uri.path();
+        let (resp, body) = rejection_response(routing, reason, detail, rate, request_id, path)?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(())
     }
+}
+
+/// A rejection as keygate answers it: the template's status and body, `RateLimit-*` and
+/// `Retry-After`, `Allow` (from the routes matching `path`, the path the request was routed on),
+/// `WWW-Authenticate`.
+pub(super) fn rejection_response(
+    routing: &Routing,
+    reason: Reason,
+    detail: &crate::errors::Detail,
+    rate: Option<&RateStatus>,
+    request_id: Option<&http::HeaderValue>,
+    path: &str,
+) -> Result<(ResponseHeader, Bytes)> {
+    let template = routing.config().templates.get(reason);
+    let body = Bytes::from(template.render(reason, detail));
+    let mut resp = ResponseHeader::build(template.status, Some(7))?;
+    resp.insert_header(http::header::CONTENT_TYPE, template.content_type.as_str())?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    if let Some(id) = request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    if let Some(rate) = rate {
+        add_rate_headers(&mut resp, rate)?;
+        if let Some(retry) = rate.retry_after_secs {
+            resp.insert_header(http::header::RETRY_AFTER, retry.to_string())?;
+        }
+    }
+    if reason == Reason::MethodNotAllowed {
+        resp.insert_header(
+            http::header::ALLOW,
+            routing.config().routes.allowed_methods(path),
+        )?;
+    }
+    if reason == Reason::Overloaded {
+        // The password hasher's queue drains in well under a second.
+        resp.insert_header(http::header::RETRY_AFTER, "1")?;
+    }
+    // Every 401 names the scheme that would work (RFC 9110 11.6.1): a revoked, disabled or
+    // expired key as much as a missing one. Only when `Authorization: Bearer` is a source.
+    let bearer_accepted = routing
+        .config()
+        .credential_sources
+        .iter()
+        .any(|s| s.scheme.as_deref() == Some("bearer "));
+    if bearer_accepted && template.status == 401 {
+        resp.insert_header(http::header::WWW_AUTHENTICATE, "Bearer")?;
+    }
+    Ok((resp, body))
 }
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers).
