@@ -16,6 +16,7 @@ pub mod auth;
 pub mod credits;
 pub mod error;
 pub mod extract;
+pub mod import;
 pub mod keys;
 pub mod openapi;
 pub mod ops;
@@ -54,6 +55,7 @@ pub fn api() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(keys::enable))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
+        .routes(routes!(import::import))
         .routes(routes!(users::create, users::list))
         .routes(routes!(users::get, users::update))
         .routes(routes!(users::set_password))

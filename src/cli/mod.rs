@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod client;
 pub mod credits;
 pub mod health;
+pub mod import;
 pub mod keys;
 pub mod output;
 pub mod users;

@@ -240,6 +240,19 @@ pub struct KeysSection {
     pub max_per_user: Spanned<u64>,
     /// Scopes a user may put on their own keys; absent: any well-formed scope.
     pub self_service_scopes: Option<Spanned<Vec<String>>>,
+    /// Formats of imported keys made elsewhere (`[[keys.legacy]]` or `legacy = [...]`).
+    pub legacy: Vec<Spanned<LegacyKeySection>>,
+}
+
+/// One `[keys] legacy` entry: see [`crate::keys::LegacyFormat`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyKeySection {
+    pub prefix: String,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// How the provider hashed them; `sha256` is the one form keygate reads.
+    pub hash: String,
 }
 
 impl Default for KeysSection {
@@ -249,6 +262,7 @@ impl Default for KeysSection {
             body_length: Spanned::new(0..0, 32),
             max_per_user: Spanned::new(0..0, super::DEFAULT_MAX_KEYS_PER_USER),
             self_service_scopes: None,
+            legacy: Vec::new(),
         }
     }
 }

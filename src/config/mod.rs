@@ -3,6 +3,7 @@
 //! whose lines name the field and the line it is on.
 
 pub mod file;
+mod legacy;
 mod pool;
 mod secrets;
 
@@ -707,6 +708,8 @@ impl Validator<'_> {
             );
         }
 
+        let legacy = self.legacy_formats(&raw.keys.legacy, &prefix);
+
         let max_per_user = *raw.keys.max_per_user.get_ref();
         if !(1..=MAX_KEYS_PER_USER).contains(&max_per_user) {
             self.problem(
@@ -1114,7 +1117,7 @@ impl Validator<'_> {
                 admin_token: raw.secrets.admin_token,
                 store_password: raw.store.password.map(toml::Spanned::into_inner),
             },
-            key_format: KeyFormat::new(prefix, body_len),
+            key_format: KeyFormat::new(prefix, body_len).with_legacy(legacy),
             self_service: SelfServiceKeys {
                 max_per_user,
                 // Unset: what the routes check, so a user can grant what keygate enforces and

@@ -13,6 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::*;
 use crate::keys::new_id;
 
+mod import;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY,
@@ -235,12 +237,15 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
 
 /// Inserts a key record (the account's existence is the caller's check).
 fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
-    conn.execute(
-        &format!(
+    // Cached: an import inserts thousands in one transaction.
+    let mut insert = conn
+        .prepare_cached(&format!(
             "INSERT INTO keys ({KEY_COLS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-        ),
-        params![
+        ))
+        .map_err(unavailable)?;
+    insert
+        .execute(params![
             key.id,
             key.account_id,
             key.user_id,
@@ -256,16 +261,15 @@ fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
             rate_limit_json(&key.rate_limit),
             resources_json(&key.resources)?,
             key.rotated_from,
-        ],
-    )
-    .map(|_| ())
-    .map_err(|e| {
-        if is_constraint(&e) {
-            StoreError::Conflict("a key with this hash exists".into())
-        } else {
-            unavailable(e)
-        }
-    })
+        ])
+        .map(|_| ())
+        .map_err(|e| {
+            if is_constraint(&e) {
+                StoreError::Conflict("a key with this hash exists".into())
+            } else {
+                unavailable(e)
+            }
+        })
 }
 
 fn rate_limit_json(limit: &Option<RateLimit>) -> Option<String> {
@@ -738,6 +742,16 @@ impl Directory for SqliteStore {
     async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
         let id = id.to_string();
         self.with(move |c| get_key_tx(c, &id)).await
+    }
+
+    async fn import_keys(&self, keys: Vec<NewKey>) -> StoreResult<Vec<ImportOutcome>> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let out = import::import_keys_tx(&tx, keys)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn list_keys(
