@@ -22,7 +22,7 @@ use crate::keys::KeyHash;
 use crate::store::{now, AccountStatus, ImportOutcome, KeyRecord, NewKey, Permission};
 
 /// Keys per store call: one SQLite transaction each.
-const BATCH: usize = 1000;
+const BATCH: usize = 5000;
 /// Most entries one call takes (the CLI sends files in parts of this size or less).
 pub const MAX_IMPORT: usize = 10_000;
 

@@ -142,6 +142,10 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(unavailable)?;
+        // 32 MiB of pages (the default is 2 MiB): the key-hash index of a few hundred thousand
+        // keys stays in memory, so a bulk import (and a cache miss) does not re-read it.
+        conn.pragma_update(None, "cache_size", -32768)
+            .map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
