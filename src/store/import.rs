@@ -8,7 +8,7 @@ use super::{KeyRecord, StoreError};
 #[derive(Debug)]
 pub enum ImportOutcome {
     /// Stored now.
-    Created(KeyRecord),
+    Created(Box<KeyRecord>),
     /// A key with this hash was already stored (by an earlier import or earlier in this
     /// batch): nothing changed; its id.
     Existing(String),

@@ -30,7 +30,7 @@ impl RedisStore {
         }
         let key = new.into_record();
         match self.write_new_key(&key).await {
-            Ok(()) => Ok(ImportOutcome::Created(key)),
+            Ok(()) => Ok(ImportOutcome::Created(Box::new(key))),
             // The same hash twice in a batch (or two imports at once): the other write won.
             Err(StoreError::Conflict(_)) => match self.existing(&pointer).await? {
                 Some(id) => Ok(ImportOutcome::Existing(id)),

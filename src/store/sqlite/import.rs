@@ -44,7 +44,7 @@ pub(super) fn import_keys_tx(
         }
         let key = new.into_record();
         insert_key_tx(tx, &key)?;
-        out.push(ImportOutcome::Created(key));
+        out.push(ImportOutcome::Created(Box::new(key)));
     }
     Ok(out)
 }
