@@ -145,6 +145,7 @@ fn the_document_lists_exactly_the_served_routes() {
         ("post", "/keys/{id}/enable"),
         ("post", "/keys/{id}/revoke"),
         ("post", "/keys/{id}/rotate"),
+        ("post", "/keys/import"),
         ("post", "/users"),
         ("get", "/users"),
         ("get", "/users/{id}"),

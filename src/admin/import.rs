@@ -24,14 +24,9 @@ pub struct ImportKeys {
     /// 1 to 10,000 entries, each an object: `key` (the plaintext) or `sha256` (its digest, hex
     /// or base64), `account_id`, and optionally `name`, `scopes`, `permission`, `expires_at`,
     /// `user_id` as in a created key. An entry that is refused is reported by its number
-    /// (counted from `first_line`); the others are stored.
+    /// (the first is 1); the others are stored.
     #[schema(min_items = 1, max_items = 10000)]
     keys: Vec<Map<String, Value>>,
-    /// The number of the first entry in the answer (the CLI sends a file's line numbers);
-    /// absent: 1.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1000000000)]
-    first_line: Option<u64>,
 }
 
 /// One stored (or already stored) key.
@@ -76,18 +71,9 @@ pub async fn import(
             "`keys`: 1 to {MAX_IMPORT} entries"
         )));
     }
-    let first = match req.first_line {
-        None => 1,
-        Some(n @ 1..=1_000_000_000) => n as usize,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`first_line` must be between 1 and 1000000000",
-            ))
-        }
-    };
     let report = shared
         .keys
-        .import_keys(&Actor::Operator, req.keys, first)
+        .import_keys(&Actor::Operator, req.keys, 1)
         .await?;
     let created = report.created() as u64;
     let keys: Vec<ImportedKey> = report

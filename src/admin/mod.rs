@@ -149,7 +149,7 @@ mod tests {
     fn every_route_is_in_the_document() {
         let doc = super::openapi_document();
         let paths = doc["paths"].as_object().map(|p| p.len());
-        assert_eq!(paths, Some(17));
+        assert_eq!(paths, Some(18));
         let operations: usize = doc["paths"]
             .as_object()
             .into_iter()
@@ -157,6 +157,6 @@ mod tests {
             .filter_map(|item| item.as_object())
             .map(|item| item.len())
             .sum();
-        assert_eq!(operations, 26);
+        assert_eq!(operations, 27);
     }
 }
