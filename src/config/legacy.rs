@@ -78,3 +78,78 @@ impl Validator<'_> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use crate::keys::{sha256, KeyHasher};
+    use crate::secret::Secret;
+
+    const REST: &str = "[upstreams.api]\naddress = \"127.0.0.1:3000\"\n\n[[routes]]\nname = \"v1\"\npath = \"/v1/{*rest}\"\nupstream = \"api\"\n";
+
+    fn config(keys: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!("[keys]\nprefix = \"kg_live_\"\n{keys}\n{REST}"),
+            "t.toml",
+        )
+    }
+
+    #[test]
+    fn a_legacy_key_is_looked_up_by_the_hmac_of_its_sha256() {
+        let c = config(
+            "legacy = [{ prefix = \"sk_\", min_length = 20, max_length = 128, hash = \"sha256\" }]",
+        )
+        .expect("valid");
+        let hasher = KeyHasher::new(&Secret::new("pepper".to_string()));
+        let key = "sk_4eC39HqLyjWDarjtT1zdp7dc";
+        assert_eq!(
+            c.key_format.lookup_hash(&hasher, key),
+            Ok(hasher.hash_legacy_digest(&sha256(key)))
+        );
+        // keygate's own keys keep their checksum and their plain HMAC.
+        let own = c.key_format.generate();
+        assert_eq!(
+            c.key_format.lookup_hash(&hasher, own.expose()),
+            Ok(hasher.hash(own.expose()))
+        );
+        let mut typo = own.expose().to_string();
+        typo.pop();
+        typo.push('!');
+        assert!(c.key_format.lookup_hash(&hasher, &typo).is_err());
+        // Outside the length range, another prefix or another alphabet: not a key.
+        for bad in [
+            "sk_short",
+            &format!("sk_{}", "a".repeat(200)),
+            "pk_4eC39HqLyjWDarjtT1zdp7dc",
+            "sk_4eC39HqLyjWDarjtT1zd p7dc",
+        ] {
+            assert!(c.key_format.lookup_hash(&hasher, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_legacy_entries_are_named() {
+        let problems = |keys: &str| match config(keys) {
+            Err(ConfigError::Invalid { problems, .. }) => problems.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        };
+        let p = problems(
+            "legacy = [{ prefix = \"sk_\", min_length = 20, max_length = 128, hash = \"md5\" }]",
+        );
+        assert!(p.contains("keys.legacy.hash") && p.contains("md5"), "{p}");
+        let p = problems(
+            "legacy = [{ prefix = \"sk_\", min_length = 64, max_length = 32, hash = \"sha256\" }]",
+        );
+        assert!(p.contains("min_length"), "{p}");
+        let p = problems("legacy = [{ prefix = \"kg_live_\", min_length = 20, max_length = 64, hash = \"sha256\" }]");
+        assert!(p.contains("different prefixes"), "{p}");
+        let p = problems(
+            "legacy = [{ prefix = \"s k\", min_length = 20, max_length = 64, hash = \"sha256\" }]",
+        );
+        assert!(p.contains("keys.legacy.prefix"), "{p}");
+        assert!(matches!(
+            config("legacy = [{ prefix = \"sk_\", min_length = 20, max_length = 64, hash = \"sha256\", x = 1 }]"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}
