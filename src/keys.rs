@@ -21,6 +21,9 @@ pub const CHECKSUM_LEN: usize = 6;
 /// Characters of the body shown in lists next to the prefix.
 const DISPLAY_BODY_CHARS: usize = 6;
 pub const MIN_BODY_LEN: usize = 32;
+/// The shortest body `[keys] body_length` may ask for, to match a documented key length
+/// (`ee_live_` + 32 with no checksum); below [`MIN_BODY_LEN`] check-config warns.
+pub const MIN_SHORT_BODY_LEN: usize = 16;
 
 /// The lookup hash of a key: what the store and the cache are keyed by.
 pub type KeyHash = [u8; 32];
@@ -42,6 +45,8 @@ pub enum FormatError {
 pub struct KeyFormat {
     prefix: String,
     body_len: usize,
+    /// Whether keygate's keys end in the checksum (`[keys] checksum`, default on).
+    checksum: bool,
     /// Formats of keys made elsewhere and imported (`[keys] legacy`); empty: keygate's only.
     legacy: Vec<LegacyFormat>,
 }
@@ -74,8 +79,24 @@ impl KeyFormat {
     pub fn new(prefix: impl Into<String>, body_len: usize) -> Self {
         Self {
             prefix: prefix.into(),
-            body_len: body_len.max(MIN_BODY_LEN),
+            body_len: body_len.max(MIN_SHORT_BODY_LEN),
+            checksum: true,
             legacy: Vec::new(),
+        }
+    }
+
+    /// Without the checksum, keys are `{prefix}{body}` only: a typo or a guess is refused only
+    /// after a lookup (see `[keys] checksum` in the README).
+    pub fn with_checksum(mut self, checksum: bool) -> Self {
+        self.checksum = checksum;
+        self
+    }
+
+    fn checksum_len(&self) -> usize {
+        if self.checksum {
+            CHECKSUM_LEN
+        } else {
+            0
         }
     }
 
@@ -105,7 +126,7 @@ impl KeyFormat {
     }
 
     pub fn total_len(&self) -> usize {
-        self.prefix.len() + self.body_len + CHECKSUM_LEN
+        self.prefix.len() + self.body_len + self.checksum_len()
     }
 
     /// A fresh key from the OS CSPRNG (rand's `OsRng`-seeded thread RNG is a CSPRNG).
@@ -114,7 +135,9 @@ impl KeyFormat {
         let mut key = String::with_capacity(self.total_len());
         key.push_str(&self.prefix);
         key.push_str(&body);
-        push_checksum(&mut key);
+        if self.checksum {
+            push_checksum(&mut key);
+        }
         Secret::new(key)
     }
 
@@ -123,11 +146,14 @@ impl KeyFormat {
         let rest = candidate
             .strip_prefix(self.prefix.as_str())
             .ok_or(FormatError::Prefix)?;
-        if rest.len() != self.body_len + CHECKSUM_LEN {
+        if rest.len() != self.body_len + self.checksum_len() {
             return Err(FormatError::Length);
         }
         if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(FormatError::Alphabet);
+        }
+        if !self.checksum {
+            return Ok(());
         }
         let (signed, checksum) = candidate.split_at(candidate.len() - CHECKSUM_LEN);
         if encode_checksum(crc32fast::hash(signed.as_bytes())) != checksum.as_bytes() {

@@ -314,3 +314,34 @@ fn imported_keys_authenticate_on_redis_too() {
     let again = import(&kg, &entries);
     assert_eq!(again["existing"], 300);
 }
+
+/// A documented key length (`kg_test_` + 32, no checksum) is a config keygate takes, with a
+/// check-config warning that says what is lost; keys made so authenticate.
+#[test]
+fn keys_without_checksum_match_a_documented_length_with_a_warning() {
+    let echo = Echo::start();
+    let mut opts = Options::new(echo.addr);
+    opts.prefix = "kg_test_\"\nbody_length = 32\nchecksum = false\n# \"".into();
+    let kg = Keygate::start(&opts);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["check-config", "--skip-secrets"])
+        .arg(&kg.config_path)
+        .output()
+        .expect("run check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: `keys.checksum = false`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no checksum"), "{stderr}");
+
+    let account = kg.create_account("short");
+    let (_, key) = kg.create_key(&account, json!({}));
+    assert_eq!(key.len(), "kg_test_".len() + 32);
+    assert_eq!(call(&kg, "/v1/x", &key).status, 200);
+    let mut other = key.clone();
+    other.pop();
+    other.push(if key.ends_with('a') { 'b' } else { 'a' });
+    assert_eq!(call(&kg, "/v1/x", &other).status, 401);
+}

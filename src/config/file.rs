@@ -242,6 +242,8 @@ pub struct KeysSection {
     pub self_service_scopes: Option<Spanned<Vec<String>>>,
     /// Formats of imported keys made elsewhere (`[[keys.legacy]]` or `legacy = [...]`).
     pub legacy: Vec<Spanned<LegacyKeySection>>,
+    /// Whether keygate's keys end in a CRC32 checksum (default true).
+    pub checksum: bool,
 }
 
 /// One `[keys] legacy` entry: see [`crate::keys::LegacyFormat`].
@@ -263,6 +265,7 @@ impl Default for KeysSection {
             max_per_user: Spanned::new(0..0, super::DEFAULT_MAX_KEYS_PER_USER),
             self_service_scopes: None,
             legacy: Vec::new(),
+            checksum: true,
         }
     }
 }

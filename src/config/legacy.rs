@@ -79,6 +79,30 @@ impl Validator<'_> {
     }
 }
 
+/// What `[keys]` settings that match a provider's documented key shape give up.
+pub(super) fn key_warnings(body_len: usize, checksum: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if !checksum {
+        out.push(
+            "`keys.checksum = false`: keygate's keys carry no checksum, so a mistyped or guessed \
+             key is refused only after a cache or store lookup (random keys cost store reads), \
+             and secret scanners cannot tell a leaked key from random text"
+                .to_string(),
+        );
+    }
+    if body_len < crate::keys::MIN_BODY_LEN {
+        // log2(62) = 5.95 bits a base62 character.
+        let bits = (body_len as f64 * 62f64.log2()).floor();
+        out.push(format!(
+            "`keys.body_length = {body_len}`: keys have {bits} bits of randomness instead of the \
+             {}+ of {} characters; still beyond guessing, but less margin",
+            (crate::keys::MIN_BODY_LEN as f64 * 62f64.log2()).floor(),
+            crate::keys::MIN_BODY_LEN
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, ConfigError};
@@ -125,6 +149,29 @@ mod tests {
         ] {
             assert!(c.key_format.lookup_hash(&hasher, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_documented_length_without_checksum_is_allowed_with_warnings() {
+        let c = config("body_length = 32\nchecksum = false").expect("valid");
+        let key = c.key_format.generate();
+        // `kg_live_` + 32: the length a provider documents, no checksum.
+        assert_eq!(key.expose().len(), 8 + 32);
+        assert!(c.key_format.validate(key.expose()).is_ok());
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("no checksum"), "{:?}", c.warnings);
+
+        let c = config("body_length = 20\nchecksum = false").expect("valid");
+        assert_eq!(c.key_format.generate().expose().len(), 8 + 20);
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[1].contains("119 bits"), "{:?}", c.warnings);
+
+        let c = config("").expect("valid");
+        assert!(c.warnings.is_empty());
+        assert!(matches!(
+            config("body_length = 15"),
+            Err(ConfigError::Invalid { .. })
+        ));
     }
 
     #[test]
