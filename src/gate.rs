@@ -465,10 +465,9 @@ impl Gate {
     }
 
     async fn verify_key(&self, candidate: &str) -> Result<Arc<CachedCredential>, Reason> {
-        if self.config.key_format.validate(candidate).is_err() {
+        let Ok(hash) = self.config.key_format.lookup_hash(&self.hasher, candidate) else {
             return Err(Reason::MalformedCredential);
-        }
-        let hash = self.hasher.hash(candidate);
+        };
         match self.cache.get_or_load(&hash).await {
             Ok(Lookup::Found(c)) => Ok(c),
             Ok(Lookup::Unknown) => Err(Reason::InvalidKey),

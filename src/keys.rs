@@ -21,6 +21,9 @@ pub const CHECKSUM_LEN: usize = 6;
 /// Characters of the body shown in lists next to the prefix.
 const DISPLAY_BODY_CHARS: usize = 6;
 pub const MIN_BODY_LEN: usize = 32;
+/// The shortest body `[keys] body_length` may ask for, to match a documented key length
+/// (`ee_live_` + 32 with no checksum); below [`MIN_BODY_LEN`] check-config warns.
+pub const MIN_SHORT_BODY_LEN: usize = 16;
 
 /// The lookup hash of a key: what the store and the cache are keyed by.
 pub type KeyHash = [u8; 32];
@@ -42,6 +45,33 @@ pub enum FormatError {
 pub struct KeyFormat {
     prefix: String,
     body_len: usize,
+    /// Whether keygate's keys end in the checksum (`[keys] checksum`, default on).
+    checksum: bool,
+    /// Formats of keys made elsewhere and imported (`[keys] legacy`); empty: keygate's only.
+    legacy: Vec<LegacyFormat>,
+}
+
+/// Keys made by another system (`sk_...`) that keygate accepts after an import: a prefix and a
+/// total length range, no checksum. Their lookup hash is `HMAC(pepper, SHA-256(key))`, so a
+/// provider that only kept SHA-256 digests can import those and the keys still authenticate;
+/// the extra SHA-256 is paid only by keys with a legacy prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyFormat {
+    pub prefix: String,
+    /// Bounds on the whole key, prefix included.
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
+impl LegacyFormat {
+    /// Prefix, length and alphabet (`A-Z a-z 0-9 _ -`, what provider keys are written in).
+    fn accepts(&self, candidate: &str) -> bool {
+        candidate.starts_with(self.prefix.as_str())
+            && (self.min_length..=self.max_length).contains(&candidate.len())
+            && candidate
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }
 }
 
 impl KeyFormat {
@@ -49,7 +79,45 @@ impl KeyFormat {
     pub fn new(prefix: impl Into<String>, body_len: usize) -> Self {
         Self {
             prefix: prefix.into(),
-            body_len: body_len.max(MIN_BODY_LEN),
+            body_len: body_len.max(MIN_SHORT_BODY_LEN),
+            checksum: true,
+            legacy: Vec::new(),
+        }
+    }
+
+    /// Without the checksum, keys are `{prefix}{body}` only: a typo or a guess is refused only
+    /// after a lookup (see `[keys] checksum` in the README).
+    pub fn with_checksum(mut self, checksum: bool) -> Self {
+        self.checksum = checksum;
+        self
+    }
+
+    fn checksum_len(&self) -> usize {
+        if self.checksum {
+            CHECKSUM_LEN
+        } else {
+            0
+        }
+    }
+
+    /// Also accepts keys of these imported formats (see [`LegacyFormat`]).
+    pub fn with_legacy(mut self, legacy: Vec<LegacyFormat>) -> Self {
+        self.legacy = legacy;
+        self
+    }
+
+    /// The hash a presented key is looked up by, or why it cannot be a key: keygate's own
+    /// format (checksum included) hashes the key; a legacy format hashes its SHA-256.
+    pub fn lookup_hash(&self, hasher: &KeyHasher, candidate: &str) -> Result<KeyHash, FormatError> {
+        match self.validate(candidate) {
+            Ok(()) => Ok(hasher.hash(candidate)),
+            Err(native) => {
+                if self.legacy.iter().any(|l| l.accepts(candidate)) {
+                    Ok(hasher.hash_legacy_digest(&sha256(candidate)))
+                } else {
+                    Err(native)
+                }
+            }
         }
     }
 
@@ -58,7 +126,7 @@ impl KeyFormat {
     }
 
     pub fn total_len(&self) -> usize {
-        self.prefix.len() + self.body_len + CHECKSUM_LEN
+        self.prefix.len() + self.body_len + self.checksum_len()
     }
 
     /// A fresh key from the OS CSPRNG (rand's `OsRng`-seeded thread RNG is a CSPRNG).
@@ -67,7 +135,9 @@ impl KeyFormat {
         let mut key = String::with_capacity(self.total_len());
         key.push_str(&self.prefix);
         key.push_str(&body);
-        push_checksum(&mut key);
+        if self.checksum {
+            push_checksum(&mut key);
+        }
         Secret::new(key)
     }
 
@@ -76,17 +146,33 @@ impl KeyFormat {
         let rest = candidate
             .strip_prefix(self.prefix.as_str())
             .ok_or(FormatError::Prefix)?;
-        if rest.len() != self.body_len + CHECKSUM_LEN {
+        if rest.len() != self.body_len + self.checksum_len() {
             return Err(FormatError::Length);
         }
         if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(FormatError::Alphabet);
+        }
+        if !self.checksum {
+            return Ok(());
         }
         let (signed, checksum) = candidate.split_at(candidate.len() - CHECKSUM_LEN);
         if encode_checksum(crc32fast::hash(signed.as_bytes())) != checksum.as_bytes() {
             return Err(FormatError::Checksum);
         }
         Ok(())
+    }
+
+    /// The legacy format `candidate` fits, if it is not a keygate key (see [`LegacyFormat`]).
+    pub fn legacy_for(&self, candidate: &str) -> Option<&LegacyFormat> {
+        if self.validate(candidate).is_ok() {
+            return None;
+        }
+        self.legacy.iter().find(|l| l.accepts(candidate))
+    }
+
+    /// The `[keys] legacy` formats, in configuration order.
+    pub fn legacy(&self) -> &[LegacyFormat] {
+        &self.legacy
     }
 
     /// What lists show: the prefix and the first characters of the body (`ee_live_abc123`).
@@ -140,6 +226,19 @@ impl KeyHasher {
         mac.update(key.as_bytes());
         mac.finalize().into_bytes().into()
     }
+
+    /// The lookup hash of a legacy key from its SHA-256 digest (see [`LegacyFormat`]).
+    pub fn hash_legacy_digest(&self, digest: &[u8; 32]) -> KeyHash {
+        let mut mac = self.mac.clone();
+        mac.update(digest);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// SHA-256 of a legacy key: what providers store and what its lookup hash is keyed on.
+pub fn sha256(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    Sha256::digest(key.as_bytes()).into()
 }
 
 /// A random identifier such as `key_4fT9...` for accounts, keys and users. Not secret.

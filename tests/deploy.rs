@@ -347,6 +347,15 @@ fn the_readme_local_shape_example_passes_check_config() {
     assert_check_config_accepts("the README's local-shape example", &text, &[]);
 }
 
+/// The README's "Importing keys" example (a `[keys] legacy` format) is a config keygate
+/// accepts.
+#[test]
+fn the_readme_import_example_passes_check_config() {
+    let text = toml_under_readme_heading("## Importing keys");
+    assert!(text.contains("legacy"));
+    assert_check_config_accepts("the README's import example", &text, &[]);
+}
+
 /// The README's TLS example passes `check-config`, certificate files included: the test writes
 /// them where the example names them (relative paths, from the directory keygate runs in), so
 /// the files are read and checked as they would be on a server.

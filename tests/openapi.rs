@@ -88,7 +88,7 @@ fn schemathesis_finds_no_drift_between_the_document_and_the_api() {
         out.status
     );
     // It ran every operation (a document that failed to load would test none).
-    assert!(report.contains("Tested: 25"), "{report}");
+    assert!(report.contains("Tested: 26"), "{report}");
     // keygate kept serving (schemathesis may have deleted the seeded account itself) and
     // logged no secret.
     assert_eq!(kg.admin("GET", &format!("{A}/accounts"), None).status, 200);
@@ -145,6 +145,7 @@ fn the_document_lists_exactly_the_served_routes() {
         ("post", "/keys/{id}/enable"),
         ("post", "/keys/{id}/revoke"),
         ("post", "/keys/{id}/rotate"),
+        ("post", "/keys/import"),
         ("post", "/users"),
         ("get", "/users"),
         ("get", "/users/{id}"),

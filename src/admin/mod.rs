@@ -16,6 +16,7 @@ pub mod auth;
 pub mod credits;
 pub mod error;
 pub mod extract;
+pub mod import;
 pub mod keys;
 pub mod openapi;
 pub mod ops;
@@ -54,6 +55,7 @@ pub fn api() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(keys::enable))
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
+        .routes(routes!(import::import))
         .routes(routes!(users::create, users::list))
         .routes(routes!(users::get, users::update))
         .routes(routes!(users::set_password))
@@ -147,7 +149,7 @@ mod tests {
     fn every_route_is_in_the_document() {
         let doc = super::openapi_document();
         let paths = doc["paths"].as_object().map(|p| p.len());
-        assert_eq!(paths, Some(17));
+        assert_eq!(paths, Some(18));
         let operations: usize = doc["paths"]
             .as_object()
             .into_iter()
@@ -155,6 +157,6 @@ mod tests {
             .filter_map(|item| item.as_object())
             .map(|item| item.len())
             .sum();
-        assert_eq!(operations, 26);
+        assert_eq!(operations, 27);
     }
 }

@@ -78,6 +78,14 @@ pub enum KeysCommand {
         #[arg(long, value_name = "SECONDS")]
         grace_seconds: Option<u64>,
     },
+    /// Import keys made elsewhere from a JSON-lines file (`-`: standard input), one entry a
+    /// line: `{"key": "sk_..."}` or `{"sha256": "..."}` with `account_id`, and optionally
+    /// `name`, `scopes`, `permission`, `expires_at`, `user_id`. Refused lines are listed by
+    /// number; the others go in. Running it again changes nothing.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
 }
 
 pub fn run(client: &Client, json: bool, command: KeysCommand) -> Result<(), ClientError> {
@@ -165,6 +173,14 @@ pub fn run(client: &Client, json: bool, command: KeysCommand) -> Result<(), Clie
                 print_raw(&reply);
             } else {
                 print(&rotated(&reply.value));
+            }
+        }
+        KeysCommand::Import { file } => {
+            let summary = super::import::run(client, &file)?;
+            if json {
+                println!("{}", summary.to_json());
+            } else {
+                print(&summary.to_text());
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod client;
 pub mod credits;
 pub mod health;
+pub mod import;
 pub mod keys;
 pub mod output;
 pub mod users;
@@ -250,6 +251,9 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     } else {
         crate::config::check_secrets(&config)
     };
+    for warning in &config.warnings {
+        eprintln!("{}: warning: {warning}", file.display());
+    }
     if problems.is_empty() {
         println!("{}: ok", file.display());
         return ExitCode::SUCCESS;
@@ -270,6 +274,9 @@ fn serve(path: &std::path::Path) -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|(config, source)| {
             init_tracing(&config.log);
+            for warning in &config.warnings {
+                tracing::warn!("config: {warning}");
+            }
             Ok((crate::app::build(config)?, source))
         })
         .and_then(|(app, source)| crate::proxy::run(app, source));

@@ -243,6 +243,21 @@ pub struct KeysSection {
     pub max_per_user: Spanned<u64>,
     /// Scopes a user may put on their own keys; absent: any well-formed scope.
     pub self_service_scopes: Option<Spanned<Vec<String>>>,
+    /// Formats of imported keys made elsewhere (`[[keys.legacy]]` or `legacy = [...]`).
+    pub legacy: Vec<Spanned<LegacyKeySection>>,
+    /// Whether keygate's keys end in a CRC32 checksum (default true).
+    pub checksum: bool,
+}
+
+/// One `[keys] legacy` entry: see [`crate::keys::LegacyFormat`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyKeySection {
+    pub prefix: String,
+    pub min_length: usize,
+    pub max_length: usize,
+    /// How the provider hashed them; `sha256` is the one form keygate reads.
+    pub hash: String,
 }
 
 impl Default for KeysSection {
@@ -252,6 +267,8 @@ impl Default for KeysSection {
             body_length: Spanned::new(0..0, 32),
             max_per_user: Spanned::new(0..0, super::DEFAULT_MAX_KEYS_PER_USER),
             self_service_scopes: None,
+            legacy: Vec::new(),
+            checksum: true,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! whose lines name the field and the line it is on.
 
 pub mod file;
+mod legacy;
 mod pool;
 mod secrets;
 
@@ -17,7 +18,7 @@ use http::header::HeaderName;
 
 use crate::errors::{Template, Templates, DEFAULT_BODY};
 use crate::forwarded::TrustedProxies;
-use crate::keys::{KeyFormat, MIN_BODY_LEN};
+use crate::keys::{KeyFormat, MIN_SHORT_BODY_LEN};
 use crate::ratelimit::Limit;
 pub use file::{
     AuthMode, Balance, ChargeOn, LocalKind, LogFormat, LogSection, OriginalSource, RateLimitMode,
@@ -49,6 +50,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub secret_refs: SecretRefs,
     pub key_format: KeyFormat,
+    /// Settings that are allowed but give something up, each saying what (`check-config`
+    /// prints them, `serve` logs them).
+    pub warnings: Vec<String>,
     /// What users may do to their own keys (`[keys]`: `max_per_user`, `self_service_scopes`).
     pub self_service: SelfServiceKeys,
     pub credential_sources: Vec<CredentialSource>,
@@ -742,13 +746,15 @@ impl Validator<'_> {
             );
         }
         let body_len = *raw.keys.body_length.get_ref();
-        if !(MIN_BODY_LEN..=128).contains(&body_len) {
+        if !(MIN_SHORT_BODY_LEN..=128).contains(&body_len) {
             self.problem(
                 "keys.body_length",
                 &raw.keys.body_length.span(),
-                format!("must be between {MIN_BODY_LEN} and 128"),
+                format!("must be between {MIN_SHORT_BODY_LEN} and 128"),
             );
         }
+
+        let legacy = self.legacy_formats(&raw.keys.legacy, &prefix);
 
         let max_per_user = *raw.keys.max_per_user.get_ref();
         if !(1..=MAX_KEYS_PER_USER).contains(&max_per_user) {
@@ -1160,7 +1166,10 @@ impl Validator<'_> {
                 admin_token: raw.secrets.admin_token,
                 store_password: raw.store.password.map(toml::Spanned::into_inner),
             },
-            key_format: KeyFormat::new(prefix, body_len),
+            warnings: legacy::key_warnings(body_len, raw.keys.checksum),
+            key_format: KeyFormat::new(prefix, body_len)
+                .with_checksum(raw.keys.checksum)
+                .with_legacy(legacy),
             self_service: SelfServiceKeys {
                 max_per_user,
                 // Unset: what the routes check, so a user can grant what keygate enforces and

@@ -10,6 +10,7 @@
 mod accounts;
 mod audit;
 mod error;
+mod import;
 mod keys;
 mod narrowing;
 mod self_service;
@@ -25,6 +26,7 @@ use crate::store::Store;
 
 pub use audit::OPERATOR;
 pub use error::{ServiceError, ServiceResult};
+pub use import::{ImportReport, MAX_IMPORT};
 pub use keys::{KeyChange, NewKeyInput, Rotated, WithPlaintext};
 pub use users::{NewUserInput, UserChange};
 

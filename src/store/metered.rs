@@ -13,8 +13,8 @@ use async_trait::async_trait;
 
 use super::{
     Account, AccountStatus, Audit, AuditEntry, ChargeOutcome, Credential, CredentialReads, Credits,
-    Directory, KeyPatch, KeyRecord, LedgerEntry, Metadata, NewAccount, NewAudit, NewKey, NewUser,
-    Page, Store, StoreError, StoreResult, User, UserPatch,
+    Directory, ImportOutcome, KeyPatch, KeyRecord, LedgerEntry, Metadata, NewAccount, NewAudit,
+    NewKey, NewUser, Page, Store, StoreError, StoreResult, User, UserPatch,
 };
 use crate::keys::KeyHash;
 use crate::metrics::Metrics;
@@ -133,6 +133,10 @@ impl Directory for MeteredStore {
     }
     async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
         self.timed("get_key", self.inner.get_key(id)).await
+    }
+    async fn import_keys(&self, keys: Vec<NewKey>) -> StoreResult<Vec<ImportOutcome>> {
+        self.timed("import_keys", self.inner.import_keys(keys))
+            .await
     }
     async fn list_keys(
         &self,

@@ -6,11 +6,13 @@
 //! Times are Unix seconds (UTC). Key hashes are the 32-byte HMAC from [`crate::keys`]; no
 //! plaintext key ever reaches a store.
 
+mod import;
 mod metered;
 pub mod redis;
 pub mod sqlite;
 mod traits;
 
+pub use import::ImportOutcome;
 pub use metered::MeteredStore;
 
 pub use traits::{Audit, CredentialReads, Credits, Directory, Store};

@@ -13,6 +13,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::*;
 use crate::keys::new_id;
 
+mod import;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY,
@@ -142,6 +144,10 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(unavailable)?;
+        // 32 MiB of pages (the default is 2 MiB): the key-hash index of a few hundred thousand
+        // keys stays in memory, so a bulk import (and a cache miss) does not re-read it.
+        conn.pragma_update(None, "cache_size", -32768)
+            .map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
@@ -251,12 +257,15 @@ fn is_constraint(e: &rusqlite::Error) -> bool {
 
 /// Inserts a key record (the account's existence is the caller's check).
 fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
-    conn.execute(
-        &format!(
+    // Cached: an import inserts thousands in one transaction.
+    let mut insert = conn
+        .prepare_cached(&format!(
             "INSERT INTO keys ({KEY_COLS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-        ),
-        params![
+        ))
+        .map_err(unavailable)?;
+    insert
+        .execute(params![
             key.id,
             key.account_id,
             key.user_id,
@@ -272,16 +281,15 @@ fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
             rate_limit_json(&key.rate_limit),
             resources_json(&key.resources)?,
             key.rotated_from,
-        ],
-    )
-    .map(|_| ())
-    .map_err(|e| {
-        if is_constraint(&e) {
-            StoreError::Conflict("a key with this hash exists".into())
-        } else {
-            unavailable(e)
-        }
-    })
+        ])
+        .map(|_| ())
+        .map_err(|e| {
+            if is_constraint(&e) {
+                StoreError::Conflict("a key with this hash exists".into())
+            } else {
+                unavailable(e)
+            }
+        })
 }
 
 fn rate_limit_json(limit: &Option<RateLimit>) -> Option<String> {
@@ -775,6 +783,16 @@ impl Directory for SqliteStore {
     async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
         let id = id.to_string();
         self.with(move |c| get_key_tx(c, &id)).await
+    }
+
+    async fn import_keys(&self, keys: Vec<NewKey>) -> StoreResult<Vec<ImportOutcome>> {
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let out = import::import_keys_tx(&tx, keys)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn list_keys(

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 
 use super::{
-    Account, AccountStatus, AuditEntry, ChargeOutcome, Credential, KeyPatch, KeyRecord,
-    LedgerEntry, Metadata, NewAccount, NewAudit, NewKey, NewUser, Page, StoreResult, User,
-    UserPatch,
+    Account, AccountStatus, AuditEntry, ChargeOutcome, Credential, ImportOutcome, KeyPatch,
+    KeyRecord, LedgerEntry, Metadata, NewAccount, NewAudit, NewKey, NewUser, Page, StoreResult,
+    User, UserPatch,
 };
 use crate::keys::KeyHash;
 
@@ -81,6 +81,11 @@ pub trait Directory: Send + Sync + 'static {
     /// NotFound("account") if the account is missing; Conflict if a key has the same hash.
     async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord>;
     async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Stores keys made elsewhere, one outcome per entry in order: a hash already stored is
+    /// `Existing` (idempotent), a missing account `Failed(NotFound("account"))`; the others
+    /// are stored together (one transaction on SQLite, pipelined on Redis). Err only when the
+    /// backend fails as a whole.
+    async fn import_keys(&self, keys: Vec<NewKey>) -> StoreResult<Vec<ImportOutcome>>;
     async fn list_keys(&self, account_id: Option<&str>, page: &Page)
         -> StoreResult<Vec<KeyRecord>>;
     async fn update_key(&self, id: &str, patch: KeyPatch) -> StoreResult<KeyRecord>;

@@ -26,6 +26,7 @@ mod audit;
 mod backends;
 mod credits;
 mod helpers;
+mod import;
 mod keys;
 mod request_path;
 mod resources;
@@ -38,6 +39,7 @@ use atomic_writes::*;
 use audit::*;
 use backends::Backend;
 use credits::*;
+use import::*;
 use keys::*;
 use request_path::*;
 use resources::*;
@@ -107,6 +109,7 @@ macro_rules! conformance {
                     rotate_key_keeps_the_old_key,
                     rotate_key_with_grace,
                     rotate_key_refusals,
+                    import_keys_in_bulk,
             ] [
                 failed_key_write_leaves_nothing,
                 failed_user_write_leaves_nothing,

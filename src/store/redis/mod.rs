@@ -44,6 +44,7 @@ use crate::keys::new_id;
 use crate::redis_conn::RedisConn;
 use plan::{Op, Outcome, Plan};
 
+mod import;
 mod plan;
 
 #[derive(Clone)]
@@ -757,6 +758,10 @@ impl Directory for RedisStore {
         let key = new.into_record();
         self.write_new_key(&key).await?;
         Ok(key)
+    }
+
+    async fn import_keys(&self, keys: Vec<NewKey>) -> StoreResult<Vec<super::ImportOutcome>> {
+        self.import_batch(keys).await
     }
 
     async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
