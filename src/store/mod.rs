@@ -9,6 +9,7 @@
 mod metered;
 pub mod redis;
 pub mod sqlite;
+mod sqlite_pool;
 mod traits;
 
 pub use metered::MeteredStore;
