@@ -19,11 +19,14 @@ use crate::store::{
 struct Counting {
     inner: SqliteStore,
     reads: AtomicUsize,
-    /// Reads that got their answer from SQLite (before `delay_after`).
+    /// Reads that got their answer from SQLite (before `hold_after`).
     answered: AtomicUsize,
     delay: Duration,
-    /// Sleeps after reading, so a write can commit between the read and the cache insert.
-    delay_after: Duration,
+    /// Waits after reading until `release` gives it a permit, so a write can commit between
+    /// the read and the cache insert. A gate, not a sleep: the store's own threads are outside
+    /// tokio's paused clock, which would let a sleep pass before the write commits.
+    hold_after: bool,
+    release: tokio::sync::Semaphore,
     fail: AtomicBool,
 }
 
@@ -53,8 +56,10 @@ impl CredentialReads for Counting {
         }
         let found = self.inner.find_credential(hash).await;
         self.answered.fetch_add(1, Ordering::SeqCst);
-        if !self.delay_after.is_zero() {
-            tokio::time::sleep(self.delay_after).await;
+        if self.hold_after {
+            if let Ok(permit) = self.release.acquire().await {
+                permit.forget();
+            }
         }
         found
     }
@@ -77,7 +82,7 @@ struct Fixture {
 
 struct Opts {
     delay: Duration,
-    delay_after: Duration,
+    hold_after: bool,
     ttl: Duration,
     max_stale: Duration,
 }
@@ -86,7 +91,7 @@ impl Default for Opts {
     fn default() -> Self {
         Self {
             delay: Duration::ZERO,
-            delay_after: Duration::ZERO,
+            hold_after: false,
             ttl: Duration::from_secs(60),
             max_stale: Duration::from_secs(60),
         }
@@ -101,7 +106,8 @@ fn fixture(opts: Opts) -> Fixture {
         reads: AtomicUsize::new(0),
         answered: AtomicUsize::new(0),
         delay: opts.delay,
-        delay_after: opts.delay_after,
+        hold_after: opts.hold_after,
+        release: tokio::sync::Semaphore::new(0),
         fail: AtomicBool::new(false),
     });
     let metrics = Arc::new(Metrics::new(&[]));
@@ -353,12 +359,12 @@ async fn invalidate_all_drops_everything() {
 }
 
 /// A write that commits while a load is between its store read and its cache insert: the
-/// loader notices the invalidation and re-reads, so the old record is never cached. Paused time:
-/// the loader's 300 ms pause after its read passes at once, once everything else waits.
+/// loader notices the invalidation and re-reads, so the old record is never cached. The loader
+/// holds after its read until the write has committed and invalidated.
 #[tokio::test(start_paused = true)]
 async fn a_load_racing_a_write_does_not_cache_the_old_record() {
     let f = fixture(Opts {
-        delay_after: Duration::from_millis(300),
+        hold_after: true,
         ..Opts::default()
     });
     let (_, key_id, hash) = f.key().await;
@@ -381,6 +387,7 @@ async fn a_load_racing_a_write_does_not_cache_the_old_record() {
         .await
         .expect("revoke");
     f.cache.invalidate_local(&Invalidation::Key(hash)).await;
+    f.store.release.add_permits(8);
     match load.await.expect("task").expect("lookup") {
         Lookup::Found(c) => assert_eq!(c.credential.key.status, KeyStatus::Revoked),
         Lookup::Unknown => panic!("key vanished"),

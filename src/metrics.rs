@@ -426,7 +426,7 @@ impl Metrics {
             .set(1);
         let last_used_dropped = counter(
             "keygate_last_used_dropped_total",
-            "Last-used updates dropped because the writer queue was full.",
+            "Last-used updates refused because the pending map was full (recorded again on the key's next request).",
         );
         let cache_clears = counter(
             "keygate_cache_clears_total",

@@ -52,11 +52,11 @@ impl pingora::services::background::BackgroundService for UsageService {
         let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
             return;
         };
-        let run = writer.run(self.shared.store.clone());
-        tokio::select! {
-            _ = run => {}
-            _ = shutdown.changed() => {}
-        }
+        // On shutdown the writer makes one last flush of what is pending.
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        writer.run(self.shared.store.clone(), stop).await;
     }
 }
 

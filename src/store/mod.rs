@@ -10,6 +10,7 @@ mod import;
 mod metered;
 pub mod redis;
 pub mod sqlite;
+mod sqlite_pool;
 mod traits;
 
 pub use import::ImportOutcome;

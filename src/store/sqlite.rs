@@ -1,11 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode, for a single keygate with no Redis.
 //!
-//! rusqlite is synchronous, so every call runs on tokio's blocking pool behind one connection
-//! mutex. That serialises store access, which is fine: the request path reads the store only on a
-//! cache miss, and SQLite itself allows one writer at a time.
+//! rusqlite is synchronous, so every call runs on a fixed set of threads ([`super::sqlite_pool`]):
+//! reads on reader threads with their own connections, writes on the one writer thread, where
+//! key creations and audit entries queued together share one transaction (group commit).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -14,6 +13,7 @@ use super::*;
 use crate::keys::new_id;
 
 mod import;
+use super::sqlite_pool::Pool;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS accounts (
@@ -121,10 +121,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// Fixed reader threads and one group-committing writer (see [`super::sqlite_pool`]).
+    pool: Pool,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
@@ -152,26 +153,31 @@ impl SqliteStore {
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         migrate(&mut conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        // Reads are CPU work on 2-4 cores; more readers would only queue on them.
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        let pool = Pool::start(conn, path, readers, |c| {
+            c.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(unavailable)
+        })?;
+        Ok(Self { pool })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` on the write connection (alone; it may open its own transaction).
     async fn with<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("sqlite connection poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(unavailable)?
+        self.pool.write(f).await
+    }
+
+    /// Runs `f` on a read connection: reads never wait behind writes.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.pool.read(f).await
     }
 }
 
@@ -485,7 +491,7 @@ impl CredentialReads for SqliteStore {
     }
 
     async fn token_cutoffs(&self, since: i64) -> StoreResult<Vec<(String, i64)>> {
-        self.with(move |c| {
+        self.read(move |c| {
             // `at` (indexed) narrows to the candidate seconds; the exact time decides.
             let mut stmt = c
                 .prepare(&format!(
@@ -506,7 +512,7 @@ impl CredentialReads for SqliteStore {
 
     async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<Credential>> {
         let hash = *hash;
-        self.with(move |c| {
+        self.read(move |c| {
             let key = c
                 .query_row(
                     &format!("SELECT {KEY_COLS} FROM keys WHERE hash = ?1"),
@@ -625,7 +631,7 @@ impl Credits for SqliteStore {
         let after = ledger_after(page)?;
         let limit = page.limit();
         let account_id = account_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             if get_account_tx(c, &account_id)?.is_none() {
                 return Err(StoreError::NotFound("account"));
             }
@@ -648,7 +654,7 @@ impl Credits for SqliteStore {
 #[async_trait]
 impl Directory for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await
     }
 
@@ -685,12 +691,12 @@ impl Directory for SqliteStore {
 
     async fn get_account(&self, id: &str) -> StoreResult<Option<Account>> {
         let id = id.to_string();
-        self.with(move |c| get_account_tx(c, &id)).await
+        self.read(move |c| get_account_tx(c, &id)).await
     }
 
     async fn list_accounts(&self, page: &Page) -> StoreResult<Vec<Account>> {
         let page = page.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             let sql = format!(
                 "SELECT {ACCOUNT_COLS} FROM accounts {}",
                 page_clause(&page, "accounts", false)
@@ -767,22 +773,22 @@ impl Directory for SqliteStore {
     }
 
     async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
-        self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            if get_account_tx(&tx, &new.account_id)?.is_none() {
-                return Err(StoreError::NotFound("account"));
-            }
-            let key = new.into_record();
-            insert_key_tx(&tx, &key)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(key)
-        })
-        .await
+        // Group-committed with the other creations queued meanwhile (own savepoint each).
+        self.pool
+            .grouped(move |c| {
+                if get_account_tx(c, &new.account_id)?.is_none() {
+                    return Err(StoreError::NotFound("account"));
+                }
+                let key = new.into_record();
+                insert_key_tx(c, &key)?;
+                Ok(key)
+            })
+            .await
     }
 
     async fn get_key(&self, id: &str) -> StoreResult<Option<KeyRecord>> {
         let id = id.to_string();
-        self.with(move |c| get_key_tx(c, &id)).await
+        self.read(move |c| get_key_tx(c, &id)).await
     }
 
     async fn import_keys(&self, keys: Vec<NewKey>) -> StoreResult<Vec<ImportOutcome>> {
@@ -802,7 +808,7 @@ impl Directory for SqliteStore {
     ) -> StoreResult<Vec<KeyRecord>> {
         let account_id = account_id.map(str::to_string);
         let page = page.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             list_by_account(c, "keys", KEY_COLS, account_id.as_deref(), &page, key_row)
         })
         .await
@@ -934,12 +940,12 @@ impl Directory for SqliteStore {
 
     async fn get_user(&self, id: &str) -> StoreResult<Option<User>> {
         let id = id.to_string();
-        self.with(move |c| get_user_tx(c, &id)).await
+        self.read(move |c| get_user_tx(c, &id)).await
     }
 
     async fn find_user_by_email(&self, email: &str) -> StoreResult<Option<(User, String)>> {
         let email = normalize_email(email);
-        self.with(move |c| {
+        self.read(move |c| {
             c.query_row(
                 &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1"),
                 [email],
@@ -954,7 +960,7 @@ impl Directory for SqliteStore {
     async fn list_users(&self, account_id: Option<&str>, page: &Page) -> StoreResult<Vec<User>> {
         let account_id = account_id.map(str::to_string);
         let page = page.clone();
-        self.with(move |c| {
+        self.read(move |c| {
             list_by_account(
                 c,
                 "users",
@@ -1019,21 +1025,22 @@ impl Directory for SqliteStore {
 #[async_trait]
 impl Audit for SqliteStore {
     async fn append_audit(&self, entry: NewAudit) -> StoreResult<()> {
-        self.with(move |c| {
-            c.execute(
+        self.pool
+            .grouped(move |c| {
+                c.execute(
                 "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![now(), entry.actor, entry.action, entry.target, entry.detail],
             )
             .map(|_| ())
             .map_err(unavailable)
-        })
-        .await
+            })
+            .await
     }
 
     async fn list_audit(&self, target: Option<&str>, limit: u32) -> StoreResult<Vec<AuditEntry>> {
         let target = target.map(str::to_string);
         let limit = if limit == 0 { 100 } else { limit.min(1000) };
-        self.with(move |c| {
+        self.read(move |c| {
             let row = |r: &Row<'_>| {
                 Ok(AuditEntry {
                     id: r.get(0)?,

@@ -932,12 +932,21 @@ impl Directory for RedisStore {
     }
 
     async fn record_last_used(&self, batch: &[(String, i64)]) -> StoreResult<()> {
+        // Many scripts in flight on the one multiplexed connection: they go out pipelined
+        // (one round trip per window, not per key), on a single node or a cluster alike.
         let script = Script::new(TOUCH_KEY);
-        for (id, at) in batch {
-            let _: i64 = script
-                .key(key_key(id))
-                .arg(*at)
-                .invoke_async(&mut self.conn())
+        for window in batch.chunks(256) {
+            let calls: Vec<_> = window
+                .iter()
+                .map(|(id, at)| {
+                    let (script, key, at, mut conn) =
+                        (script.clone(), key_key(id), *at, self.conn());
+                    Box::pin(
+                        async move { script.key(key).arg(at).invoke_async::<i64>(&mut conn).await },
+                    )
+                })
+                .collect();
+            futures_util::future::try_join_all(calls)
                 .await
                 .map_err(unavailable)?;
         }
