@@ -194,9 +194,16 @@ fn init_tracing(log: &crate::config::LogSection) {
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The outermost filter's hint is what the whole layer reports, and it sets the `log`
+    // crate's max level too: without it every debug and trace record pingora makes (several per
+    // request) would be built and offered to the subscriber only to be dropped.
+    let hint = filter
+        .max_level_hint()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
     let access = log.access;
     let access_switch =
-        tracing_subscriber::filter::filter_fn(move |meta| access || meta.target() != ACCESS_TARGET);
+        tracing_subscriber::filter::filter_fn(move |meta| access || meta.target() != ACCESS_TARGET)
+            .with_max_level_hint(hint);
     let pingora_secrets = std::env::var(LOG_PINGORA_WITH_SECRETS).is_ok_and(|v| v == "1");
     let pingora_cap = tracing_subscriber::filter::filter_fn(move |meta| {
         pingora_secrets
