@@ -82,9 +82,11 @@ fn decide(slots: &mut VecDeque<(u64, u64)>, now: u64, limit: &Limit) -> RateStat
     }
 }
 
-/// This replica's windows, keyed by bucket and limit (a changed limit starts a new window).
+/// This replica's windows, by limit and then bucket (a changed limit starts a new window). Two
+/// levels, like the token buckets, so a decision on a known bucket looks it up by `&str` and
+/// allocates nothing; only a bucket's first request copies its name.
 pub struct Windows {
-    states: DashMap<(String, Limit), VecDeque<(u64, u64)>>,
+    states: DashMap<Limit, DashMap<String, VecDeque<(u64, u64)>>>,
     started: Instant,
 }
 
@@ -104,18 +106,28 @@ impl Windows {
 
     pub fn check(&self, bucket: &str, limit: Limit) -> RateStatus {
         let now = self.now_us();
-        let mut slots = self.states.entry((bucket.to_owned(), limit)).or_default();
+        let buckets = match self.states.get(&limit) {
+            Some(buckets) => buckets,
+            None => self.states.entry(limit).or_default().downgrade(),
+        };
+        if let Some(mut slots) = buckets.get_mut(bucket) {
+            return decide(&mut slots, now, &limit);
+        }
+        let mut slots = buckets.entry(bucket.to_owned()).or_default();
         decide(&mut slots, now, &limit)
     }
 
     /// Forgets windows with nothing left in them.
     pub fn retain_recent(&self) {
         let now = self.now_us();
-        self.states.retain(|(_, limit), slots| {
+        self.states.retain(|limit, buckets| {
             let (window, slot) = spans_us(limit);
-            slots
-                .back()
-                .is_some_and(|s| (s.0 + 1) * slot + window > now)
+            buckets.retain(|_, slots| {
+                slots
+                    .back()
+                    .is_some_and(|s| (s.0 + 1) * slot + window > now)
+            });
+            !buckets.is_empty()
         });
     }
 }
