@@ -284,6 +284,16 @@ impl RedisStore {
         self.conn().incr("kg:seq", 1).await.map_err(unavailable)
     }
 
+    /// The account as it is after a script that answered whether it found it (1) or not (0).
+    async fn account_if_found(&self, id: &str, found: i64) -> StoreResult<Account> {
+        if found == 0 {
+            return Err(StoreError::NotFound("account"));
+        }
+        self.read_account(id)
+            .await?
+            .ok_or(StoreError::NotFound("account"))
+    }
+
     async fn read_account(&self, id: &str) -> StoreResult<Option<Account>> {
         let map: HashMap<String, String> = self
             .conn()
@@ -714,12 +724,7 @@ impl Directory for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        if found == 0 {
-            return Err(StoreError::NotFound("account"));
-        }
-        self.read_account(id)
-            .await?
-            .ok_or(StoreError::NotFound("account"))
+        self.account_if_found(id, found).await
     }
 
     async fn set_account_plan(&self, id: &str, plan: Option<String>) -> StoreResult<Account> {
@@ -731,12 +736,7 @@ impl Directory for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        if found == 0 {
-            return Err(StoreError::NotFound("account"));
-        }
-        self.read_account(id)
-            .await?
-            .ok_or(StoreError::NotFound("account"))
+        self.account_if_found(id, found).await
     }
 
     async fn set_account_metadata(&self, id: &str, metadata: Metadata) -> StoreResult<Account> {
@@ -746,12 +746,7 @@ impl Directory for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        if found == 0 {
-            return Err(StoreError::NotFound("account"));
-        }
-        self.read_account(id)
-            .await?
-            .ok_or(StoreError::NotFound("account"))
+        self.account_if_found(id, found).await
     }
 
     async fn create_key(&self, new: NewKey) -> StoreResult<KeyRecord> {
