@@ -7,6 +7,7 @@
 
 mod calls;
 mod metrics;
+mod profile;
 mod raw;
 pub mod redis_server;
 mod wait;
@@ -16,6 +17,8 @@ mod wait;
 pub use calls::*;
 #[allow(unused_imports)]
 pub use metrics::*;
+#[allow(unused_imports)]
+pub use profile::*;
 #[allow(unused_imports)]
 pub use raw::*;
 #[allow(unused_imports)]
