@@ -5,8 +5,10 @@
 //! the routes that share it, and the method picks among them. When the most specific pattern has
 //! no route for the method, the request falls through to the next matching pattern that has one
 //! (a GET-only `/v1/poll/{id}` must not hide a catch-all from a POST). matchit only answers the
-//! most specific match, so the fall-through tests each pattern on its own, most specific first;
-//! that costs only on a method miss, never on a hit.
+//! most specific match, so the table also keeps one tree per method the config names, holding
+//! only the patterns with a route for it (and one for every other method, holding the patterns
+//! with an any-method route): the fall-through is one lookup in the method's tree, and the
+//! `Allow` list of a 405 one lookup per named method, whatever the number of routes.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -26,16 +28,13 @@ pub struct RouteError {
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Every pattern, with the indexes of its routes in config order.
     tree: matchit::Router<Vec<usize>>,
-    /// Every distinct pattern alone, most specific first, for the fall-through.
-    patterns: Vec<Pattern>,
-}
-
-/// One path pattern in a matcher of its own, with the routes that use it.
-#[derive(Debug, Clone)]
-struct Pattern {
-    matcher: matchit::Router<()>,
-    indexes: Vec<usize>,
+    /// Per method named by some route (sorted, so `Allow` lists come out sorted): the patterns
+    /// with a route for it, each holding the first such route.
+    by_method: Vec<(String, matchit::Router<usize>)>,
+    /// The patterns with an any-method route, for a method no route names.
+    any_method: matchit::Router<usize>,
 }
 
 /// What the table says about a method and path.
@@ -72,22 +71,40 @@ impl RouteTable {
             });
             slot.push(i);
         }
+        let mut named: Vec<&str> = routes
+            .iter()
+            .flat_map(|r| r.methods.iter().map(String::as_str))
+            .collect();
+        named.sort_unstable();
+        named.dedup();
         let mut tree = matchit::Router::new();
+        let mut by_method: Vec<(String, matchit::Router<usize>)> = named
+            .iter()
+            .map(|m| (m.to_string(), matchit::Router::new()))
+            .collect();
+        let mut any_method = matchit::Router::new();
         let mut errors = Vec::new();
-        let mut patterns = Vec::new();
         for path in order {
             let indexes = by_path.remove(path).unwrap_or_default();
-            let mut matcher = matchit::Router::new();
-            // The same pattern went into `tree` (which reports its error), so it cannot fail
-            // here unless it failed there.
-            if matcher.insert(path, ()).is_ok() {
-                patterns.push((
-                    specificity(path),
-                    Pattern {
-                        matcher,
-                        indexes: indexes.clone(),
-                    },
-                ));
+            let first_allowing = |method: &str| {
+                indexes
+                    .iter()
+                    .copied()
+                    .find(|i| routes.get(*i).is_some_and(|r| r.allows_method(method)))
+            };
+            // A subset of patterns the full tree holds together can always be held together,
+            // so only the full tree's insertion can fail (and it reports the error).
+            for (method, matcher) in by_method.iter_mut() {
+                if let Some(i) = first_allowing(method) {
+                    let _ = matcher.insert(path, i);
+                }
+            }
+            let any = indexes
+                .iter()
+                .copied()
+                .find(|i| routes.get(*i).is_some_and(|r| r.methods.is_empty()));
+            if let Some(i) = any {
+                let _ = any_method.insert(path, i);
             }
             if let Err(e) = tree.insert(path, indexes) {
                 errors.push(RouteError {
@@ -99,13 +116,11 @@ impl RouteTable {
         if !errors.is_empty() {
             return Err(errors);
         }
-        // A stable sort: equally specific patterns keep config order.
-        patterns.sort_by(|a, b| a.0.cmp(&b.0));
-        let patterns = patterns.into_iter().map(|(_, p)| p).collect();
         Ok(Self {
             routes,
             tree,
-            patterns,
+            by_method,
+            any_method,
         })
     }
 
@@ -114,7 +129,8 @@ impl RouteTable {
         Self {
             routes: Vec::new(),
             tree: matchit::Router::new(),
-            patterns: Vec::new(),
+            by_method: Vec::new(),
+            any_method: matchit::Router::new(),
         }
     }
 
@@ -129,86 +145,51 @@ impl RouteTable {
     /// The first route (in config order) of the most specific matching path pattern that allows
     /// the method; else the same in the next matching pattern, down to the least specific.
     pub fn lookup<'r, 'p>(&'r self, method: &str, path: &'p str) -> RouteLookup<'r, 'p> {
+        let matcher = self
+            .by_method
+            .iter()
+            .find(|(m, _)| m == method)
+            .map_or(&self.any_method, |(_, matcher)| matcher);
+        if let Ok(m) = matcher.at(path) {
+            if let Some(route) = self.routes.get(*m.value) {
+                return RouteLookup::Found(RouteMatch {
+                    index: *m.value,
+                    route,
+                    params: m.params,
+                });
+            }
+        }
         let Ok(m) = self.tree.at(path) else {
             return RouteLookup::NotFound;
         };
-        if let Some((index, route)) = self.allowing(m.value, method) {
-            return RouteLookup::Found(RouteMatch {
-                index,
-                route,
-                params: m.params,
-            });
-        }
-        let first = m.value.first().copied().unwrap_or_default();
-        let mut allow: Vec<&str> = Vec::new();
-        for pattern in &self.patterns {
-            let Ok(found) = pattern.matcher.at(path) else {
-                continue;
-            };
-            if let Some((index, route)) = self.allowing(&pattern.indexes, method) {
-                return RouteLookup::Found(RouteMatch {
-                    index,
-                    route,
-                    params: found.params,
-                });
-            }
-            for i in &pattern.indexes {
-                for m in self
-                    .routes
-                    .get(*i)
-                    .map_or(&[][..], |r| r.methods.as_slice())
-                {
-                    if !allow.contains(&m.as_str()) {
-                        allow.push(m);
-                    }
-                }
-            }
-        }
-        allow.sort_unstable();
         RouteLookup::MethodNotAllowed {
-            route: first,
-            allow: allow.join(", "),
+            route: m.value.first().copied().unwrap_or_default(),
+            allow: self.allowed_methods(path),
         }
     }
 
     /// The methods the routes matching `path` take, for an `Allow` header (empty when none does
     /// or one takes any method).
     pub fn allowed_methods(&self, path: &str) -> String {
-        match self.lookup("\0", path) {
-            RouteLookup::MethodNotAllowed { allow, .. } => allow,
-            RouteLookup::Found(_) | RouteLookup::NotFound => String::new(),
+        if self.any_method.at(path).is_ok() {
+            return String::new();
         }
-    }
-
-    fn allowing(&self, indexes: &[usize], method: &str) -> Option<(usize, &Route)> {
-        indexes.iter().find_map(|i| {
-            self.routes
-                .get(*i)
-                .filter(|r| r.allows_method(method))
-                .map(|r| (*i, r))
-        })
+        let mut allow = String::new();
+        for (method, matcher) in &self.by_method {
+            if matcher.at(path).is_ok() {
+                if !allow.is_empty() {
+                    allow.push_str(", ");
+                }
+                allow.push_str(method);
+            }
+        }
+        allow
     }
 
     /// Route names in config order (metric labels).
     pub fn names(&self) -> Vec<String> {
         self.routes.iter().map(|r| r.name.clone()).collect()
     }
-}
-
-/// How specific a pattern is, per segment: a literal beats a `{param}`, which beats a
-/// `{*catch_all}` (matchit's own priority), compared from the left; lower is more specific.
-fn specificity(path: &str) -> Vec<u8> {
-    path.split('/')
-        .map(|segment| {
-            if segment.contains("{*") {
-                2
-            } else if segment.contains('{') {
-                1
-            } else {
-                0
-            }
-        })
-        .collect()
 }
 
 impl Deref for RouteTable {
@@ -303,5 +284,33 @@ upstream = "api"
         );
         assert_eq!(c.routes.allowed_methods("/other"), "PUT");
         assert!(matches!(c.routes.lookup("GET", ""), RouteLookup::NotFound));
+    }
+
+    #[test]
+    fn an_any_method_catch_all_takes_what_the_specific_route_refuses() {
+        let text = r#"
+[upstreams.api]
+address = "127.0.0.1:8000"
+
+[[routes]]
+name = "poll"
+path = "/v1/poll/{id}"
+methods = ["GET"]
+upstream = "api"
+
+[[routes]]
+name = "rest"
+path = "/v1/{*rest}"
+upstream = "api"
+"#;
+        let c = Config::parse(text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found(&c, "GET", "/v1/poll/1").as_deref(), Some("poll"));
+        assert_eq!(found(&c, "POST", "/v1/poll/1").as_deref(), Some("rest"));
+        assert_eq!(found(&c, "BREW", "/v1/poll/1").as_deref(), Some("rest"));
+        assert_eq!(c.routes.allowed_methods("/v1/poll/1"), "");
+        assert!(matches!(
+            c.routes.lookup("GET", "/v2"),
+            RouteLookup::NotFound
+        ));
     }
 }
