@@ -1,6 +1,8 @@
-//! Scale run for the embedded store (issue 13): how fast key creations commit when many admin
-//! calls arrive at once (the writer thread's group commit), and the cache's miss path on SQLite
-//! (a `find_credential` for a random existing key) under concurrent load, as p50/p99.
+//! Scale run for the stores (issue 13): how fast key creations commit when many admin calls
+//! arrive at once (SQLite's writer thread with group commit; Redis's scripts), and the cache's
+//! miss path (a `find_credential` for a random existing key) under concurrent load, as p50/p99,
+//! on SQLite and on a loopback `redis-server` the bench starts on a free port (fails with the
+//! install line when redis-server is missing).
 //!
 //! Run: `cargo bench --bench scale`. Under `cargo test --all-targets` (no `--bench` argument) it
 //! only creates and reads a few keys, with no load and no timing.
@@ -12,8 +14,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::process::{Child, Command, Stdio};
+
+use keygate::store::redis::RedisStore;
 use keygate::store::sqlite::SqliteStore;
-use keygate::store::{CredentialReads, Directory, NewAccount, NewKey, Permission};
+use keygate::store::{NewAccount, NewKey, Permission, Store};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -66,12 +71,52 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(run(keys, concurrency, readers, load_run));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("scale.db")).expect("sqlite"));
+    let sqlite_row = rt.block_on(run(sqlite, keys, concurrency, readers, load_run));
+    let redis = RedisServer::start(dir.path());
+    let redis_row = rt.block_on(async {
+        let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+            .await
+            .expect("connect to the bench's redis-server");
+        run(Arc::new(store), keys, concurrency, readers, load_run).await
+    });
+    if !load_run {
+        println!(
+            "scale: setup checked on SQLite and Redis (no load in test mode; `cargo bench --bench \
+             scale` runs it)"
+        );
+        return;
+    }
+    println!("| {keys} keys | SQLite | Redis (loopback) |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| key creations per second ({concurrency} concurrent callers) | {:.0} | {:.0} |",
+        sqlite_row.create_rate, redis_row.create_rate
+    );
+    println!(
+        "| miss reads per second ({readers} concurrent, 5 s) | {:.0} | {:.0} |",
+        sqlite_row.read_rate, redis_row.read_rate
+    );
+    println!("| miss p50 | {:?} | {:?} |", sqlite_row.p50, redis_row.p50);
+    println!("| miss p99 | {:?} | {:?} |", sqlite_row.p99, redis_row.p99);
 }
 
-async fn run(keys: usize, concurrency: usize, reading: usize, load_run: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(SqliteStore::open(&dir.path().join("scale.db")).expect("sqlite"));
+struct Row {
+    create_rate: f64,
+    read_rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    keys: usize,
+    concurrency: usize,
+    reading: usize,
+    load_run: bool,
+) -> Row {
     let account = store
         .create_account(NewAccount {
             name: "bench".into(),
@@ -129,21 +174,57 @@ async fn run(keys: usize, concurrency: usize, reading: usize, load_run: bool) {
         took.extend(reader.await.expect("reader"));
     }
     took.sort();
-    if !load_run {
-        println!(
-            "scale: setup checked (no load in test mode; `cargo bench --bench scale` runs it)"
-        );
-        return;
+    Row {
+        create_rate,
+        read_rate: took.len() as f64 / run_for.as_secs_f64().max(1e-9),
+        p50: percentile(&took, 0.50),
+        p99: percentile(&took, 0.99),
     }
-    println!("| measure | value |");
-    println!("| --- | --- |");
-    println!("| keys created (SQLite store, {concurrency} concurrent callers) | {keys} |");
-    println!("| key creations per second | {create_rate:.0} |");
-    println!(
-        "| SQLite miss reads ({reading} concurrent, 5 s) | {} ({:.0}/s) |",
-        took.len(),
-        took.len() as f64 / run_for.as_secs_f64()
-    );
-    println!("| SQLite miss p50 | {:?} |", percentile(&took, 0.50));
-    println!("| SQLite miss p99 | {:?} |", percentile(&took, 0.99));
+}
+
+/// A `redis-server` of the bench's own on a free loopback port, without persistence, killed
+/// when dropped.
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    fn start(dir: &std::path::Path) -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "scale bench: cannot start redis-server ({e}); install it with: \
+                     apt-get install -y redis-server"
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
