@@ -89,6 +89,7 @@ fn input(f: &Fixture, actor: &Actor) -> NewKeyInput {
         expires_at: None,
         rate_limit: None,
         resources: None,
+        metadata: Default::default(),
     }
 }
 
