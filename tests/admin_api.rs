@@ -953,11 +953,11 @@ fn key_metadata_on_create_update_rotate_and_lists() {
     for (body, message) in [
         (
             json!({ "metadata": null }),
-            "metadata: invalid type: null, expected a map at line 1 column 16",
+            "Failed to deserialize the JSON body into the target type: metadata: invalid type: null, expected a map at line 1 column 16",
         ),
         (
             json!({ "metadata": "c_44" }),
-            "metadata: invalid type: string \"c_44\", expected a map at line 1 column 18",
+            "Failed to deserialize the JSON body into the target type: metadata: invalid type: string \"c_44\", expected a map at line 1 column 18",
         ),
         (
             json!({ "metadata": { "blob": "x".repeat(16 * 1024) } }),
