@@ -314,7 +314,47 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_digest;
+    use super::{decode_digest, entry_error, Entry};
+
+    fn refusal(entry: serde_json::Value) -> String {
+        match serde_path_to_error::deserialize::<_, Entry>(entry) {
+            Ok(_) => "accepted".into(),
+            Err(e) => entry_error(e),
+        }
+    }
+
+    #[test]
+    fn a_refused_entry_names_the_field_and_never_quotes_a_string() {
+        let key = "sk_live_0123456789abcdef0123";
+        let cases = [
+            (
+                serde_json::json!({ "account_id": "a", "metadata": [1] }),
+                "`metadata`: invalid type: sequence, expected a map",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "metadata": null }),
+                "`metadata`: invalid type: null, expected a map",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "metadata": key }),
+                "`metadata` has the wrong type",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "scopes": key }),
+                "`scopes` has the wrong type",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "rate_limit": { "requests": 1 } }),
+                "`rate_limit`: missing field `per_seconds`",
+            ),
+        ];
+        for (entry, expected) in cases {
+            assert_eq!(refusal(entry), expected);
+        }
+        let accepted =
+            serde_json::json!({ "account_id": "a", "metadata": { "k": [key] }, "resources": {} });
+        assert_eq!(refusal(accepted), "accepted");
+    }
 
     #[test]
     fn a_digest_reads_as_hex_or_any_base64() {
