@@ -47,6 +47,7 @@ fn new_key(account_id: &str, i: usize) -> NewKey {
         rate_limit: None,
         resources: None,
         rotated_from: None,
+        metadata: Default::default(),
     }
 }
 

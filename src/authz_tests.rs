@@ -67,6 +67,7 @@ fn cred() -> Credential {
             rate_limit: None,
             resources: None,
             rotated_from: None,
+            metadata: Default::default(),
         },
         account: Account {
             id: "acc_1".into(),

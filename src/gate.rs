@@ -606,6 +606,7 @@ fn credential_from_claims(c: Claims) -> Credential {
             rate_limit,
             resources,
             rotated_from: None,
+            metadata: Default::default(),
         },
         account: Account {
             id: c.acc,

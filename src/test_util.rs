@@ -159,6 +159,7 @@ pub fn new_key(
         rate_limit: None,
         resources: None,
         rotated_from: None,
+        metadata: Default::default(),
     };
     (new, plaintext)
 }

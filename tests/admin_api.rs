@@ -915,3 +915,89 @@ fn key_resources_are_set_checked_and_cleared() {
     let r = kg.admin("GET", &format!("{A}/audit?target={id}"), None);
     assert!(r.body.contains("resources=teams=[b,a]"), "{}", r.body);
 }
+
+/// Key metadata: `{}` unless given on create; returned by get and list; replaced whole by a
+/// PATCH that names it and kept by one that does not; carried to a rotation's successor;
+/// refused when null, not an object or over 16 KiB; audited by field name, never by value.
+#[test]
+fn key_metadata_on_create_update_rotate_and_lists() {
+    let (_echo, kg) = start();
+    let account = kg.create_account("acme");
+    let given = json!({ "customer": "cust-42", "source": { "system": "crm", "ids": [1, 2] } });
+    let created = admin_ok(
+        &kg,
+        "POST",
+        &format!("{A}/keys"),
+        Some(json!({ "account_id": account, "name": "tagged", "metadata": given })),
+    );
+    assert_eq!(created["metadata"], given);
+    let id = created["id"].as_str().expect("id").to_string();
+    let key = format!("{A}/keys/{id}");
+    assert_eq!(admin_ok(&kg, "GET", &key, None)["metadata"], given);
+    let (plain, _) = kg.create_key(&account, json!({}));
+    assert_eq!(
+        admin_ok(&kg, "GET", &format!("{A}/keys/{plain}"), None)["metadata"],
+        json!({})
+    );
+    let listed = admin_ok(&kg, "GET", &format!("{A}/keys?account_id={account}"), None);
+    assert_eq!(listed["keys"][0]["metadata"], given);
+    assert_eq!(listed["keys"][1]["metadata"], json!({}));
+
+    let renamed = admin_ok(&kg, "PATCH", &key, Some(json!({ "name": "renamed" })));
+    assert_eq!(renamed["metadata"], given);
+    let replaced = json!({ "customer": "cust-43" });
+    let patched = admin_ok(&kg, "PATCH", &key, Some(json!({ "metadata": replaced })));
+    assert_eq!(patched["metadata"], replaced);
+    assert_eq!(patched["name"], "renamed");
+
+    for (body, message) in [
+        (
+            json!({ "metadata": null }),
+            "Failed to deserialize the JSON body into the target type: metadata: invalid type: null, expected a map at line 1 column 16",
+        ),
+        (
+            json!({ "metadata": "c_44" }),
+            "Failed to deserialize the JSON body into the target type: metadata: invalid type: string \"c_44\", expected a map at line 1 column 18",
+        ),
+        (
+            json!({ "metadata": { "blob": "x".repeat(16 * 1024) } }),
+            "`metadata` must be at most 16384 bytes of JSON (is 16395)",
+        ),
+    ] {
+        let r = kg.admin("PATCH", &key, Some(body.clone()));
+        assert_eq!(assert_error(&r, 422, "invalid_body"), message);
+        let r = kg.admin(
+            "POST",
+            &format!("{A}/keys"),
+            Some(json!({ "account_id": account, "name": "k", "metadata": body["metadata"] })),
+        );
+        assert_error(&r, 422, "invalid_body");
+    }
+    assert_eq!(admin_ok(&kg, "GET", &key, None)["metadata"], replaced);
+
+    let rotated = admin_ok(&kg, "POST", &format!("{key}/rotate"), None);
+    assert_eq!(rotated["metadata"], replaced);
+    assert_eq!(rotated["old"]["metadata"], replaced);
+    let cleared = admin_ok(&kg, "PATCH", &key, Some(json!({ "metadata": {} })));
+    assert_eq!(cleared["metadata"], json!({}));
+
+    let audit = admin_ok(&kg, "GET", &format!("{A}/audit?target={id}"), None);
+    let details: Vec<&str> = audit["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.ends_with("metadata=[customer,source]")),
+        "{details:?}"
+    );
+    assert!(details.contains(&"metadata=[customer]"), "{details:?}");
+    assert!(details.contains(&"metadata=[]"), "{details:?}");
+    assert!(
+        !audit.to_string().contains("cust-"),
+        "values stay out: {audit}"
+    );
+}

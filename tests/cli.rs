@@ -175,6 +175,38 @@ fn account_metadata_from_the_cli() {
 }
 
 #[test]
+fn key_metadata_from_the_cli() {
+    let (_echo, kg) = start();
+    let account = kg.create_account("acme");
+    let created = ok_json(
+        &kg,
+        &[
+            "keys",
+            "create",
+            "--account",
+            &account,
+            "--name",
+            "tagged",
+            "--metadata",
+            r#"{"customer":"c_42"}"#,
+        ],
+    );
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(created["metadata"], json!({ "customer": "c_42" }));
+    let set = ok_json(&kg, &["keys", "set-metadata", &id, r#"{"tier":"gold"}"#]);
+    assert_eq!(set["metadata"], json!({ "tier": "gold" }));
+    let r = run_with(
+        &kg.admin_url(),
+        Some(ADMIN_TOKEN),
+        &["keys", "set-metadata", &id, "[1]"],
+    );
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("metadata"), "{}", r.stderr);
+    let got = ok_json(&kg, &["keys", "get", &id]);
+    assert_eq!(got["metadata"], json!({ "tier": "gold" }));
+}
+
+#[test]
 fn keys_created_by_the_cli_work_on_the_proxy_until_revoked() {
     let (_echo, kg) = start();
     let account = kg.create_account("acme");

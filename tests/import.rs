@@ -345,3 +345,78 @@ fn keys_without_checksum_match_a_documented_length_with_a_warning() {
     other.push(if key.ends_with('a') { 'b' } else { 'a' });
     assert_eq!(call(&kg, "/v1/x", &other).status, 401);
 }
+
+/// An import line carries everything a created key can: metadata (on a plaintext and on a
+/// sha256 entry), its own limit and resources, returned by the admin API and kept over a
+/// restart. A bad value is refused with its line and the field named, the rest go in.
+#[test]
+fn imported_keys_carry_metadata_limits_and_resources_over_a_restart() {
+    let (_echo, mut kg) = start_legacy(None);
+    let account = kg.create_account("meta");
+    let keys: Vec<String> = (0..7).map(legacy_key).collect();
+    let plain_meta = json!({ "customer": "c_1", "tags": ["gold", "eu"], "note": "ünï \"q\"" });
+    let sha_meta = json!({ "source": { "system": "legacy-billing", "id": 42 } });
+    let limit = json!({ "requests": 5, "per_seconds": 60, "burst": 10 });
+    let resources = json!({ "projects": ["p1", "p2"] });
+    let entries = vec![
+        json!({ "key": keys[0], "account_id": account, "metadata": plain_meta,
+                "rate_limit": limit, "resources": resources }),
+        json!({ "sha256": hex::encode(sha256(&keys[1])), "account_id": account,
+                "metadata": sha_meta }),
+        json!({ "key": keys[2], "account_id": account, "metadata": [1, 2] }),
+        json!({ "key": keys[3], "account_id": account,
+                "metadata": { "blob": "x".repeat(17 * 1024) } }),
+        // A key pasted where the metadata belongs is not echoed.
+        json!({ "key": keys[4], "account_id": account, "metadata": keys[5] }),
+        json!({ "key": keys[5], "account_id": account,
+                "rate_limit": { "requests": 0, "per_seconds": 60, "burst": 1 } }),
+        json!({ "key": keys[6], "account_id": account }),
+    ];
+    let out = import(&kg, &entries);
+    assert_eq!(out["created"], 3, "{out}");
+    assert_eq!(
+        out["errors"],
+        json!([
+            { "line": 3, "error": "`metadata`: invalid type: sequence, expected a map" },
+            { "line": 4,
+              "error": format!("`metadata` must be at most 16384 bytes of JSON (is {})",
+                  17 * 1024 + 11) },
+            { "line": 5, "error": "`metadata` has the wrong type" },
+            { "line": 6, "error": "`rate_limit.requests` must be between 1 and 1000000000" },
+        ])
+    );
+    let ids: Vec<String> = out["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["id"].as_str().expect("id").to_string())
+        .collect();
+    let expected = [
+        (plain_meta.clone(), limit.clone(), resources.clone()),
+        (sha_meta.clone(), Value::Null, Value::Null),
+        (json!({}), Value::Null, Value::Null),
+    ];
+    let check = |kg: &Keygate| {
+        for (id, (metadata, limit, resources)) in ids.iter().zip(&expected) {
+            let got = admin_ok(kg, "GET", &format!("{A}/keys/{id}"), None);
+            assert_eq!(&got["metadata"], metadata, "{got}");
+            assert_eq!(&got["rate_limit"], limit, "{got}");
+            assert_eq!(&got["resources"], resources, "{got}");
+        }
+        let listed = admin_ok(kg, "GET", &format!("{A}/keys?account_id={account}"), None);
+        let metadata: Vec<&Value> = listed["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| &k["metadata"])
+            .collect();
+        assert_eq!(metadata, [&plain_meta, &sha_meta, &json!({})]);
+    };
+    check(&kg);
+    kg.restart();
+    check(&kg);
+    // The keys still authenticate, each form.
+    assert_eq!(call(&kg, "/v1/x", &keys[0]).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &keys[1]).status, 200);
+    assert_eq!(call(&kg, "/v1/x", &keys[2]).status, 401);
+}

@@ -497,3 +497,27 @@ fn account_metadata_is_documented_as_an_object() {
         schema("CreateAccount")
     );
 }
+
+/// Key metadata likewise: an object on create and update, never null, and always on the key.
+#[test]
+fn key_metadata_is_documented_as_an_object() {
+    let (_echo, kg) = start();
+    let doc = document(&kg);
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    for name in ["CreateKey", "UpdateKey", "KeyView"] {
+        assert_eq!(
+            schema(name)["properties"]["metadata"]["type"],
+            "object",
+            "{name}: {}",
+            schema(name)
+        );
+    }
+    let required = |name: &str| {
+        schema(name)["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("metadata")))
+    };
+    assert!(required("KeyView"), "{}", schema("KeyView"));
+    assert!(!required("CreateKey"), "{}", schema("CreateKey"));
+    assert!(!required("UpdateKey"), "{}", schema("UpdateKey"));
+}

@@ -23,8 +23,8 @@ use crate::keyservice::{Actor, MAX_IMPORT};
 pub struct ImportKeys {
     /// 1 to 10,000 entries, each an object: `key` (the plaintext) or `sha256` (its digest, hex
     /// or base64), `account_id`, and optionally `name`, `scopes`, `permission`, `expires_at`,
-    /// `user_id` as in a created key. An entry that is refused is reported by its number
-    /// (the first is 1); the others are stored.
+    /// `user_id`, `rate_limit`, `resources`, `metadata` as in a created key. An entry that is
+    /// refused is reported by its number (the first is 1); the others are stored.
     #[schema(min_items = 1, max_items = 10000)]
     keys: Vec<Map<String, Value>>,
 }

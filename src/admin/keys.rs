@@ -22,7 +22,7 @@ use super::views::{next_cursor, CreatedKey, KeyList, KeyView, RotatedKey};
 use crate::app::Shared;
 use crate::keyservice::validate::{self, RateLimitBody};
 use crate::keyservice::{Actor, KeyChange, NewKeyInput};
-use crate::store::{KeyStatus, Page, Permission};
+use crate::store::{KeyStatus, Metadata, Page, Permission};
 
 /// `POST /keys`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,6 +53,11 @@ pub struct CreateKey {
     #[serde(default)]
     #[schema(schema_with = openapi::resources_schema, required = false)]
     resources: Option<BTreeMap<String, Vec<String>>>,
+    /// Any JSON object (at most 16 KiB) the operator keeps with the key; keygate returns it
+    /// and decides nothing by it. Absent: `{}`.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Metadata>,
 }
 
 fn default_permission() -> Permission {
@@ -60,7 +65,8 @@ fn default_permission() -> Permission {
 }
 
 /// `PATCH /keys/{id}`: at least one field; an absent field is left as it is; `null` clears the
-/// expiry, the key's own limit or its resource restriction.
+/// expiry, the key's own limit or its resource restriction; `metadata` replaces the metadata
+/// whole (`{}` clears it).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
@@ -81,6 +87,10 @@ pub struct UpdateKey {
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = openapi::resources_schema, required = false)]
     resources: Option<Option<BTreeMap<String, Vec<String>>>>,
+    /// Replaces the metadata: any JSON object (at most 16 KiB); `{}` clears it.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(value_type = Object, required = false)]
+    metadata: Option<Metadata>,
 }
 
 /// The longest grace a rotation takes (the schema's `maximum`, 2^53 - 1 so that every JSON
@@ -137,6 +147,7 @@ pub async fn create(
         user_id,
         rate_limit,
         resources,
+        metadata,
     } = req;
     let input = NewKeyInput {
         account_id,
@@ -147,6 +158,7 @@ pub async fn create(
         expires_at,
         rate_limit,
         resources,
+        metadata: metadata.unwrap_or_default(),
     };
     let created = shared.keys.create_key(&Actor::Operator, input).await?;
     Ok((
@@ -188,7 +200,8 @@ pub async fn get(State(shared): State<Arc<Shared>>, Id(id): Id) -> ApiResult<Jso
     Ok(Json(key.into()))
 }
 
-/// Rename a key, set its scopes, expiry, limit or resources; narrowing it cuts off its tokens.
+/// Rename a key, set its scopes, expiry, limit, resources or metadata; narrowing it cuts off its
+/// tokens.
 #[utoipa::path(patch, path = "/admin/v1/keys/{id}", tag = "keys", params(KeyId),
     request_body = UpdateKey,
     responses((status = 200, description = "the key", body = KeyView), NotFound, InvalidBody,
@@ -204,6 +217,7 @@ pub async fn update(
         expires_at,
         rate_limit,
         resources,
+        metadata,
     } = req;
     let change = KeyChange {
         name,
@@ -211,6 +225,7 @@ pub async fn update(
         expires_at,
         rate_limit,
         resources,
+        metadata,
     };
     let key = shared
         .keys
@@ -334,10 +349,12 @@ mod tests {
             r#"{"account_id":"a","name":null}"#,
             r#"{"account_id":"a","name":"n","permission":null}"#,
             r#"{"account_id":"a","name":"n","scopes":null}"#,
+            r#"{"account_id":"a","name":"n","metadata":null}"#,
+            r#"{"account_id":"a","name":"n","metadata":[1]}"#,
         ] {
             assert!(serde_json::from_str::<CreateKey>(body).is_err(), "{body}");
         }
-        for null in ["name", "scopes"] {
+        for null in ["name", "scopes", "metadata"] {
             let body = format!(r#"{{"{null}":null}}"#);
             assert!(serde_json::from_str::<UpdateKey>(&body).is_err(), "{body}");
         }

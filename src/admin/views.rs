@@ -65,6 +65,9 @@ pub struct KeyView {
     pub expires_at: Option<String>,
     #[schema(format = DateTime)]
     pub last_used_at: Option<String>,
+    /// The operator's JSON object about the key; `{}` when never set.
+    #[schema(value_type = Object)]
+    pub metadata: crate::store::Metadata,
 }
 
 impl From<KeyRecord> for KeyView {
@@ -84,6 +87,7 @@ impl From<KeyRecord> for KeyView {
             created_at: rfc3339(k.created_at),
             expires_at: k.expires_at.and_then(rfc3339),
             last_used_at: k.last_used_at.and_then(rfc3339),
+            metadata: k.metadata,
         }
     }
 }

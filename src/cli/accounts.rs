@@ -107,8 +107,9 @@ pub fn run(client: &Client, json: bool, command: AccountsCommand) -> Result<(), 
     Ok(())
 }
 
-/// A `--metadata` argument: JSON text, checked here so a typo is named before any request.
-fn metadata_arg(text: &str) -> Result<Value, ClientError> {
+/// A metadata argument (an account's or a key's): JSON text, checked here so a typo is named
+/// before any request.
+pub(super) fn metadata_arg(text: &str) -> Result<Value, ClientError> {
     match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err(ClientError::Usage(

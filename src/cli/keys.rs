@@ -3,6 +3,7 @@
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
+use super::accounts::metadata_arg;
 use super::client::{encode, query, Client, ClientError};
 use super::output::{cell, print, print_raw, show_list, show_one, KEY_COLUMNS};
 
@@ -25,6 +26,9 @@ pub enum KeysCommand {
         /// When the key stops working (RFC 3339, e.g. 2030-01-01T00:00:00Z).
         #[arg(long, value_name = "RFC3339")]
         expires_at: Option<String>,
+        /// A JSON object kept with the key, e.g. '{"customer":"c_42"}'.
+        #[arg(long, value_name = "JSON")]
+        metadata: Option<String>,
     },
     /// List keys (never their plaintext).
     List {
@@ -70,6 +74,12 @@ pub enum KeysCommand {
     },
     /// Remove a key's own rate limit (its account's plan or the route decides again).
     ClearLimit { id: String },
+    /// Replace a key's metadata with a JSON object ('{}' clears it).
+    SetMetadata {
+        id: String,
+        #[arg(value_name = "JSON")]
+        metadata: String,
+    },
     /// Replace a key with a new one (same settings) and print the new plaintext (shown this
     /// once only). The old key keeps working for the grace period, or until revoked.
     Rotate {
@@ -80,8 +90,9 @@ pub enum KeysCommand {
     },
     /// Import keys made elsewhere from a JSON-lines file (`-`: standard input), one entry a
     /// line: `{"key": "sk_..."}` or `{"sha256": "..."}` with `account_id`, and optionally
-    /// `name`, `scopes`, `permission`, `expires_at`, `user_id`. Refused lines are listed by
-    /// number; the others go in. Running it again changes nothing.
+    /// `name`, `scopes`, `permission`, `expires_at`, `user_id`, `rate_limit`, `resources`,
+    /// `metadata`. Refused lines are listed by number; the others go in. Running it again
+    /// changes nothing.
     Import {
         #[arg(value_name = "FILE")]
         file: std::path::PathBuf,
@@ -106,6 +117,7 @@ pub fn run(client: &Client, json: bool, command: KeysCommand) -> Result<(), Clie
             scopes,
             permission,
             expires_at,
+            metadata,
         } => {
             let mut body = Map::new();
             body.insert("account_id".into(), json!(account));
@@ -116,6 +128,9 @@ pub fn run(client: &Client, json: bool, command: KeysCommand) -> Result<(), Clie
             }
             if let Some(t) = expires_at {
                 body.insert("expires_at".into(), json!(t));
+            }
+            if let Some(text) = metadata {
+                body.insert("metadata".into(), metadata_arg(&text)?);
             }
             let reply = client.post("/keys", Some(&Value::Object(body)))?;
             if json {
@@ -163,6 +178,9 @@ pub fn run(client: &Client, json: bool, command: KeysCommand) -> Result<(), Clie
             } }),
         )?,
         KeysCommand::ClearLimit { id } => patch(&id, json!({ "rate_limit": null }))?,
+        KeysCommand::SetMetadata { id, metadata } => {
+            patch(&id, json!({ "metadata": metadata_arg(&metadata)? }))?
+        }
         KeysCommand::Rotate { id, grace_seconds } => {
             let body = match grace_seconds {
                 Some(g) => json!({ "grace_seconds": g }),

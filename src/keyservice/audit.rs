@@ -2,7 +2,8 @@
 
 use super::Actor;
 use crate::store::{
-    AccountStatus, KeyStatus, NewAudit, Permission, RateLimit, Resources, Role, Store, UserStatus,
+    AccountStatus, KeyStatus, Metadata, NewAudit, Permission, RateLimit, Resources, Role, Store,
+    UserStatus,
 };
 
 /// The actor name of the admin token (the only identity it represents).
@@ -64,6 +65,15 @@ pub(super) fn resources_str(r: Option<&Resources>) -> String {
             .join(" "),
         None => "none".to_string(),
     }
+}
+
+/// The metadata's field names, `[customer,source]` (`[]` for none): its values are the
+/// operator's business, kept out of the audit log.
+pub(super) fn metadata_str(m: &Metadata) -> String {
+    format!(
+        "[{}]",
+        m.keys().map(String::as_str).collect::<Vec<_>>().join(",")
+    )
 }
 
 pub(super) fn permission_str(p: Permission) -> &'static str {

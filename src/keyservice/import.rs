@@ -1,25 +1,27 @@
 //! Importing keys made elsewhere, so a provider's customers keep the keys they hold: each entry
 //! is a plaintext key (hashed here, never kept) or the SHA-256 digest a provider stored, with
-//! the key's account, name, scopes and expiry. Entries are checked one by one — a bad one is
-//! reported with its line number and the others go in — then stored in batches (one
-//! transaction each on SQLite). Idempotent: a key already stored is reported as existing.
+//! whatever a created key can carry (account, user, name, scopes, permission, expiry, its own
+//! rate limit, resources, metadata), each checked as on creation. Entries are checked one by
+//! one — a bad one is reported with its line number and the others go in — then stored in
+//! batches (one transaction each on SQLite). Idempotent: a key already stored is reported as
+//! existing, and left as it is.
 //!
 //! A plaintext key in keygate's own format is stored under `HMAC(pepper, key)`, like a made
 //! one; a key of a `[keys] legacy` format, and a SHA-256 digest, under
 //! `HMAC(pepper, SHA-256(key))` — the same hash, so both forms of one key are one key, and the
 //! hash the request path computes for that prefix ([`crate::keys::KeyFormat::lookup_hash`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::validate;
+use super::validate::{self, RateLimitBody};
 use super::{Actor, KeyService, ServiceError, ServiceResult};
 use crate::invalidation::Invalidation;
 use crate::keys::KeyHash;
-use crate::store::{now, AccountStatus, ImportOutcome, KeyRecord, NewKey, Permission};
+use crate::store::{now, AccountStatus, ImportOutcome, KeyRecord, Metadata, NewKey, Permission};
 
 /// Keys per store call: one SQLite transaction each.
 const BATCH: usize = 5000;
@@ -48,6 +50,15 @@ struct Entry {
     /// RFC 3339, in the future.
     #[serde(default)]
     expires_at: Option<String>,
+    /// The key's own limit, as on creation.
+    #[serde(default)]
+    rate_limit: Option<RateLimitBody>,
+    /// Resource kind -> allowed ids; absent: unrestricted.
+    #[serde(default)]
+    resources: Option<BTreeMap<String, Vec<String>>>,
+    /// Any JSON object (not null), as on creation.
+    #[serde(default)]
+    metadata: Metadata,
 }
 
 fn default_name() -> String {
@@ -146,16 +157,8 @@ impl KeyService {
         entry: Map<String, Value>,
         accounts: &mut HashMap<String, Option<AccountStatus>>,
     ) -> Result<NewKey, String> {
-        let entry: Entry = serde_json::from_value(Value::Object(entry)).map_err(|e| {
-            // serde names the field and the expected type; it quotes string values, so a
-            // plaintext key given where another field belongs would be echoed: say less then.
-            let text = e.to_string();
-            if text.contains("invalid type: string") || text.contains("invalid value: string") {
-                "a field has the wrong type".to_string()
-            } else {
-                text
-            }
-        })?;
+        let entry: Entry =
+            serde_path_to_error::deserialize(Value::Object(entry)).map_err(entry_error)?;
         let (hash, display_prefix) = self.entry_hash(&entry)?;
         let name = validate::name("name", &entry.name).map_err(|e| e.to_string())?;
         let scopes = validate::scopes(entry.scopes).map_err(|e| e.to_string())?;
@@ -164,6 +167,17 @@ impl KeyService {
             .map(|u| validate::name("user_id", &u))
             .transpose()
             .map_err(|e| e.to_string())?;
+        let rate_limit = entry
+            .rate_limit
+            .map(|l| validate::rate_limit("rate_limit", l))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let resources = entry
+            .resources
+            .map(validate::resources)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let metadata = validate::metadata(entry.metadata).map_err(|e| e.to_string())?;
         let expires_at = match entry.expires_at.as_deref() {
             None => None,
             Some(t) => {
@@ -213,9 +227,10 @@ impl KeyService {
             scopes,
             permission: entry.permission.unwrap_or(Permission::ReadWrite),
             expires_at,
-            rate_limit: None,
-            resources: None,
+            rate_limit,
+            resources,
             rotated_from: None,
+            metadata,
         })
     }
 
@@ -259,6 +274,21 @@ impl KeyService {
     }
 }
 
+/// Why serde refused an entry, naming the field (`metadata`, `rate_limit.burst`). serde quotes
+/// a string it did not expect, and a plaintext key given where another field belongs would be
+/// echoed: then only the field is named.
+fn entry_error(e: serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = e.path().to_string();
+    let text = e.inner().to_string();
+    if text.contains("invalid type: string") || text.contains("invalid value: string") {
+        format!("`{path}` has the wrong type")
+    } else if path == "." {
+        text
+    } else {
+        format!("`{path}`: {text}")
+    }
+}
+
 /// A SHA-256 digest as hex or base64 (the forms providers and migration tools write).
 fn decode_digest(text: &str) -> Option<[u8; 32]> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -284,7 +314,47 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 
 #[cfg(test)]
 mod tests {
-    use super::decode_digest;
+    use super::{decode_digest, entry_error, Entry};
+
+    fn refusal(entry: serde_json::Value) -> String {
+        match serde_path_to_error::deserialize::<_, Entry>(entry) {
+            Ok(_) => "accepted".into(),
+            Err(e) => entry_error(e),
+        }
+    }
+
+    #[test]
+    fn a_refused_entry_names_the_field_and_never_quotes_a_string() {
+        let key = "sk_live_0123456789abcdef0123";
+        let cases = [
+            (
+                serde_json::json!({ "account_id": "a", "metadata": [1] }),
+                "`metadata`: invalid type: sequence, expected a map",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "metadata": null }),
+                "`metadata`: invalid type: null, expected a map",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "metadata": key }),
+                "`metadata` has the wrong type",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "scopes": key }),
+                "`scopes` has the wrong type",
+            ),
+            (
+                serde_json::json!({ "account_id": "a", "rate_limit": { "requests": 1 } }),
+                "`rate_limit`: missing field `per_seconds`",
+            ),
+        ];
+        for (entry, expected) in cases {
+            assert_eq!(refusal(entry), expected);
+        }
+        let accepted =
+            serde_json::json!({ "account_id": "a", "metadata": { "k": [key] }, "resources": {} });
+        assert_eq!(refusal(accepted), "accepted");
+    }
 
     #[test]
     fn a_digest_reads_as_hex_or_any_base64() {

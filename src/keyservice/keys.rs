@@ -5,13 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use super::audit::{key_status_str, limit_str, permission_str, resources_str, time_str};
+use super::audit::{
+    key_status_str, limit_str, metadata_str, permission_str, resources_str, time_str,
+};
 use super::narrowing;
 use super::validate::{self, RateLimitBody};
 use super::{Actor, KeyService, ServiceError, ServiceResult};
 use crate::invalidation::Invalidation;
 use crate::secret::Secret;
-use crate::store::{now, AccountStatus, KeyPatch, KeyRecord, KeyStatus, NewKey, Permission};
+use crate::store::{
+    now, AccountStatus, KeyPatch, KeyRecord, KeyStatus, Metadata, NewKey, Permission,
+};
 
 /// A new key as a caller asks for it; the service checks every field.
 #[derive(Debug)]
@@ -26,6 +30,8 @@ pub struct NewKeyInput {
     pub rate_limit: Option<RateLimitBody>,
     /// Resource kind -> allowed ids; `None`: unrestricted.
     pub resources: Option<BTreeMap<String, Vec<String>>>,
+    /// The operator's JSON object about the key (empty: none); set by an operator only.
+    pub metadata: Metadata,
 }
 
 /// A change to a key: an absent field is left as it is; `Some(None)` clears the expiry, the
@@ -37,6 +43,8 @@ pub struct KeyChange {
     pub expires_at: Option<Option<String>>,
     pub rate_limit: Option<Option<RateLimitBody>>,
     pub resources: Option<Option<BTreeMap<String, Vec<String>>>>,
+    /// Replaces the metadata whole; `{}` clears it. An operator's only.
+    pub metadata: Option<Metadata>,
 }
 
 /// A key just made, with its plaintext (shown once, never stored).
@@ -58,12 +66,13 @@ fn key_not_found() -> ServiceError {
     ServiceError::NotFound("key not found".to_string())
 }
 
-/// Users manage their keys' names, scopes, resources and expiry; limits are an operator's call.
-fn refuse_user_limit(actor: &Actor, set: bool) -> ServiceResult<()> {
+/// Users manage their keys' names, scopes, resources and expiry; limits and metadata are an
+/// operator's call.
+fn operator_only(actor: &Actor, field: &str, set: bool) -> ServiceResult<()> {
     if set && matches!(actor, Actor::User { .. }) {
         return Err(ServiceError::invalid(
-            "rate_limit",
-            "`rate_limit` is set by an operator, not by the key's user",
+            field,
+            format!("`{field}` is set by an operator, not by the key's user"),
         ));
     }
     Ok(())
@@ -102,6 +111,7 @@ impl KeyService {
             expires_at,
             rate_limit,
             resources,
+            metadata,
         } = req;
         let name = validate::name("name", &name)?;
         let scopes = validate::scopes(scopes)?;
@@ -122,11 +132,13 @@ impl KeyService {
                 Some(at)
             }
         };
-        refuse_user_limit(actor, rate_limit.is_some())?;
+        operator_only(actor, "rate_limit", rate_limit.is_some())?;
         let rate_limit = rate_limit
             .map(|l| validate::rate_limit("rate_limit", l))
             .transpose()?;
         let resources = resources.map(validate::resources).transpose()?;
+        operator_only(actor, "metadata", !metadata.is_empty())?;
+        let metadata = validate::metadata(metadata)?;
         if let Actor::User {
             user_id: me,
             account_id: mine,
@@ -177,6 +189,7 @@ impl KeyService {
                 rate_limit,
                 resources,
                 rotated_from: None,
+                metadata,
             })
             .await?;
         drop(room);
@@ -188,7 +201,7 @@ impl KeyService {
             &key.id,
             format!(
                 "account={} user={} name={:?} prefix={} permission={} scopes=[{}] expires_at={} \
-                 rate_limit={} resources={}",
+                 rate_limit={} resources={} metadata={}",
                 key.account_id,
                 key.user_id.as_deref().unwrap_or("none"),
                 key.name,
@@ -198,6 +211,7 @@ impl KeyService {
                 time_str(key.expires_at),
                 limit_str(key.rate_limit),
                 resources_str(key.resources.as_ref()),
+                metadata_str(&key.metadata),
             ),
         )
         .await;
@@ -216,6 +230,7 @@ impl KeyService {
             expires_at,
             rate_limit,
             resources,
+            metadata,
         } = change;
         let mut patch = KeyPatch::default();
         let mut changes = Vec::new();
@@ -237,7 +252,7 @@ impl KeyService {
             changes.push(format!("expires_at={}", time_str(at)));
             patch.expires_at = Some(at);
         }
-        refuse_user_limit(actor, rate_limit.is_some())?;
+        operator_only(actor, "rate_limit", rate_limit.is_some())?;
         if let Some(limit) = rate_limit {
             let limit = limit
                 .map(|l| validate::rate_limit("rate_limit", l))
@@ -250,10 +265,17 @@ impl KeyService {
             changes.push(format!("resources={}", resources_str(resources.as_ref())));
             patch.resources = Some(resources);
         }
+        operator_only(actor, "metadata", metadata.is_some())?;
+        if let Some(metadata) = metadata {
+            let metadata = validate::metadata(metadata)?;
+            changes.push(format!("metadata={}", metadata_str(&metadata)));
+            patch.metadata = Some(metadata);
+        }
         if changes.is_empty() {
             return Err(ServiceError::invalid(
                 "body",
-                "nothing to change: set `name`, `scopes`, `expires_at`, `rate_limit` or `resources`",
+                "nothing to change: set `name`, `scopes`, `expires_at`, `rate_limit`, \
+                 `resources` or `metadata`",
             ));
         }
         // Tokens carry what the key allowed when they were issued: taking anything away cuts
@@ -303,8 +325,8 @@ impl KeyService {
         Ok(key)
     }
 
-    /// A new key with the old one's account, user, name, scopes, permission, expiry, limit and
-    /// resources. With `grace_seconds` the old key expires that much later (or at its own
+    /// A new key with the old one's account, user, name, scopes, permission, expiry, limit,
+    /// resources and metadata. With `grace_seconds` the old key expires that much later (or at its own
     /// expiry, if sooner); without, it works until revoked.
     pub async fn rotate_key(
         &self,
@@ -345,6 +367,7 @@ impl KeyService {
                     rate_limit: old.rate_limit,
                     resources: old.resources.clone(),
                     rotated_from: Some(old.id.clone()),
+                    metadata: old.metadata.clone(),
                 },
                 grace_end,
             )

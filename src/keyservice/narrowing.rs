@@ -112,6 +112,7 @@ mod tests {
             rate_limit: Some(limit(10, 1, 10)),
             resources: Some(res(&[("projects", &["p1", "p2"])])),
             rotated_from: None,
+            metadata: Default::default(),
         }
     }
 

@@ -89,6 +89,7 @@ fn input(f: &Fixture, actor: &Actor) -> NewKeyInput {
         expires_at: None,
         rate_limit: None,
         resources: None,
+        metadata: Default::default(),
     }
 }
 
@@ -155,11 +156,19 @@ async fn refusals_name_the_field() {
         }),
         ..input(&f, &f.ann)
     };
+    let metadata = NewKeyInput {
+        metadata: serde_json::json!({ "customer": "c_1" })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        ..input(&f, &f.ann)
+    };
     for (req, field) in [
         (too_many, "scopes"),
         (bad_id, "resources.projects"),
-        // Limits are an operator's call.
+        // Limits and metadata are an operator's call.
         (limit, "rate_limit"),
+        (metadata, "metadata"),
     ] {
         let e = f.service.create_key(&f.ann, req).await.err();
         assert_eq!(

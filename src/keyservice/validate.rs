@@ -26,14 +26,12 @@ pub fn name_pattern() -> String {
     format!("^[^{CONTROL_CLASS}]*[^{CONTROL_CLASS}{SPACE_CLASS}][^{CONTROL_CLASS}]*$")
 }
 
-/// A display name: at most [`MAX_NAME_CHARS`] characters as given, no control characters, not
-/// blank. Returns it trimmed. (The length counts what was sent, as the document's `maxLength`
-/// does.)
-/// The largest account metadata, as compact JSON: it is read on every local answer that places
-/// it, so it stays a small document, not a data store.
+/// The largest account or key metadata, as compact JSON: account metadata is read on every
+/// local answer that places it, and key metadata rides with the key wherever it is read, so it
+/// stays a small document, not a data store.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
-/// Account metadata: any JSON object up to [`MAX_METADATA_BYTES`].
+/// Account or key metadata: any JSON object up to [`MAX_METADATA_BYTES`].
 pub fn metadata(value: crate::store::Metadata) -> ServiceResult<crate::store::Metadata> {
     let size = serde_json::Value::Object(value.clone()).to_string().len();
     if size > MAX_METADATA_BYTES {
@@ -45,6 +43,9 @@ pub fn metadata(value: crate::store::Metadata) -> ServiceResult<crate::store::Me
     Ok(value)
 }
 
+/// A display name: at most [`MAX_NAME_CHARS`] characters as given, no control characters, not
+/// blank. Returns it trimmed. (The length counts what was sent, as the document's `maxLength`
+/// does.)
 pub fn name(field: &str, value: &str) -> ServiceResult<String> {
     if value.chars().count() > MAX_NAME_CHARS {
         return Err(ServiceError::invalid(

@@ -198,6 +198,8 @@ async fn create(
         expires_at,
         rate_limit: None,
         resources,
+        // The operator's, like the limit.
+        metadata: Default::default(),
     };
     let created = ctx
         .keys

@@ -66,7 +66,7 @@ pub struct Account {
     pub metadata: Metadata,
 }
 
-/// An account's metadata: a JSON object.
+/// An account's or a key's metadata: a JSON object.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
 /// A token-bucket limit: `requests` per `per_seconds`, with bursts up to `burst`. (Its schema
@@ -115,6 +115,10 @@ pub struct KeyRecord {
     pub resources: Option<Resources>,
     /// The key this one replaced ([`Directory::rotate_key`]); `None` for ordinary keys.
     pub rotated_from: Option<String>,
+    /// The operator's JSON object about the key (a customer reference, where it came from...);
+    /// keygate stores and returns it, and decides nothing by it. Empty when never set.
+    #[serde(default)]
+    pub metadata: Metadata,
 }
 
 /// Resource kind -> the ids of that kind a key may reach.
@@ -243,6 +247,7 @@ pub struct NewKey {
     pub resources: Option<Resources>,
     /// Set by [`Directory::rotate_key`] (to the old key's id) whatever is given here.
     pub rotated_from: Option<String>,
+    pub metadata: Metadata,
 }
 
 impl NewKey {
@@ -264,6 +269,7 @@ impl NewKey {
             rate_limit: self.rate_limit,
             resources: self.resources,
             rotated_from: self.rotated_from,
+            metadata: self.metadata,
         }
     }
 }
@@ -280,6 +286,8 @@ pub struct KeyPatch {
     pub rate_limit: Option<Option<RateLimit>>,
     /// `Some(None)` lifts the resource restriction.
     pub resources: Option<Option<Resources>>,
+    /// Replaces the metadata whole (`Some` of an empty object clears it).
+    pub metadata: Option<Metadata>,
 }
 
 /// The old key's expiry after a rotation: the earlier of its own and the grace end.

@@ -86,6 +86,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("keys", "rate_limit", "TEXT"),
     ("keys", "resources", "TEXT"),
     ("keys", "rotated_from", "TEXT"),
+    // A JSON object; NULL (a key from before metadata, or one without any) reads as `{}`.
+    ("keys", "metadata", "TEXT"),
     // The cut-off in milliseconds; `at` keeps its second (see `set_token_cutoff`).
     ("token_cutoffs", "at_ms", "INTEGER"),
 ];
@@ -200,6 +202,21 @@ fn metadata_json(metadata: &Metadata) -> String {
     serde_json::Value::Object(metadata.clone()).to_string()
 }
 
+/// A key's metadata column: NULL for `{}`, so the many keys without any cost nothing.
+fn key_metadata_json(metadata: &Metadata) -> Option<String> {
+    (!metadata.is_empty()).then(|| metadata_json(metadata))
+}
+
+/// A metadata column at `idx`: a JSON object, NULL read as `{}`.
+fn metadata_column(row: &Row<'_>, idx: usize) -> rusqlite::Result<Metadata> {
+    match row.get::<_, Option<String>>(idx)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        }),
+        None => Ok(Metadata::new()),
+    }
+}
+
 fn account_row(row: &Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
         id: row.get(0)?,
@@ -208,22 +225,13 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<Account> {
         created_at: row.get(3)?,
         plan: row.get(4)?,
         credits: row.get(5)?,
-        metadata: match row.get::<_, Option<String>>(6)? {
-            Some(text) => serde_json::from_str(&text).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    6,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?,
-            None => Metadata::new(),
-        },
+        metadata: metadata_column(row, 6)?,
     })
 }
 
 const KEY_COLS: &str = "id, account_id, user_id, name, display_prefix, hash, scopes, permission, \
                         status, created_at, expires_at, last_used_at, rate_limit, resources, \
-                        rotated_from";
+                        rotated_from, metadata";
 
 fn resources_json(resources: &Option<Resources>) -> StoreResult<Option<String>> {
     resources
@@ -267,7 +275,7 @@ fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
     let mut insert = conn
         .prepare_cached(&format!(
             "INSERT INTO keys ({KEY_COLS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ))
         .map_err(unavailable)?;
     insert
@@ -287,6 +295,7 @@ fn insert_key_tx(conn: &Connection, key: &KeyRecord) -> StoreResult<()> {
             rate_limit_json(&key.rate_limit),
             resources_json(&key.resources)?,
             key.rotated_from,
+            key_metadata_json(&key.metadata),
         ])
         .map(|_| ())
         .map_err(|e| {
@@ -392,6 +401,7 @@ fn key_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
                 )
             })?,
         rotated_from: row.get(14)?,
+        metadata: metadata_column(row, 15)?,
     })
 }
 
@@ -844,9 +854,12 @@ impl Directory for SqliteStore {
             if let Some(resources) = patch.resources {
                 key.resources = resources;
             }
+            if let Some(metadata) = patch.metadata {
+                key.metadata = metadata;
+            }
             tx.execute(
                 "UPDATE keys SET name = ?2, status = ?3, scopes = ?4, expires_at = ?5, \
-                 rate_limit = ?6, resources = ?7 WHERE id = ?1",
+                 rate_limit = ?6, resources = ?7, metadata = ?8 WHERE id = ?1",
                 params![
                     key.id,
                     key.name,
@@ -855,6 +868,7 @@ impl Directory for SqliteStore {
                     key.expires_at,
                     rate_limit_json(&key.rate_limit),
                     resources_json(&key.resources)?,
+                    key_metadata_json(&key.metadata),
                 ],
             )
             .map_err(unavailable)?;
@@ -1112,6 +1126,7 @@ INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'01010
         let key = store.get_key("key_old").await.expect("get").expect("kept");
         assert_eq!(key.rate_limit, None);
         assert_eq!(key.scopes, vec!["a"]);
+        assert!(key.metadata.is_empty(), "{:?}", key.metadata);
 
         assert_eq!(
             store
@@ -1130,6 +1145,14 @@ INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'01010
             .set_account_metadata("acc_old", metadata.clone())
             .await
             .expect("metadata");
+        let patch = KeyPatch {
+            metadata: Some(metadata.clone()),
+            ..KeyPatch::default()
+        };
+        store
+            .update_key("key_old", patch)
+            .await
+            .expect("key metadata");
         drop(store);
         // Opening again finds the columns there and leaves the data alone.
         let store = SqliteStore::open(&path).expect("reopen");
@@ -1140,6 +1163,8 @@ INSERT INTO keys VALUES ('key_old', 'acc_old', NULL, 'k', 'kg_test_abc', x'01010
             .expect("kept");
         assert_eq!((account.plan.as_deref(), account.credits), (Some("pro"), 5));
         assert_eq!(account.metadata, metadata);
+        let key = store.get_key("key_old").await.expect("get").expect("kept");
+        assert_eq!(key.metadata, metadata);
         assert_eq!(
             store
                 .list_ledger("acc_old", &Page::default())

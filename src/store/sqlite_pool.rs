@@ -246,6 +246,7 @@ mod tests {
             rate_limit: None,
             resources: None,
             rotated_from: None,
+            metadata: Default::default(),
         }
     }
 

@@ -37,6 +37,7 @@ pub fn new_key(account_id: &str, name: &str, h: KeyHash) -> NewKey {
         rate_limit: None,
         resources: None,
         rotated_from: None,
+        metadata: Default::default(),
     }
 }
 

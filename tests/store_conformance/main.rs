@@ -27,6 +27,7 @@ mod backends;
 mod credits;
 mod helpers;
 mod import;
+mod key_metadata;
 mod keys;
 mod request_path;
 mod resources;
@@ -40,6 +41,7 @@ use audit::*;
 use backends::Backend;
 use credits::*;
 use import::*;
+use key_metadata::*;
 use keys::*;
 use request_path::*;
 use resources::*;
@@ -110,6 +112,7 @@ macro_rules! conformance {
                     rotate_key_with_grace,
                     rotate_key_refusals,
                     import_keys_in_bulk,
+                    key_metadata,
             ] [
                 failed_key_write_leaves_nothing,
                 failed_user_write_leaves_nothing,

@@ -6,7 +6,8 @@
 //!   ledger_seq (the last ledger entry id), metadata (a JSON object; absent = `{}`)
 //! - `kg:{acc_..}:keys`  sorted set of the account's key ids, scored by creation sequence
 //! - `kg:{acc_..}:ledger` list of JSON ledger entries, oldest first; entry `n` has id `n + 1`
-//! - `kg:{key_..}:k`     hash: the key record fields (scopes, rate_limit and resources as JSON)
+//! - `kg:{key_..}:k`     hash: the key record fields (scopes, rate_limit, resources and
+//!   metadata as JSON; metadata absent = `{}`)
 //! - `kg:h:<hex hash>`   string: the key id for a key hash (the request path's entry point)
 //! - `kg:{usr_..}:u`     hash: id, account_id, email, password_hash, role, status, created_at
 //! - `kg:{acc_..}:users` sorted set of the account's user ids, scored by creation sequence
@@ -118,7 +119,6 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1])
 return 1
 "#;
 
-/// Sets or clears (ARGV[1] = '0') the plan, only if the account exists. Returns 0 when it does not.
 /// KEYS: the account hash. ARGV: the metadata (a JSON object). 0 if the account is missing.
 const SET_ACCOUNT_METADATA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -126,6 +126,7 @@ redis.call('HSET', KEYS[1], 'metadata', ARGV[1])
 return 1
 "#;
 
+/// Sets or clears (ARGV[1] = '0') the plan, only if the account exists. Returns 0 when it does not.
 const SET_ACCOUNT_PLAN: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'plan', ARGV[2])
@@ -185,8 +186,8 @@ static SET_CREDITS_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{LEDGER_APPEND}\n{SET_CREDITS}")));
 
 /// Applies a key patch; refuses to bring a revoked key back. Returns 0 missing, -1 conflict, 1 ok.
-/// ARGV: name, status, scopes, expires_at, rate_limit, resources ('' = leave; for expires_at,
-/// rate_limit and resources '-' = clear).
+/// ARGV: name, status, scopes, expires_at, rate_limit, resources, metadata ('' = leave; for
+/// expires_at, rate_limit, resources and metadata '-' = clear).
 const UPDATE_KEY: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -200,6 +201,8 @@ if ARGV[5] == '-' then redis.call('HDEL', KEYS[1], 'rate_limit')
 elseif ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'rate_limit', ARGV[5]) end
 if ARGV[6] == '-' then redis.call('HDEL', KEYS[1], 'resources')
 elseif ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'resources', ARGV[6]) end
+if ARGV[7] == '-' then redis.call('HDEL', KEYS[1], 'metadata')
+elseif ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'metadata', ARGV[7]) end
 return 1
 "#;
 
@@ -387,6 +390,10 @@ impl RedisStore {
         if let Some(from) = &key.rotated_from {
             fields.push(("rotated_from", from.clone()));
         }
+        // Absent when empty: most keys have none.
+        if !key.metadata.is_empty() {
+            fields.push(("metadata", json(&key.metadata)?));
+        }
         let seq = self.next_seq().await?;
         let record = key_key(&key.id);
         let pointer = hash_key(&key.hash);
@@ -517,6 +524,10 @@ fn key_from(map: &HashMap<String, String>) -> Option<KeyRecord> {
             None => None,
         },
         rotated_from: map.get("rotated_from").filter(|s| !s.is_empty()).cloned(),
+        metadata: match map.get("metadata") {
+            Some(json) => serde_json::from_str(json).ok()?,
+            None => Metadata::new(),
+        },
     })
 }
 
@@ -798,6 +809,11 @@ impl Directory for RedisStore {
             Some(None) => "-".to_string(),
             Some(Some(r)) => json(&r)?,
         };
+        let metadata = match patch.metadata {
+            None => String::new(),
+            Some(m) if m.is_empty() => "-".to_string(),
+            Some(m) => json(&m)?,
+        };
         let scopes = patch.scopes.map(|s| json(&s)).transpose()?;
         let result: i64 = Script::new(UPDATE_KEY)
             .key(key_key(id))
@@ -807,6 +823,7 @@ impl Directory for RedisStore {
             .arg(expires)
             .arg(rate_limit)
             .arg(resources)
+            .arg(metadata)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -856,6 +873,7 @@ impl Directory for RedisStore {
                 .key(key_key(&key.id))
                 .arg("")
                 .arg(enum_str(&KeyStatus::Revoked))
+                .arg("")
                 .arg("")
                 .arg("")
                 .arg("")
