@@ -174,7 +174,10 @@ fn valid_body(size: usize) -> String {
         tags.push(tag);
         i += 1;
     }
-    format!("{{ \"email\" :\"a@b.co\",\n  \"tags\": [{}] }}", tags.join(", "))
+    format!(
+        "{{ \"email\" :\"a@b.co\",\n  \"tags\": [{}] }}",
+        tags.join(", ")
+    )
 }
 
 #[test]
@@ -193,7 +196,10 @@ fn a_bad_body_is_422_naming_the_field_before_any_charge_or_upstream() {
         r.body,
         r#"{"error":{"code":"invalid_body","message":"/email: value is not a \"email\""}}"#
     );
-    assert!(!r.body.contains("not-an-address"), "the value is not echoed");
+    assert!(
+        !r.body.contains("not-an-address"),
+        "the value is not echoed"
+    );
 
     let r = post(&f, "/lookup", "application/json", r#"{"tags":["x"]}"#);
     assert_eq!(
@@ -332,7 +338,10 @@ fn expect_100_continue_gets_its_continue_and_the_upstream_none() {
     let _ = s.read_to_end(&mut rest);
     let answer = String::from_utf8_lossy(&rest).to_string();
     assert_eq!(status_of(&answer), 200, "{answer}");
-    assert!(answer.contains(r#""body":"{\"email\":\"a@b.co\"}""#), "{answer}");
+    assert!(
+        answer.contains(r#""body":"{\"email\":\"a@b.co\"}""#),
+        "{answer}"
+    );
     assert!(!answer.contains("\"expect\""), "{answer}");
 }
 
@@ -507,7 +516,7 @@ fn check_config_refuses_schemas_it_cannot_use() {
     let (code, err) = check_config(&route("body_schema = \"schemas/missing.json\""), &[]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("line 7: `routes[0].body_schema`: route `lookup`: cannot read")
+        err.contains("line 8: `routes[0].body_schema`: route `lookup`: cannot read")
             && err.contains("missing.json"),
         "{err}"
     );
@@ -517,7 +526,10 @@ fn check_config_refuses_schemas_it_cannot_use() {
         &[("bad.json", "{not json")],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("route `lookup`:") && err.contains("is not JSON"), "{err}");
+    assert!(
+        err.contains("route `lookup`:") && err.contains("is not JSON"),
+        "{err}"
+    );
 
     let (code, err) = check_config(
         &route("body_schema = \"bad.json\""),

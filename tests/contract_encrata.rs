@@ -49,15 +49,31 @@ fn login(kg: &Keygate, email: &str) -> String {
     assert_eq!(r.status, 200, "{}", r.body);
     let v = r.json();
     assert_eq!(v["user"]["email"], email);
-    assert!(v["user"]["id"].as_str().is_some_and(|id| id.starts_with("usr_")));
+    assert!(v["user"]["id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("usr_")));
     let token = v["token"].as_str().expect("token").to_string();
-    assert!(token.starts_with("eyJhbGciOiJIUzI1NiIs"), "{token}");
+    // "eyJhbGciOiJIUzI1NiIs...": a JWT signed with HS256.
+    let header = token.split('.').next().expect("JWT header");
+    let header: Value =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .expect("JWT header JSON");
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(token.split('.').count(), 3);
     token
 }
 
 /// "Step 2: Create an API key" -> (key id, key).
 fn create_key(kg: &Keygate, session: &str, name: &str) -> (String, String) {
-    let r = call_with(kg, "POST", "/api/keys", Some(session), Some(&json!({"name": name})));
+    let r = call_with(
+        kg,
+        "POST",
+        "/api/keys",
+        Some(session),
+        Some(&json!({"name": name})),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let v = r.json();
     assert_eq!(v["name"], name);
@@ -67,7 +83,9 @@ fn create_key(kg: &Keygate, session: &str, name: &str) -> (String, String) {
     // "enc_live_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
     assert_eq!(key.len(), "enc_live_".len() + 32, "{key}");
     assert!(key.starts_with("enc_live_"), "{key}");
-    assert!(key["enc_live_".len()..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert!(key["enc_live_".len()..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric()));
     (v["id"].as_str().expect("id").to_string(), key)
 }
 
@@ -113,7 +131,13 @@ fn the_documented_flow_login_key_lookup() {
     assert_eq!(credits(&kg, &key), 2);
 
     // "All endpoints - email, phone, ...": the same key and price.
-    let r = call_with(&kg, "POST", "/api/agent/phone", Some(&key), Some(&json!({"phone": "+1"})));
+    let r = call_with(
+        &kg,
+        "POST",
+        "/api/agent/phone",
+        Some(&key),
+        Some(&json!({"phone": "+1"})),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(credits(&kg, &key), 1);
 
@@ -137,7 +161,10 @@ fn the_documented_flow_login_key_lookup() {
     assert_eq!(lookup(&kg, &key, &target).status, 200);
     let r = lookup(&kg, &key, &target);
     assert_eq!(r.status, 402);
-    assert_eq!(r.body, error("insufficient_credits", "Insufficient credits"));
+    assert_eq!(
+        r.body,
+        error("insufficient_credits", "Insufficient credits")
+    );
     assert_eq!(echo.hits(), hits + 1);
 
     // "401 Invalid credentials / expired key" for a wrong password, a missing or unknown key.
@@ -173,7 +200,13 @@ fn revoked_keys_and_suspended_accounts_answer_401() {
     assert_eq!(lookup(&kg, &key, &target).status, 200);
 
     // "Key revoked (dashboard/API): 401 on all subsequent requests".
-    let r = call_with(&kg, "DELETE", &format!("/api/keys/{id}"), Some(&session), None);
+    let r = call_with(
+        &kg,
+        "DELETE",
+        &format!("/api/keys/{id}"),
+        Some(&session),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let hits = echo.hits();
     let r = lookup(&kg, &key, &target);
@@ -194,7 +227,12 @@ fn revoked_keys_and_suspended_accounts_answer_401() {
     assert_eq!(r.status, 401);
     assert_eq!(r.body, error("key_revoked", UNAUTHORIZED));
     // Reactivated, the keys stay revoked.
-    admin_ok(&kg, "POST", &format!("/admin/v1/accounts/{account}/reactivate"), None);
+    admin_ok(
+        &kg,
+        "POST",
+        &format!("/admin/v1/accounts/{account}/reactivate"),
+        None,
+    );
     assert_eq!(lookup(&kg, &second, &target).status, 401);
 }
 
@@ -205,7 +243,12 @@ fn a_plain_suspension_also_answers_401() {
     let account = customer(&kg, "s@example.com", 10);
     let session = login(&kg, "s@example.com");
     let (_, key) = create_key(&kg, &session, "k");
-    admin_ok(&kg, "POST", &format!("/admin/v1/accounts/{account}/suspend"), None);
+    admin_ok(
+        &kg,
+        "POST",
+        &format!("/admin/v1/accounts/{account}/suspend"),
+        None,
+    );
     let r = lookup(&kg, &key, &json!({"email": "target@example.com"}));
     assert_eq!(r.status, 401);
     assert_eq!(r.body, error("account_suspended", UNAUTHORIZED));
@@ -239,7 +282,10 @@ fn check_config_accepts_the_profile() {
         .arg("check-config")
         .arg(profile_path("encrata"))
         .env("KEYGATE_PEPPER", "a-pepper-of-enough-length-0123456789")
-        .env("KEYGATE_ADMIN_TOKEN", "an-admin-token-of-enough-length-0123")
+        .env(
+            "KEYGATE_ADMIN_TOKEN",
+            "an-admin-token-of-enough-length-0123",
+        )
         .output()
         .expect("check-config");
     let stderr = String::from_utf8_lossy(&out.stderr);
