@@ -43,6 +43,7 @@ fn route(scopes: &[&str], permission: Option<RoutePermission>) -> Route {
         account_limit: None,
         ip_limit: None,
         max_body_bytes: None,
+        body_schema: None,
         cost: 0,
         charge_on: Default::default(),
         resources: Vec::new(),

@@ -1,5 +1,5 @@
-//! The request path, top to bottom: route -> extract -> verify -> authorize -> limit -> charge
-//! -> outcome.
+//! The request path, top to bottom: route -> extract -> verify -> authorize -> limit -> body
+//! check -> charge -> outcome.
 //!
 //! Nothing here knows pingora: the proxy module hands in the method, path, headers and client IP
 //! and maps the [`Decision`] to a forwarded request, a local answer or an error response. That
@@ -81,6 +81,10 @@ pub enum Decision {
         /// Credits taken for this request, and the balance after them.
         charge: Option<Charge>,
     },
+    /// The route checks its body (`body_schema`): every step up to the limits passed and
+    /// nothing is charged yet. The proxy reads the body and hands it to [`Gate::decide_body`],
+    /// which checks it and then charges.
+    ReadBody(Admitted),
     /// Answered by keygate itself (a local endpoint).
     Local {
         route: usize,
@@ -94,6 +98,16 @@ pub enum Decision {
         rejection: Rejection,
         rate: Option<RateStatus>,
     },
+}
+
+/// A request on a forwarded route that passed authentication, authorization and the limits,
+/// before its body check and its charge.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub route: usize,
+    pub principal: Principal,
+    /// The bucket the `RateLimit-*` headers report, on limited routes.
+    pub rate: Option<RateStatus>,
 }
 
 /// Credits charged for one request. Kept until the response for `charge_on = "success"` routes,
@@ -327,7 +341,61 @@ impl Gate {
             };
         }
 
-        // 7. Charge credits.
+        let admitted = Admitted {
+            route: index,
+            principal,
+            rate,
+        };
+        // 7. Body check, on routes with a `body_schema` only (the others stream their body
+        //    unread): the proxy reads the body and comes back through `decide_body`, so a bad
+        //    body is refused before anything is charged or sent upstream.
+        if route.body_schema.is_some() {
+            return Decision::ReadBody(admitted);
+        }
+        // 8. Charge credits.
+        self.charge_and_forward(route, admitted).await
+    }
+
+    /// Steps 7 and 8 for a route with a `body_schema`, once the proxy has read the whole body:
+    /// the check (422 `invalid_body` naming the failing field), then the charge.
+    /// `content_type` is the request's `Content-Type`, when it sent one.
+    pub async fn decide_body(
+        &self,
+        admitted: Admitted,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Decision {
+        let Some(route) = self.config.routes.get(admitted.route) else {
+            return reject(None, Reason::RouteNotFound);
+        };
+        if let Some(schema) = &route.body_schema {
+            if let Err(detail) = schema.check(content_type, body) {
+                return Decision::Reject {
+                    route: Some(admitted.route),
+                    rejection: Rejection::with_message(Reason::InvalidBody, detail),
+                    rate: admitted.rate,
+                };
+            }
+        }
+        self.charge_and_forward(route, admitted).await
+    }
+
+    /// Step 8 without the body check, for forward-auth: the other proxy asks about a request
+    /// whose body it does not send, so a `body_schema` cannot be applied there.
+    pub async fn decide_without_body(&self, admitted: Admitted) -> Decision {
+        let Some(route) = self.config.routes.get(admitted.route) else {
+            return reject(None, Reason::RouteNotFound);
+        };
+        self.charge_and_forward(route, admitted).await
+    }
+
+    /// Charges the route's cost to the caller's account (402 when short) and forwards.
+    async fn charge_and_forward(&self, route: &Route, admitted: Admitted) -> Decision {
+        let Admitted {
+            route: index,
+            principal,
+            rate,
+        } = admitted;
         let charge = match principal.credential() {
             Some(cached) => match self.charge(route, &cached.credential).await {
                 Ok(charge) => charge,

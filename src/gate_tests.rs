@@ -222,7 +222,7 @@ impl Fixture {
 fn rejected(d: &Decision) -> Option<Reason> {
     match d {
         Decision::Reject { rejection, .. } => Some(rejection.reason),
-        Decision::Forward { .. } | Decision::Local { .. } => None,
+        Decision::Forward { .. } | Decision::Local { .. } | Decision::ReadBody(_) => None,
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod app;
 pub mod authz;
+pub mod body_check;
 pub mod cache;
 pub mod cli;
 pub mod config;

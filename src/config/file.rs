@@ -645,6 +645,9 @@ pub struct RouteSection {
     /// The largest request body forwarded (default `[forwarding] max_body_bytes`); larger is
     /// 413 `payload_too_large`.
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// A JSON Schema (draft 2020-12) file, relative to the config file's directory, that every
+    /// request body on this forwarded route must satisfy (422 `invalid_body` otherwise).
+    pub body_schema: Option<Spanned<String>>,
 }
 
 fn default_auth() -> AuthMode {

@@ -2,6 +2,7 @@
 //! validated [`Config`] that the rest of keygate reads. Every problem is collected into one report
 //! whose lines name the field and the line it is on.
 
+mod body_schema;
 pub mod file;
 mod legacy;
 mod pool;
@@ -269,6 +270,9 @@ pub struct Route {
     /// The largest request body forwarded; `None` on local endpoints (they read their own,
     /// smaller, bound).
     pub max_body_bytes: Option<u64>,
+    /// `body_schema`, compiled at load: the body is read whole and checked before the charge.
+    /// `None` (most routes): the body streams through unread.
+    pub body_schema: Option<Arc<crate::body_check::BodySchema>>,
 }
 
 impl Route {
@@ -318,6 +322,11 @@ impl Config {
             text,
             problems: Vec::new(),
             read_files,
+            // Files a route names (`body_schema`) are read beside the config file.
+            base_dir: Path::new(origin)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
         };
         let config = v.convert(raw);
         if v.problems.is_empty() {
@@ -342,6 +351,8 @@ struct Validator<'a> {
     problems: Vec<String>,
     /// Read the TLS files the config names (certificates, keys, CA files).
     read_files: bool,
+    /// The config file's directory: relative `body_schema` paths start here.
+    base_dir: PathBuf,
 }
 
 impl Validator<'_> {
@@ -1013,6 +1024,7 @@ impl Validator<'_> {
                 (Some(_), None) => None,
                 (None, set) => Some(set.as_ref().map_or(default_max_body, |v| *v.get_ref())),
             };
+            let (body_schema, max_body_bytes) = self.body_schema(&r, max_body_bytes, &field);
             if r.auth == AuthMode::None && r.cost > 0 {
                 self.problem(
                     &field("cost"),
@@ -1078,6 +1090,7 @@ impl Validator<'_> {
                     .map(|(p, k)| (p.clone(), k.clone()))
                     .collect(),
                 max_body_bytes,
+                body_schema,
             });
         }
         // A table that fails to build leaves a problem, so the empty one is never returned.

@@ -4,6 +4,11 @@
 //! with the message's text already escaped for the body's content type. A rejection then renders
 //! by concatenation: no search through the template and no replace per request. Each value is
 //! inserted exactly once, so a value that happens to contain a placeholder is written as it is.
+//!
+//! `{detail}` is where a rejection's specifics go (which body field failed and why). A body
+//! without that slot gets them in place of its `{message}`, as before the slot existed; a body
+//! with it keeps its configured message and writes the specifics apart (empty when there are
+//! none).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,13 +21,15 @@ pub const DEFAULT_BODY: &str = r#"{"error":{"code":"{reason}","message":"{messag
 const REASON: &str = "{reason}";
 const MESSAGE: &str = "{message}";
 const SCOPE: &str = "{scope}";
+const DETAIL: &str = "{detail}";
 
 /// Values a rejection can carry into its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Detail {
     pub scope: Option<String>,
-    /// Replaces the template's message (e.g. which body field was wrong). Inserted as it is:
-    /// it may quote the caller's input, so nothing in it is expanded.
+    /// The rejection's specifics (e.g. which body field was wrong): the body's `{detail}` when
+    /// it has that slot, else in place of the template's message. Inserted as it is: it may
+    /// quote the caller's input, so nothing in it is expanded.
     pub message: Option<String>,
 }
 
@@ -33,6 +40,7 @@ enum Piece {
     Reason,
     Message,
     Scope,
+    Detail,
 }
 
 /// One reason's prepared response.
@@ -43,6 +51,8 @@ pub struct Template {
     /// Whether values are JSON-escaped (the content type says JSON).
     json: bool,
     body: Box<[Piece]>,
+    /// The body has a `{detail}` slot: the specifics go there, not in place of the message.
+    has_detail: bool,
     /// The template's message split at `{scope}` (one more part than there are scopes), each
     /// part already escaped for the body.
     message: Box<[Box<str>]>,
@@ -51,11 +61,12 @@ pub struct Template {
 }
 
 impl Template {
-    /// Prepares `body` and `message`; `{reason}`, `{message}` and `{scope}` in the body and
-    /// `{scope}` in the message are the places values go.
+    /// Prepares `body` and `message`; `{reason}`, `{message}`, `{scope}` and `{detail}` in the
+    /// body and `{scope}` in the message are the places values go.
     pub fn new(status: u16, content_type: String, body: String, message: String) -> Self {
         let json = content_type.contains("json");
         let body = split_body(&body);
+        let has_detail = body.contains(&Piece::Detail);
         let message: Box<[Box<str>]> = message
             .split(SCOPE)
             .map(|part| escape(json, part).into())
@@ -66,7 +77,7 @@ impl Template {
             .map(|p| match p {
                 Piece::Text(t) => t.len(),
                 Piece::Message => message_len,
-                Piece::Reason | Piece::Scope => 0,
+                Piece::Reason | Piece::Scope | Piece::Detail => 0,
             })
             .sum();
         Self {
@@ -74,6 +85,7 @@ impl Template {
             content_type,
             json,
             body: body.into(),
+            has_detail,
             message,
             fixed_len,
         }
@@ -93,14 +105,17 @@ impl Template {
     /// never break the document.
     pub fn render(&self, reason: Reason, detail: &Detail) -> String {
         let scope = escape(self.json, detail.scope.as_deref().unwrap_or(""));
-        let own_message = detail.message.as_deref().map(|m| escape(self.json, m));
+        let specifics = detail.message.as_deref().map(|m| escape(self.json, m));
+        // With a `{detail}` slot the specifics go there and the message stays the template's.
+        let own_message = specifics.as_ref().filter(|_| !self.has_detail);
         let mut out = String::with_capacity(self.fixed_len + 64);
         for piece in &self.body {
             match piece {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Reason => out.push_str(reason.code()),
                 Piece::Scope => out.push_str(&scope),
-                Piece::Message => match &own_message {
+                Piece::Detail => out.push_str(specifics.as_deref().unwrap_or("")),
+                Piece::Message => match own_message {
                     Some(message) => out.push_str(message),
                     None => {
                         for (i, part) in self.message.iter().enumerate() {
@@ -129,6 +144,7 @@ fn split_body(body: &str) -> Vec<Piece> {
             (REASON, Piece::Reason),
             (MESSAGE, Piece::Message),
             (SCOPE, Piece::Scope),
+            (DETAIL, Piece::Detail),
         ]
         .into_iter()
         .find(|(name, _)| rest.starts_with(name));

@@ -192,3 +192,27 @@ fn overrides_replace_only_their_reason() {
         r#"{"error":{"code":"key_revoked","message":"The API key has been revoked"}}"#
     );
 }
+
+/// With a `{detail}` slot the specifics go there and the configured message stays; without
+/// specifics the slot is empty.
+#[test]
+fn detail_has_its_own_slot() {
+    let t = Template::new(
+        422,
+        "application/json".into(),
+        r#"{"error":"{message}","detail":"{detail}"}"#.into(),
+        "Invalid request body".into(),
+    );
+    let specifics = Detail {
+        scope: None,
+        message: Some("/email: value is not a \"email\"".into()),
+    };
+    assert_eq!(
+        t.render(Reason::InvalidBody, &specifics),
+        r#"{"error":"Invalid request body","detail":"/email: value is not a \"email\""}"#
+    );
+    assert_eq!(
+        t.render(Reason::InvalidBody, &Detail::default()),
+        r#"{"error":"Invalid request body","detail":""}"#
+    );
+}

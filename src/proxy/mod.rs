@@ -5,6 +5,7 @@
 //! and spoofable identity headers and adds the real ones. Everything else is pingora's defaults.
 //!
 //! - `phases`: the `ProxyHttp` phases and the per-request state;
+//! - `body`: reading a body the gate checks before the charge (`body_schema` routes);
 //! - `respond`: the responses keygate writes itself (rejections, local endpoints);
 //! - `routing`: what one configuration prepares for the request path (gate, upstreams);
 //! - `pool`: an upstream with several backends (balancing, health, passive ejection);
@@ -19,6 +20,7 @@
 //!   housekeeping);
 //! - `server`: the pingora server that runs them all.
 
+mod body;
 mod connections;
 mod drain;
 mod forward_headers;

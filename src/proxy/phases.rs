@@ -79,6 +79,8 @@ pub struct RequestCtx {
     pub(super) body_bytes: u64,
     /// The body went over `body_limit` while streaming: the upstream was cut off.
     pub(super) body_too_large: bool,
+    /// The body was read whole and checked (`body_schema`); pingora sends it from its buffer.
+    pub(super) body_checked: bool,
 }
 
 /// Where this request went upstream so far.
@@ -146,7 +148,7 @@ impl ProxyHttp for KeygateProxy {
         ctx.request_id = Some(self.request_ids.for_request(sent_id));
         let routing = self.routing.load_full();
         ctx.routing = Some(routing.clone());
-        let decision = routing
+        let mut decision = routing
             .gate
             .decide(Request {
                 method: header.method.as_str(),
@@ -156,6 +158,9 @@ impl ProxyHttp for KeygateProxy {
                 client_ip,
             })
             .await;
+        if let Decision::ReadBody(admitted) = decision {
+            decision = self.check_body(session, ctx, &routing, admitted).await?;
+        }
         match decision {
             Decision::Forward {
                 route,
@@ -174,6 +179,21 @@ impl ProxyHttp for KeygateProxy {
                     .get(route)
                     .and_then(|r| r.max_body_bytes);
                 Ok(false)
+            }
+            // `check_body` turned it into one of the others.
+            Decision::ReadBody(admitted) => {
+                ctx.route = Some(admitted.route);
+                ctx.outcome = Some(Outcome::Rejected(Reason::InvalidBody));
+                self.respond_rejection(
+                    session,
+                    &routing,
+                    Reason::InvalidBody,
+                    &Default::default(),
+                    admitted.rate.as_ref(),
+                    ctx.request_id.as_ref(),
+                )
+                .await?;
+                Ok(true)
             }
             Decision::Local {
                 route,
@@ -314,7 +334,7 @@ impl ProxyHttp for KeygateProxy {
         let routing = ctx.routing.clone();
         match (reason, routing) {
             // Once the answer's head went out, there is nothing left to say but to close.
-            (Some(reason), Some(routing)) if session.response_written().is_none() => {
+            (Some(reason), Some(routing)) if !final_answer_sent(session) => {
                 ctx.outcome = Some(Outcome::Rejected(reason));
                 let status = routing.config().templates.get(reason).status;
                 if let Err(write) = self
@@ -502,6 +522,11 @@ impl ProxyHttp for KeygateProxy {
         for name in &dropped {
             upstream_request.remove_header(name);
         }
+        if ctx.body_checked {
+            // The body is already here (and the client had its `100 Continue` from keygate):
+            // the upstream gets it whole, with nothing to expect.
+            upstream_request.remove_header(&http::header::EXPECT);
+        }
         forwarding.apply(upstream_request, &hop)?;
         ctx.sent_upstream = true;
         ctx.upstream_sent_at = Some(std::time::Instant::now());
@@ -579,6 +604,14 @@ impl ProxyHttp for KeygateProxy {
         }
         access_line(session, e, ctx, status, seconds);
     }
+}
+
+/// Whether the client already has the answer's head: a `100 Continue` (sent before a checked
+/// body was read) is not one.
+fn final_answer_sent(session: &Session) -> bool {
+    session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational())
 }
 
 /// The route's upstream in this routing.

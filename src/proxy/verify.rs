@@ -56,7 +56,7 @@ impl KeygateProxy {
                 )?
             }
             Ok(original) => {
-                let decision = routing
+                let mut decision = routing
                     .gate
                     .decide(Request {
                         method: original.method,
@@ -66,6 +66,11 @@ impl KeygateProxy {
                         client_ip: ctx.client_ip,
                     })
                     .await;
+                if let Decision::ReadBody(admitted) = decision {
+                    // The other proxy sends no body with its question: `body_schema` cannot be
+                    // applied here, the rest of the decision is the same.
+                    decision = routing.gate.decide_without_body(admitted).await;
+                }
                 let decided_on = |route: usize| {
                     routing
                         .config()

@@ -1,5 +1,6 @@
 //! The shipped profiles (`config/examples/*.toml`) started as they are, with only what a test
-//! machine must change: listener ports, the data directory, the secrets and the upstream address.
+//! machine must change: listener ports, the data directory, the secrets and the upstream address
+//! (and the paths of files the profile names beside itself, made absolute).
 //! Everything a provider's document pins (routes, error bodies, key prefixes, limits) is the
 //! file's own, so a contract test exercises exactly what a user would run.
 
@@ -51,6 +52,17 @@ impl Keygate {
                 if let toml::Value::Table(u) = u {
                     u.remove("addresses");
                     u.insert("address".into(), upstream.to_string().into());
+                }
+            }
+        }
+
+        // The config is written elsewhere: files the profile names beside itself
+        // (`body_schema`) keep pointing at the profile's own.
+        let beside = path.parent().expect("config/examples").to_path_buf();
+        if let Some(toml::Value::Array(routes)) = doc.get_mut("routes") {
+            for route in routes.iter_mut() {
+                if let Some(toml::Value::String(file)) = route.get_mut("body_schema") {
+                    *file = beside.join(&*file).display().to_string();
                 }
             }
         }
