@@ -1,6 +1,7 @@
 //! The shipped profiles (`config/examples/*.toml`) started as they are, with only what a test
-//! machine must change: listener ports, the data directory, the secrets and the upstream address
-//! (and the paths of files the profile names beside itself, made absolute).
+//! machine must change: listener ports, the data directory, the secrets (the JWT secret too, when
+//! the profile names one), the upstream address, and the paths of files the profile names beside
+//! itself (made absolute).
 //! Everything a provider's document pins (routes, error bodies, key prefixes, limits) is the
 //! file's own, so a contract test exercises exactly what a user would run.
 
@@ -8,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::{free_port, Keygate};
+
+/// The HS256 secret a profile's `[tokens] secret` is pointed at, so a test can sign tokens
+/// keygate accepts (or check what it signed).
+pub const PROFILE_JWT_SECRET: &str = "test-profile-jwt-secret-0123456789abcdef";
 
 /// `config/examples/{name}.toml` from the repository.
 pub fn profile_path(name: &str) -> PathBuf {
@@ -46,6 +51,14 @@ impl Keygate {
         let secrets = table(&mut doc, "secrets");
         secrets.insert("pepper".into(), env_ref("KEYGATE_TEST_PEPPER"));
         secrets.insert("admin_token".into(), env_ref("KEYGATE_TEST_ADMIN_TOKEN"));
+        // A profile that reads its JWT secret from the environment gets the test's instead.
+        let mut env = Vec::new();
+        if let Some(toml::Value::Table(tokens)) = doc.get_mut("tokens") {
+            if tokens.contains_key("secret") {
+                tokens.insert("secret".into(), env_ref("KEYGATE_TEST_JWT_SECRET"));
+                env.push(("KEYGATE_TEST_JWT_SECRET".into(), PROFILE_JWT_SECRET.into()));
+            }
+        }
 
         if let Some(toml::Value::Table(upstreams)) = doc.get_mut("upstreams") {
             for (_, u) in upstreams.iter_mut() {
@@ -78,7 +91,7 @@ impl Keygate {
             config_path,
             child: None,
             rust_log: "info".into(),
-            env: Vec::new(),
+            env,
             nofile: None,
         };
         kg.spawn();
