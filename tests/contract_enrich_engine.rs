@@ -19,6 +19,9 @@ const LIST_LEADS: &str = "/api/external/lists/lst_1/leads";
 const LEADS: &str = "/api/external/leads";
 const LEAD: &str = "/api/external/leads/ld_1";
 
+/// What a client sends, the headers it sends, and the body it must get back.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 /// The profile's bodies (the page names the statuses but prints none; see the profile).
 fn unauthorized(message: &str) -> String {
     format!(r#"{{"error": "Unauthorized", "message": "{message}"}}"#)
@@ -210,7 +213,7 @@ fn only_x_api_key_is_read_and_every_bad_key_is_401() {
 
     // "Check the header format: X-API-Key: ee_live_xxx"
     let as_bearer = bearer(&key);
-    let cases: [(&str, Vec<(&str, &str)>, &str); 6] = [
+    let cases: [Case; 6] = [
         ("no key", vec![], &missing),
         (
             "a Bearer token instead",
