@@ -45,7 +45,11 @@ pub enum Command {
     /// every secret it names can be read (environment variables set, files present and not
     /// readable by everyone). TLS certificates, keys and CA files are read and checked too.
     CheckConfig {
-        file: PathBuf,
+        /// The config file; `--config FILE` works too, as for `serve`.
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Check the file alone, not its secrets nor its TLS files (for a build machine that
         /// has none of them).
         #[arg(long)]
@@ -126,7 +130,15 @@ pub fn main() -> ExitCode {
     let Cli { command } = cli;
     match command {
         Command::Serve { config } => serve(&config),
-        Command::CheckConfig { file, skip_secrets } => check_config(&file, skip_secrets),
+        Command::CheckConfig {
+            file,
+            config,
+            skip_secrets,
+        } => match file.or(config) {
+            Some(file) => check_config(&file, skip_secrets),
+            // clap requires one of them; this is unreachable, but not worth a panic.
+            None => ExitCode::from(2),
+        },
         Command::Health {
             url,
             timeout_seconds,
