@@ -271,6 +271,11 @@ auth = "api_key"
         }
     }
 
+    /// The process id (keygate's own: `taskset` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

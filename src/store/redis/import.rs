@@ -3,6 +3,8 @@
 //! too); the writes of a batch are in flight together on the multiplexed connection, which
 //! pipelines them, instead of one round trip after another.
 
+use std::collections::HashSet;
+
 use ::redis::AsyncCommands;
 use futures_util::stream::{self, StreamExt};
 
@@ -14,13 +16,37 @@ use crate::store::{ImportOutcome, NewKey, StoreError, StoreResult};
 const IN_FLIGHT: usize = 64;
 
 impl RedisStore {
+    /// The first entry of a hash in the batch is the one written: writes in flight together
+    /// may land in any order (on Cluster, on different nodes' connections), so a repeat of a
+    /// hash goes out only after every first entry has, and finds its key.
     pub(super) async fn import_batch(&self, keys: Vec<NewKey>) -> StoreResult<Vec<ImportOutcome>> {
-        let outcomes: Vec<StoreResult<ImportOutcome>> = stream::iter(keys)
-            .map(|new| self.import_one(new))
-            .buffered(IN_FLIGHT)
+        let total = keys.len();
+        let mut seen = HashSet::with_capacity(total);
+        let (mut firsts, mut repeats) = (Vec::with_capacity(total), Vec::new());
+        for (i, new) in keys.into_iter().enumerate() {
+            if seen.insert(new.hash) {
+                firsts.push((i, new));
+            } else {
+                repeats.push((i, new));
+            }
+        }
+        let mut outcomes: Vec<Option<ImportOutcome>> = (0..total).map(|_| None).collect();
+        for pass in [firsts, repeats] {
+            let done: Vec<(usize, StoreResult<ImportOutcome>)> = stream::iter(pass)
+                .map(|(i, new)| async move { (i, self.import_one(new).await) })
+                .buffered(IN_FLIGHT)
+                .collect()
+                .await;
+            for (i, outcome) in done {
+                outcomes[i] = Some(outcome?);
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| StoreError::Unavailable("an import entry went missing".into()))
+            })
             .collect()
-            .await;
-        outcomes.into_iter().collect()
     }
 
     async fn import_one(&self, new: NewKey) -> StoreResult<ImportOutcome> {
