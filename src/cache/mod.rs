@@ -1,6 +1,10 @@
 //! The validation cache: key hash -> the key and its account, so the common request touches no
 //! store and no network.
 //!
+//! - Compact entries ([`credential`]): a million cached keys fit in a few hundred megabytes.
+//! - Indexes ([`index`]): an account's or a user's change drops exactly its keys' entries, with
+//!   no scan and no predicate left behind for requests to pay for.
+//!
 //! - moka, bounded, with a per-entry TTL: found keys live `ttl`, unknown hashes `negative_ttl`
 //!   (a short negative TTL stops a flood of one bad key from reaching the store).
 //! - Single-flight: N concurrent misses for one hash make one store read (`try_get_with`).
@@ -20,52 +24,30 @@
 //! an invalidation happened while it was reading, and every invalidation is repeated once
 //! [`REPEAT_INVALIDATION_AFTER`] later, which bounds the window to that delay instead of the TTL.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+mod credential;
+mod index;
+mod scopes;
+mod text;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::Expiry;
 
-use crate::identity::{AuthMethod, IdentityValues};
+pub use credential::{AccountFacts, CachedCredential, Facts, KeyFacts, UserFacts};
+pub use scopes::ScopeSet;
+pub use text::Text;
+
 use crate::invalidation::Invalidation;
 use crate::keys::KeyHash;
 use crate::metrics::{CacheResult, Metrics};
 use crate::store::{Credential, CredentialReads, StoreError};
 
+use index::Owners;
+
 pub const REPEAT_INVALIDATION_AFTER: Duration = Duration::from_millis(250);
-
-/// A cached credential with its identity header values prepared once at load time.
-#[derive(Debug)]
-pub struct CachedCredential {
-    pub credential: Credential,
-    pub identity: IdentityValues,
-    /// Debounce slot for last-used updates (see [`crate::usage`]).
-    pub last_used_sent: AtomicI64,
-    loaded_at: Instant,
-    /// Set while one request refreshes this entry after its TTL.
-    refreshing: AtomicBool,
-    /// The invalidation generation when its store read began.
-    load_generation: u64,
-    /// How the caller proved who they are.
-    pub method: AuthMethod,
-}
-
-impl CachedCredential {
-    /// A credential taken from a verified access token rather than the store: never cached,
-    /// lives for one request.
-    pub fn from_token(credential: Credential) -> Self {
-        Self {
-            identity: IdentityValues::from_credential(&credential),
-            last_used_sent: AtomicI64::new(0),
-            loaded_at: Instant::now(),
-            refreshing: AtomicBool::new(false),
-            load_generation: 0,
-            method: AuthMethod::Jwt,
-            credential,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -101,47 +83,10 @@ pub struct KeyCache {
     revalidate_before: AtomicU64,
     ttl: Duration,
     max_stale: Duration,
-    /// Which cached hashes belong to which account, so an account's change drops exactly its
-    /// entries. Kept in step by the load path (adds) and moka's eviction listener (removes).
-    by_account: Arc<AccountIndex>,
-}
-
-/// Account id -> hashes of its cached keys. An index rather than a scan: moka keeps a predicate
-/// given to `invalidate_entries_if` and tests it against every entry read until a full pass
-/// retires it, so at a million cached keys each account or key change taxed every request for
-/// seconds. Sharded (no global lock); most accounts hold one or a few keys.
-#[derive(Default)]
-struct AccountIndex {
-    hashes: dashmap::DashMap<String, Vec<KeyHash>>,
-}
-
-impl AccountIndex {
-    fn add(&self, account_id: &str, hash: KeyHash) {
-        if let Some(mut slot) = self.hashes.get_mut(account_id) {
-            if !slot.contains(&hash) {
-                slot.push(hash);
-            }
-            return;
-        }
-        self.hashes
-            .entry(account_id.to_string())
-            .or_default()
-            .push(hash);
-    }
-
-    fn remove(&self, account_id: &str, hash: &KeyHash) {
-        self.hashes.remove_if_mut(account_id, |_, slot| {
-            slot.retain(|h| h != hash);
-            slot.is_empty()
-        });
-    }
-
-    fn of(&self, account_id: &str) -> Vec<KeyHash> {
-        self.hashes
-            .get(account_id)
-            .map(|slot| slot.clone())
-            .unwrap_or_default()
-    }
+    /// Which cached hashes belong to which account and which user (so a change to one drops
+    /// exactly its entries), and the facts entries share. Kept in step by the load path (adds)
+    /// and the eviction listener (removes).
+    owners: Arc<Owners>,
 }
 
 impl KeyCache {
@@ -169,8 +114,8 @@ impl KeyCache {
         max_stale: Duration,
         max_entries: u64,
     ) -> Self {
-        let by_account = Arc::new(AccountIndex::default());
-        let index = by_account.clone();
+        let owners = Arc::new(Owners::default());
+        let index = owners.clone();
         let counted = metrics.clone();
         let entries = Cache::builder()
             .max_capacity(max_entries)
@@ -187,11 +132,9 @@ impl KeyCache {
                     }
                     RemovalCause::Explicit | RemovalCause::Replaced => {}
                 }
-                // A replaced entry is the same hash with a fresh record: it stays indexed.
-                if cause != RemovalCause::Replaced {
-                    if let Lookup::Found(c) = value {
-                        index.remove(&c.credential.account.id, &hash);
-                    }
+                // Every entry that leaves, replaced ones too, matches the add its load made.
+                if let Lookup::Found(c) = value {
+                    index.forget(&c.credential, &hash);
                 }
             })
             .build();
@@ -203,7 +146,7 @@ impl KeyCache {
             revalidate_before: AtomicU64::new(0),
             ttl,
             max_stale,
-            by_account,
+            owners,
         }
     }
 
@@ -278,21 +221,26 @@ impl KeyCache {
                 Err(_) => self.store.find_credential(&hash).await?,
             };
             if self.generation.load(Ordering::Acquire) == before {
-                return Ok(self.indexed(hash, to_lookup(found, before)));
+                return Ok(self.to_lookup(hash, found, before));
             }
         }
         let before = self.generation.load(Ordering::Acquire);
         let found = self.store.find_credential(&hash).await?;
-        Ok(self.indexed(hash, to_lookup(found, before)))
+        Ok(self.to_lookup(hash, found, before))
     }
 
-    /// Records a found key under its account before it enters the cache, so an account change
-    /// racing this load finds it (and the generation check re-reads it).
-    fn indexed(&self, hash: KeyHash, lookup: Lookup) -> Lookup {
-        if let Lookup::Found(c) = &lookup {
-            self.by_account.add(&c.credential.account.id, hash);
+    /// The entry for a store read: the found key's compact facts, indexed under its account
+    /// and user before it enters the cache, so a change racing this load finds it (and the
+    /// generation check re-reads it).
+    fn to_lookup(&self, hash: KeyHash, found: Option<Credential>, generation: u64) -> Lookup {
+        match found {
+            Some(c) => Lookup::Found(Arc::new(CachedCredential::loaded(
+                self.owners.facts(&c, hash),
+                c.key.last_used_at.unwrap_or(0),
+                generation,
+            ))),
+            None => Lookup::Unknown,
         }
-        lookup
     }
 
     /// Drops the affected entries now and once more shortly after (see the module docs): for
@@ -314,8 +262,8 @@ impl KeyCache {
     async fn invalidate_loaded_before(&self, event: &Invalidation, generation: u64) {
         match event {
             Invalidation::Key(hash) => self.drop_if_loaded_before(hash, generation).await,
-            Invalidation::Account(id) => {
-                for hash in self.by_account.of(id) {
+            Invalidation::Account(_) | Invalidation::User(_) => {
+                for hash in self.hashes_of(event) {
                     self.drop_if_loaded_before(&hash, generation).await;
                 }
             }
@@ -348,8 +296,8 @@ impl KeyCache {
         self.generation.fetch_add(1, Ordering::AcqRel);
         match event {
             Invalidation::Key(hash) => self.entries.invalidate(hash).await,
-            Invalidation::Account(id) => {
-                for hash in self.by_account.of(id) {
+            Invalidation::Account(_) | Invalidation::User(_) => {
+                for hash in self.hashes_of(event) {
                     self.entries.invalidate(&hash).await;
                 }
             }
@@ -358,26 +306,25 @@ impl KeyCache {
         }
     }
 
+    /// The cached keys of the account or user an event names.
+    fn hashes_of(&self, event: &Invalidation) -> Vec<KeyHash> {
+        match event {
+            Invalidation::Account(id) => self.owners.accounts.of(id),
+            Invalidation::User(id) => self.owners.users.of(id),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }
-}
 
-fn to_lookup(found: Option<Credential>, load_generation: u64) -> Lookup {
-    match found {
-        Some(credential) => Lookup::Found(Arc::new(CachedCredential {
-            identity: IdentityValues::from_credential(&credential),
-            last_used_sent: AtomicI64::new(credential.key.last_used_at.unwrap_or(0)),
-            loaded_at: Instant::now(),
-            refreshing: AtomicBool::new(false),
-            load_generation,
-            method: AuthMethod::ApiKey,
-            credential,
-        })),
-        None => Lookup::Unknown,
+    /// Lets removals that are applied later (the index's, through eviction) land.
+    #[cfg(test)]
+    async fn settle(&self) {
+        self.entries.run_pending_tasks().await;
     }
 }
 
 #[cfg(test)]
-#[path = "cache_tests.rs"]
 mod tests;
