@@ -211,7 +211,13 @@ impl HotLoad {
                                     })
                                     .await;
                                 assert!(
-                                    matches!(d, Decision::Forward { principal: Some(_), .. }),
+                                    matches!(
+                                        d,
+                                        Decision::Forward {
+                                            principal: Some(_),
+                                            ..
+                                        }
+                                    ),
                                     "the hot key was not forwarded: {d:?}"
                                 );
                             }
@@ -266,8 +272,7 @@ where
         write(i).await;
     }
     let took = started.elapsed();
-    let during =
-        (hot.count.load(Ordering::Relaxed) - start_count) as f64 / took.as_secs_f64();
+    let during = (hot.count.load(Ordering::Relaxed) - start_count) as f64 / took.as_secs_f64();
     let after = hot.rate_over(Duration::from_secs(1)).await;
     Round {
         before,
@@ -300,6 +305,7 @@ fn main() {
 }
 
 async fn run(keys: usize, writes: usize, per_account: usize, hot_threads: usize, load_run: bool) {
+    let rss_start = rss_mib();
     let dir = tempfile::tempdir().expect("tempdir");
     // Room for every seeded key, the hot one, and a few more: creations later evict.
     let config = CONFIG.replace("MAX_ENTRIES", &(keys + 1).to_string());
@@ -410,8 +416,10 @@ async fn run(keys: usize, writes: usize, per_account: usize, hot_threads: usize,
         "| keys loaded into the cache | {cached} in {:.1} s |",
         filling.as_secs_f64()
     );
-    println!("| RSS before / after filling | {rss_empty:.0} MiB / {rss_full:.0} MiB |");
-    println!("| RSS per cached key | {per_key:.0} bytes |");
+    println!(
+        "| RSS at start / after seeding / after filling | {rss_start:.0} MiB / {rss_empty:.0} MiB / {rss_full:.0} MiB |"
+    );
+    println!("| RSS growth per cached key while filling | {per_key:.0} bytes |");
     for (name, r) in [
         ("key creations + revocations", &keys_round),
         ("account suspensions + reactivations", &accounts_round),

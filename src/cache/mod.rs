@@ -5,10 +5,11 @@
 //! - Indexes ([`index`]): an account's or a user's change drops exactly its keys' entries, with
 //!   no scan and no predicate left behind for requests to pay for.
 //!
-//! - moka, bounded, with a per-entry TTL: found keys live `ttl`, unknown hashes `negative_ttl`
-//!   (a short negative TTL stops a flood of one bad key from reaching the store).
-//! - Single-flight: N concurrent misses for one hash make one store read (`try_get_with`).
-//!   Store errors are not cached.
+//! - Bounded ([`entries`], quick_cache), with a lifetime per entry: found keys live `ttl` (then
+//!   stale-if-error, below), unknown hashes `negative_ttl` (a short negative TTL stops a flood of
+//!   one bad key from reaching the store).
+//! - Single-flight: N concurrent misses for one hash make one store read; a store error is
+//!   handed to the callers waiting on that read, and not cached.
 //! - Invalidation from outside: key writes call [`KeyCache::invalidate`] right after the store
 //!   commit, so the very next request re-reads.
 //!
@@ -25,6 +26,7 @@
 //! [`REPEAT_INVALIDATION_AFTER`] later, which bounds the window to that delay instead of the TTL.
 
 mod credential;
+mod entries;
 mod index;
 mod scopes;
 mod text;
@@ -33,18 +35,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
-use moka::Expiry;
-
 pub use credential::{AccountFacts, CachedCredential, Facts, KeyFacts, UserFacts};
 pub use scopes::ScopeSet;
 pub use text::Text;
 
 use crate::invalidation::Invalidation;
 use crate::keys::KeyHash;
-use crate::metrics::{CacheResult, Metrics};
+use crate::metrics::{CacheResult, Eviction, Metrics};
 use crate::store::{Credential, CredentialReads, StoreError};
 
+use entries::{Entries, Entry};
 use index::Owners;
 
 pub const REPEAT_INVALIDATION_AFTER: Duration = Duration::from_millis(250);
@@ -55,23 +55,18 @@ pub enum Lookup {
     Unknown,
 }
 
-struct TtlPolicy {
-    /// TTL plus max_stale: how long a found entry may be kept at all.
-    positive: Duration,
-    negative: Duration,
-}
-
-impl Expiry<KeyHash, Lookup> for TtlPolicy {
-    fn expire_after_create(&self, _: &KeyHash, value: &Lookup, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Lookup::Found(_) => self.positive,
-            Lookup::Unknown => self.negative,
-        })
+impl Entry {
+    fn lookup(self) -> Result<Lookup, Arc<StoreError>> {
+        match self {
+            Entry::Found(c) => Ok(Lookup::Found(c)),
+            Entry::Unknown(_) => Ok(Lookup::Unknown),
+            Entry::Failed(e) => Err(e),
+        }
     }
 }
 
 pub struct KeyCache {
-    entries: Cache<KeyHash, Lookup>,
+    entries: Entries,
     /// Only the reads the request path makes (an `Arc<dyn Store>` coerces to it).
     store: Arc<dyn CredentialReads>,
     metrics: Arc<Metrics>,
@@ -82,10 +77,11 @@ pub struct KeyCache {
     /// fallback if the store is still failing.
     revalidate_before: AtomicU64,
     ttl: Duration,
+    negative_ttl: Duration,
     max_stale: Duration,
     /// Which cached hashes belong to which account and which user (so a change to one drops
     /// exactly its entries), and the facts entries share. Kept in step by the load path (adds)
-    /// and the eviction listener (removes).
+    /// and [`Entries`] (removes).
     owners: Arc<Owners>,
 }
 
@@ -115,36 +111,14 @@ impl KeyCache {
         max_entries: u64,
     ) -> Self {
         let owners = Arc::new(Owners::default());
-        let index = owners.clone();
-        let counted = metrics.clone();
-        let entries = Cache::builder()
-            .max_capacity(max_entries)
-            .expire_after(TtlPolicy {
-                positive: ttl + max_stale,
-                negative: negative_ttl,
-            })
-            .eviction_listener(move |hash: Arc<KeyHash>, value: Lookup, cause| {
-                use moka::notification::RemovalCause;
-                match cause {
-                    RemovalCause::Size => counted.cache_evicted(crate::metrics::Eviction::Size),
-                    RemovalCause::Expired => {
-                        counted.cache_evicted(crate::metrics::Eviction::Expired)
-                    }
-                    RemovalCause::Explicit | RemovalCause::Replaced => {}
-                }
-                // Every entry that leaves, replaced ones too, matches the add its load made.
-                if let Lookup::Found(c) = value {
-                    index.forget(&c.credential, &hash);
-                }
-            })
-            .build();
         Self {
-            entries,
+            entries: Entries::new(max_entries, owners.clone(), metrics.clone()),
             store,
             metrics,
             generation: AtomicU64::new(0),
             revalidate_before: AtomicU64::new(0),
             ttl,
+            negative_ttl,
             max_stale,
             owners,
         }
@@ -152,21 +126,57 @@ impl KeyCache {
 
     /// One cache lookup on a hit; on a miss, one shared store read for all concurrent callers.
     pub async fn get_or_load(&self, hash: &KeyHash) -> Result<Lookup, Arc<StoreError>> {
-        if let Some(found) = self.entries.get(hash).await {
-            match &found {
-                Lookup::Found(c)
-                    if c.loaded_at.elapsed() > self.ttl
-                        || c.load_generation < self.revalidate_before.load(Ordering::Acquire) =>
-                {
-                    return self.refresh(hash, c.clone()).await;
-                }
-                Lookup::Found(_) => self.metrics.cache(CacheResult::Hit),
-                Lookup::Unknown => self.metrics.cache(CacheResult::NegativeHit),
+        match self.entries.get(hash) {
+            Some(Entry::Found(c))
+                if c.loaded_at.elapsed() > self.ttl
+                    || c.load_generation < self.revalidate_before.load(Ordering::Acquire) =>
+            {
+                return self.refresh(hash, c).await;
             }
-            return Ok(found);
+            Some(Entry::Found(c)) => {
+                self.metrics.cache(CacheResult::Hit);
+                return Ok(Lookup::Found(c));
+            }
+            Some(Entry::Unknown(at)) if at.elapsed() <= self.negative_ttl => {
+                self.metrics.cache(CacheResult::NegativeHit);
+                return Ok(Lookup::Unknown);
+            }
+            Some(Entry::Unknown(at)) => {
+                // Past its lifetime: gone, unless a fresher answer took its place meanwhile.
+                let expired = |e: &Entry| matches!(e, Entry::Unknown(t) if *t == at);
+                if self.entries.remove_if(hash, expired) {
+                    self.metrics.cache_evicted(Eviction::Expired);
+                }
+            }
+            // A failed read is handed to its waiters only; not an answer for later callers.
+            Some(Entry::Failed(_)) | None => {}
         }
         self.metrics.cache(CacheResult::Miss);
-        self.entries.try_get_with(*hash, self.load(*hash)).await
+        self.load_shared(hash).await
+    }
+
+    /// The first caller to miss reads the store; the others wait for its answer, a failure
+    /// included (which is then taken out, so the next request tries again).
+    async fn load_shared(&self, hash: &KeyHash) -> Result<Lookup, Arc<StoreError>> {
+        let slot = match self.entries.get_or_loading(hash).await {
+            Ok(entry) => return entry.lookup(),
+            Err(slot) => slot,
+        };
+        let entry = match self.load(*hash).await {
+            Ok(lookup) => match lookup {
+                Lookup::Found(c) => Entry::Found(c),
+                Lookup::Unknown => Entry::Unknown(Instant::now()),
+            },
+            Err(e) => Entry::Failed(Arc::new(e)),
+        };
+        self.entries.fill(hash, slot, entry.clone());
+        if let Entry::Failed(e) = &entry {
+            self.entries.remove_if(
+                hash,
+                |cached| matches!(cached, Entry::Failed(f) if Arc::ptr_eq(f, e)),
+            );
+        }
+        entry.lookup()
     }
 
     /// An entry past its TTL: one caller re-reads the store; the rest, and the reader itself
@@ -177,6 +187,9 @@ impl KeyCache {
         stale: Arc<CachedCredential>,
     ) -> Result<Lookup, Arc<StoreError>> {
         let within_stale = stale.loaded_at.elapsed() <= self.ttl + self.max_stale;
+        if !within_stale {
+            self.metrics.cache_evicted(Eviction::Expired);
+        }
         if stale.refreshing.swap(true, Ordering::AcqRel) {
             // Someone else is refreshing it right now.
             if within_stale {
@@ -187,7 +200,11 @@ impl KeyCache {
         self.metrics.cache(CacheResult::Miss);
         match self.load(*hash).await {
             Ok(fresh) => {
-                self.entries.insert(*hash, fresh.clone()).await;
+                let entry = match &fresh {
+                    Lookup::Found(c) => Entry::Found(c.clone()),
+                    Lookup::Unknown => Entry::Unknown(Instant::now()),
+                };
+                self.entries.put(hash, entry).await;
                 Ok(fresh)
             }
             Err(e) => {
@@ -277,14 +294,11 @@ impl KeyCache {
     }
 
     async fn drop_if_loaded_before(&self, hash: &KeyHash, generation: u64) {
-        let stale = match self.entries.get(hash).await {
-            Some(Lookup::Found(c)) => c.load_generation < generation,
-            Some(Lookup::Unknown) => true,
-            None => false,
-        };
-        if stale {
-            self.entries.invalidate(hash).await;
-        }
+        self.entries.remove_if(hash, |cached| match cached {
+            Entry::Found(c) => c.load_generation < generation,
+            Entry::Unknown(_) => true,
+            Entry::Failed(_) => false,
+        });
     }
 
     /// Applies an event heard from another replica (no re-publishing).
@@ -295,13 +309,13 @@ impl KeyCache {
     async fn invalidate_now(&self, event: &Invalidation) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         match event {
-            Invalidation::Key(hash) => self.entries.invalidate(hash).await,
+            Invalidation::Key(hash) => self.entries.remove(hash),
             Invalidation::Account(_) | Invalidation::User(_) => {
                 for hash in self.hashes_of(event) {
-                    self.entries.invalidate(&hash).await;
+                    self.entries.remove(&hash);
                 }
             }
-            Invalidation::All => self.entries.invalidate_all(),
+            Invalidation::All => self.entries.clear(),
             Invalidation::TokenCutoff(..) => {}
         }
     }
@@ -316,14 +330,13 @@ impl KeyCache {
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.entries.len() as u64
     }
 
-    /// Lets removals that are applied later (the index's, through eviction) land.
+    /// Removals apply at once here (the index's included); kept so tests say where a cache
+    /// that defers them would need to catch up.
     #[cfg(test)]
-    async fn settle(&self) {
-        self.entries.run_pending_tasks().await;
-    }
+    async fn settle(&self) {}
 }
 
 #[cfg(test)]
