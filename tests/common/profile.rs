@@ -29,7 +29,10 @@ impl Keygate {
         let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
 
         let server = table(&mut doc, "server");
-        server.insert("data_dir".into(), dir.path().join("data").display().to_string().into());
+        server.insert(
+            "data_dir".into(),
+            dir.path().join("data").display().to_string().into(),
+        );
         server.insert("threads".into(), 1.into());
         server.insert("grace_period_seconds".into(), 0.into());
         server.insert("graceful_shutdown_timeout_seconds".into(), 1.into());
