@@ -4,9 +4,10 @@
 //! sockets. The order is the order a user would want the reasons reported: a revoked key says
 //! "revoked" even if its account is also suspended.
 
+use crate::cache::Facts;
 use crate::config::{Route, RoutePermission};
 use crate::errors::{Detail, Reason};
-use crate::store::{AccountStatus, Credential, KeyStatus, Permission, Role, UserStatus};
+use crate::store::{AccountStatus, KeyStatus, Permission, Role, UserStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -57,8 +58,8 @@ pub fn required_permission(route: &Route, method: &str) -> RoutePermission {
 
 /// The key's permission narrowed by its user's role: a read-only user's keys only read, whatever
 /// they were created with (Enkryptify: effective permission = token ∩ role).
-pub fn effective_permission(c: &Credential) -> Permission {
-    match c.user.as_ref().map(|u| u.role) {
+pub fn effective_permission(c: &Facts) -> Permission {
+    match c.user.as_ref().and_then(|u| u.role()) {
         Some(Role::ReadOnly) => Permission::Read,
         _ => c.key.permission,
     }
@@ -82,7 +83,7 @@ pub fn parse_permission(s: &str) -> Option<Permission> {
 /// Path parameters the route names as resources must be among the key's allowed ids for that
 /// kind; a kind the key does not restrict is open to it.
 pub fn check_resources(
-    c: &Credential,
+    c: &Facts,
     route: &Route,
     param: impl Fn(&str) -> Option<String>,
 ) -> Result<(), Rejection> {
@@ -101,7 +102,7 @@ pub fn check_resources(
     Ok(())
 }
 
-pub fn authorize(c: &Credential, route: &Route, method: &str, now: i64) -> Result<(), Rejection> {
+pub fn authorize(c: &Facts, route: &Route, method: &str, now: i64) -> Result<(), Rejection> {
     match c.key.status {
         KeyStatus::Active => {}
         KeyStatus::Revoked => return Err(Reason::KeyRevoked.into()),
@@ -117,7 +118,7 @@ pub fn authorize(c: &Credential, route: &Route, method: &str, now: i64) -> Resul
     }
     if c.user
         .as_ref()
-        .is_some_and(|u| u.status == UserStatus::Disabled)
+        .is_some_and(|u| u.status() == Some(UserStatus::Disabled))
     {
         return Err(Reason::KeyDisabled.into());
     }
@@ -142,7 +143,7 @@ pub fn authorize(c: &Credential, route: &Route, method: &str, now: i64) -> Resul
 /// A read-only credential may not carry a `_method` query parameter: Rails, Laravel and Symfony
 /// read it as the request's method, so `GET /x?_method=DELETE` would be a delete to them.
 /// Refused rather than stripped, as rewriting the query could change what the upstream reads.
-pub fn check_method_parameter(c: &Credential, query: Option<&str>) -> Result<(), Rejection> {
+pub fn check_method_parameter(c: &Facts, query: Option<&str>) -> Result<(), Rejection> {
     if effective_permission(c) == Permission::Read && query.is_some_and(has_method_parameter) {
         return Err(Reason::ReadOnlyKey.into());
     }

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::cache::Facts;
 use crate::config::{AuthMode, Upstream};
-use crate::store::{Account, KeyRecord};
+use crate::store::{Account, Credential, KeyRecord};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -81,6 +82,15 @@ fn cred() -> Credential {
         },
         user: None,
     }
+}
+
+/// The rules read the cache's compact facts; these tests write the store's record.
+fn authorize(c: &Credential, route: &Route, method: &str, now: i64) -> Result<(), Rejection> {
+    super::authorize(&Facts::of(c), route, method, now)
+}
+
+fn check_method_parameter(c: &Credential, query: Option<&str>) -> Result<(), Rejection> {
+    super::check_method_parameter(&Facts::of(c), query)
 }
 
 fn reason(r: Result<(), Rejection>) -> Option<Reason> {

@@ -13,7 +13,9 @@ use std::time::Instant;
 use http::HeaderMap;
 
 use crate::authz::{self, Rejection};
-use crate::cache::{CachedCredential, KeyCache, Lookup};
+use crate::cache::{
+    AccountFacts, CachedCredential, Facts, KeyCache, KeyFacts, Lookup, ScopeSet, Text, UserFacts,
+};
 use crate::config::{AuthMode, ChargeOn, Config, CredentialSource, Route};
 use crate::errors::Reason;
 use crate::keys::KeyHasher;
@@ -22,9 +24,7 @@ use crate::local::LocalContext;
 use crate::metrics::{Metrics, Outcome, RouteCounters};
 use crate::ratelimit::{Limit, RateLimiter, RateStatus};
 use crate::router::RouteLookup;
-use crate::store::{
-    Account, AccountStatus, ChargeOutcome, Credential, KeyRecord, KeyStatus, Permission, Store,
-};
+use crate::store::{AccountStatus, ChargeOutcome, KeyStatus, Permission, Store};
 use crate::tokens::cutoffs::TokenCutoffs;
 use crate::tokens::{looks_like_jwt, Claims, TokenError, TokenKind, Tokens};
 use crate::usage::UsageRecorder;
@@ -501,7 +501,7 @@ impl Gate {
                 if route.local.is_some() {
                     return (
                         route.key_limit.map(|l| (per_route(&c.key.id), l)),
-                        route.account_limit.map(|l| (c.account.id.clone(), l)),
+                        route.account_limit.map(|l| (c.account.id.to_string(), l)),
                     );
                 }
                 let plan = c
@@ -512,6 +512,7 @@ impl Gate {
                 let own = c
                     .key
                     .rate_limit
+                    .as_deref()
                     .map(|l| Limit {
                         requests: l.requests,
                         per_seconds: l.per_seconds,
@@ -520,13 +521,13 @@ impl Gate {
                     })
                     .or(plan.and_then(|p| p.key));
                 let key = match own {
-                    Some(limit) => Some((c.key.id.clone(), limit)),
+                    Some(limit) => Some((c.key.id.to_string(), limit)),
                     None => route.key_limit.map(|l| (per_route(&c.key.id), l)),
                 };
                 let account = plan
                     .and_then(|p| p.account)
                     .or(route.account_limit)
-                    .map(|l| (c.account.id.clone(), l));
+                    .map(|l| (c.account.id.to_string(), l));
                 (key, account)
             }
         }
@@ -591,7 +592,7 @@ impl Gate {
         Ok(Arc::new(claims))
     }
 
-    async fn charge(&self, route: &Route, c: &Credential) -> Result<Option<Charge>, Reason> {
+    async fn charge(&self, route: &Route, c: &Facts) -> Result<Option<Charge>, Reason> {
         if route.cost == 0 {
             return Ok(None);
         }
@@ -604,8 +605,8 @@ impl Gate {
             Ok(ChargeOutcome::Charged { balance }) => {
                 self.metrics.credits_charged(route.cost);
                 Ok(Some(Charge {
-                    account_id: c.account.id.clone(),
-                    key_id: c.key.id.clone(),
+                    account_id: c.account.id.to_string(),
+                    key_id: c.key.id.to_string(),
                     amount: route.cost,
                     balance_after: balance,
                     refund_unless_success: route.charge_on == ChargeOn::Success,
@@ -650,42 +651,35 @@ fn token_reason(e: TokenError) -> Reason {
 
 /// The request path's view of an access token: the key it was exchanged from, as the claims
 /// describe it (scopes, effective permission and resources at exchange time).
-fn credential_from_claims(c: Claims) -> Credential {
-    let key_id = c.kid_key.clone().unwrap_or_else(|| c.sub.clone());
+fn credential_from_claims(c: Claims) -> Facts {
     let resources = c
         .res
         .and_then(|r| serde_json::from_value::<BTreeMap<String, Vec<String>>>(r).ok());
     let rate_limit =
         c.rl.and_then(|l| serde_json::from_value::<crate::store::RateLimit>(l).ok());
-    Credential {
-        key: KeyRecord {
-            id: key_id,
-            account_id: c.acc.clone(),
-            user_id: c.usr,
-            name: String::new(),
-            display_prefix: String::new(),
-            hash: [0; 32],
-            scopes: c.scopes,
+    Facts {
+        key: KeyFacts {
+            id: Text::new(c.kid_key.as_deref().unwrap_or(&c.sub)),
+            name: Text::new(""),
+            scopes: Arc::new(ScopeSet::new(&c.scopes)),
             permission: authz::parse_permission(&c.perm).unwrap_or(Permission::Read),
             status: KeyStatus::Active,
-            created_at: c.iat,
             expires_at: Some(c.exp),
-            last_used_at: None,
-            rate_limit,
-            resources,
-            rotated_from: None,
-            metadata: Default::default(),
+            rate_limit: rate_limit.map(Box::new),
+            resources: resources.map(Box::new),
         },
-        account: Account {
-            id: c.acc,
-            name: String::new(),
+        account: Arc::new(AccountFacts {
+            id: Text::new(&c.acc),
             status: AccountStatus::Active,
-            created_at: 0,
-            plan: c.plan,
-            credits: 0,
-            metadata: Default::default(),
-        },
-        user: None,
+            plan: c.plan.as_deref().map(Text::new),
+        }),
+        // The permission claim is already the user's effective one.
+        user: c.usr.as_deref().map(|id| {
+            Arc::new(UserFacts {
+                id: Text::new(id),
+                found: None,
+            })
+        }),
     }
 }
 

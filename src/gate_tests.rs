@@ -477,7 +477,7 @@ fn arbitrary_requests_are_decided_without_panics_or_false_admissions() {
             );
             prop_assert_ne!(f.t.gate.config.routes[*route].name.as_str(), "open");
             prop_assert_eq!(
-                p.credential.key.scopes.clone(),
+                p.credential.key.scopes.to_vec(),
                 vec!["leads:read".to_string()]
             );
             admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1,11 +1,10 @@
 //! What the upstream is told about the caller.
 //!
-//! Header values are built once when a credential is loaded into the cache and cloned (a
-//! reference-count bump) on each request, so forwarding allocates nothing per request.
+//! Header values are made from the cached credential's ids and names when a request is forwarded
+//! ([`crate::cache::CachedCredential::identity`]): each shares the bytes the cache holds (a
+//! reference-count bump and a validity scan), so forwarding copies and allocates nothing.
 
 use http::HeaderValue;
-
-use crate::store::Credential;
 
 /// How the caller authenticated, as the `auth_method` identity header says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,19 +30,4 @@ pub struct IdentityValues {
     pub user_id: Option<HeaderValue>,
     /// Space-separated, as OAuth's `scope` claim.
     pub scopes: Option<HeaderValue>,
-}
-
-impl IdentityValues {
-    pub fn from_credential(c: &Credential) -> Self {
-        // A value that cannot be a header (a control character in a key name) is left out
-        // rather than failing the request.
-        let v = |s: &str| HeaderValue::from_bytes(s.as_bytes()).ok();
-        Self {
-            key_id: v(&c.key.id),
-            key_name: v(&c.key.name),
-            account_id: v(&c.account.id),
-            user_id: c.key.user_id.as_deref().and_then(v),
-            scopes: v(&c.key.scopes.join(" ")),
-        }
-    }
 }

@@ -122,14 +122,16 @@ pub enum Eviction {
 pub enum InvalidationKind {
     Key,
     Account,
+    User,
     All,
     TokenCutoff,
 }
 
 impl InvalidationKind {
-    const ALL: [InvalidationKind; 4] = [
+    const ALL: [InvalidationKind; 5] = [
         InvalidationKind::Key,
         InvalidationKind::Account,
+        InvalidationKind::User,
         InvalidationKind::All,
         InvalidationKind::TokenCutoff,
     ];
@@ -138,6 +140,7 @@ impl InvalidationKind {
         match self {
             InvalidationKind::Key => "key",
             InvalidationKind::Account => "account",
+            InvalidationKind::User => "user",
             InvalidationKind::All => "all",
             InvalidationKind::TokenCutoff => "token_cutoff",
         }
@@ -250,7 +253,7 @@ pub struct Metrics {
     store_seconds: HistogramVec,
     cache_evicted_size: IntCounter,
     cache_evicted_expired: IntCounter,
-    invalidations_received: [IntCounter; 4],
+    invalidations_received: [IntCounter; 5],
     invalidation_lag_seconds: Histogram,
     /// `[mode][allowed]`, in [`LimitMode::ALL`] order; `allowed` is 1 for admitted.
     ratelimit_decisions: [[IntCounter; 2]; 3],

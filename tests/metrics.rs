@@ -95,7 +95,7 @@ fn operators_see_build_process_store_limit_and_cache_metrics() {
     assert!(answered("v1", "2xx") >= 5.0, "{text}");
     assert_eq!(answered("limited", "2xx"), 2.0, "{text}");
     assert_eq!(answered("limited", "4xx"), 2.0, "{text}");
-    // moka evicts in its housekeeping, which later cache operations run: keep using it.
+    // The cache evicts as new keys come in: keep using them until one has been pushed out.
     wait_until("an eviction to be counted", Duration::from_secs(20), || {
         for key in &keys {
             call(&kg, "/v1/x", key);

@@ -24,6 +24,8 @@ use crate::tokens::cutoffs::TokenCutoffs;
 pub enum Invalidation {
     Key(KeyHash),
     Account(String),
+    /// A user's role or status changed: the cached keys bound to that user.
+    User(String),
     All,
     /// Tokens whose subject (a key, user or account id) is this, issued at or before this
     /// millisecond (since the Unix epoch), are refused: how an access token dies with its key
@@ -82,6 +84,7 @@ impl Invalidator {
         let (kind, lag) = match event {
             Invalidation::Key(_) => (InvalidationKind::Key, None),
             Invalidation::Account(_) => (InvalidationKind::Account, None),
+            Invalidation::User(_) => (InvalidationKind::User, None),
             Invalidation::All => (InvalidationKind::All, None),
             // A cut-off carries the millisecond it was made: the one event that tells its age.
             Invalidation::TokenCutoff(_, at) => {
@@ -134,7 +137,7 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, event: &Invalidation) -> Result<(), String>;
 }
 
-/// Wire format: `k:<hex hash>`, `a:<account id>`, `*` or `c:<time>:<subject>`. Short and
+/// Wire format: `k:<hex hash>`, `a:<account id>`, `u:<user id>`, `*` or `c:<time>:<subject>`. Short and
 /// unambiguous, since ids and hex never contain `:`-prefixed ambiguity after the first two
 /// characters. A cut-off's time is decimal seconds with three fraction digits
 /// ([`cutoffs::to_text`](crate::tokens::cutoffs::to_text)); a whole number of seconds, as
@@ -143,6 +146,7 @@ pub fn encode(event: &Invalidation) -> String {
     match event {
         Invalidation::Key(hash) => format!("k:{}", hex::encode(hash)),
         Invalidation::Account(id) => format!("a:{id}"),
+        Invalidation::User(id) => format!("u:{id}"),
         Invalidation::All => "*".to_string(),
         Invalidation::TokenCutoff(subject, at) => {
             format!("c:{}:{subject}", crate::tokens::cutoffs::to_text(*at))
@@ -168,6 +172,9 @@ pub fn decode(message: &str) -> Option<Invalidation> {
             crate::tokens::cutoffs::parse_text(at)?,
         ));
     }
+    if let Some(id) = message.strip_prefix("u:") {
+        return (!id.is_empty()).then(|| Invalidation::User(id.to_string()));
+    }
     message
         .strip_prefix("a:")
         .filter(|id| !id.is_empty())
@@ -183,6 +190,7 @@ mod tests {
         for e in [
             Invalidation::Key([7u8; 32]),
             Invalidation::Account("acc_x".into()),
+            Invalidation::User("usr_x".into()),
             Invalidation::All,
             Invalidation::TokenCutoff("key_x".into(), 1_700_000_000_123),
             Invalidation::TokenCutoff("usr_x:odd".into(), 1_700_000_000_000),
@@ -206,6 +214,7 @@ mod tests {
         assert_eq!(decode("k:zz"), None);
         assert_eq!(decode("k:00"), None);
         assert_eq!(decode("a:"), None);
+        assert_eq!(decode("u:"), None);
         assert_eq!(decode("hello"), None);
     }
 }

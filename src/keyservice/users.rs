@@ -1,5 +1,5 @@
 //! Users: create, change role or status, set the password. A user's role and status bound what
-//! their keys may do, so a change drops the cached credentials of the user's account (they carry
+//! their keys may do, so a change drops the cached credentials of the user's keys (they carry
 //! the user); a role lowered or a user disabled also cuts off the user's tokens (they carry the
 //! old role), and a new password ends the user's sessions.
 //!
@@ -124,8 +124,7 @@ impl KeyService {
                 },
             )
             .await?;
-        self.invalidate(Invalidation::Account(user.account_id.clone()))
-            .await;
+        self.invalidate(Invalidation::User(user.id.clone())).await;
         let mut changes = Vec::new();
         if role.is_some() {
             changes.push(format!(

@@ -16,17 +16,17 @@ pub fn exchange(
 ) -> Result<LocalResponse, Rejection> {
     let c = &principal.credential;
     let draft = ClaimsDraft {
-        sub: c.key.id.clone(),
-        acc: c.account.id.clone(),
-        usr: c.key.user_id.clone(),
-        kid_key: Some(c.key.id.clone()),
-        scopes: c.key.scopes.clone(),
+        sub: c.key.id.to_string(),
+        acc: c.account.id.to_string(),
+        usr: c.user.as_ref().map(|u| u.id.to_string()),
+        kid_key: Some(c.key.id.to_string()),
+        scopes: c.key.scopes.to_vec(),
         perm: authz::permission_name(authz::effective_permission(c)).to_string(),
         res: c.key.resources.as_ref().map(|r| json!(r)),
         // The token is limited as its key is (a plan or a key override is one bucket per key,
         // whichever credential is presented), and dies no later than the key.
-        plan: c.account.plan.clone(),
-        rl: c.key.rate_limit.map(|l| json!(l)),
+        plan: c.account.plan.as_deref().map(str::to_string),
+        rl: c.key.rate_limit.as_deref().map(|l| json!(l)),
         not_after: c.key.expires_at,
     };
     let (token, expires_in) = ctx.tokens.issue(draft, TokenKind::Access).map_err(|e| {

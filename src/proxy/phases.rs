@@ -535,7 +535,7 @@ impl ProxyHttp for KeygateProxy {
             return Ok(());
         };
         let names = &self.identity_names;
-        let values = &principal.identity;
+        let values = principal.identity();
         for (name, value) in [
             (names.key_id, &values.key_id),
             (names.key_name, &values.key_name),

@@ -150,7 +150,8 @@ impl KeygateProxy {
         // unfilled placeholder), while an empty one replaces it (nginx then sends none).
         let names = &self.identity_names;
         let empty = http::HeaderValue::from_static("");
-        let values = principal.map(|p| &p.identity);
+        let values = principal.map(|p| p.identity());
+        let values = values.as_ref();
         for (name, value) in [
             (names.key_id, values.and_then(|v| v.key_id.as_ref())),
             (names.key_name, values.and_then(|v| v.key_name.as_ref())),
