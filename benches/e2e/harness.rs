@@ -343,7 +343,13 @@ pub enum AdminReply {
 }
 
 pub fn admin_post(url: &str, body: &Value) -> AdminReply {
-    let mut resp = agent()
+    admin_post_with(&agent(), url, body)
+}
+
+/// [`admin_post`] on a caller's own agent, whose connection stays open between calls (as an
+/// admin client that creates many keys keeps it).
+pub fn admin_post_with(agent: &ureq::Agent, url: &str, body: &Value) -> AdminReply {
+    let mut resp = agent
         .post(url)
         .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .send_json(body)

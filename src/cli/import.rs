@@ -4,6 +4,7 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::{mpsc, Mutex, MutexGuard};
 
 use serde_json::{json, Map, Value};
 
@@ -25,6 +26,12 @@ pub struct Summary {
 }
 
 impl Summary {
+    fn add(&mut self, part: Summary) {
+        self.created += part.created;
+        self.existing += part.existing;
+        self.errors.extend(part.errors);
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "created": self.created,
@@ -50,49 +57,105 @@ impl Summary {
     }
 }
 
+/// Parts in flight at once. One at a time, keygate sat idle about a third of the import while
+/// this process parsed the next part and waited for the answer; with a few, keygate checks and
+/// hashes one part while its store writes another and this process parses the next.
+const IN_FLIGHT: usize = 3;
+
+/// One part: (file line, entry) per key.
+type Part = Vec<(usize, Map<String, Value>)>;
+
 pub fn run(client: &Client, file: &Path) -> Result<Summary, ClientError> {
     let text = read(file)?;
-    let mut summary = Summary::default();
-    let mut part: Vec<(usize, Map<String, Value>)> = Vec::with_capacity(PART);
-    let mut part_bytes = 0;
-    for (i, line) in text.lines().enumerate() {
-        let number = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.len() > PART_BYTES {
-            summary
-                .errors
-                .push((number, format!("longer than {PART_BYTES} bytes")));
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(entry)) => {
-                if part_bytes + line.len() > PART_BYTES {
-                    send(client, std::mem::take(&mut part), &mut summary)?;
-                    part_bytes = 0;
+    let summary = Mutex::new(Summary::default());
+    let failed: Mutex<Option<ClientError>> = Mutex::new(None);
+    let (parts, queue) = mpsc::sync_channel::<Part>(IN_FLIGHT);
+    let queue = Mutex::new(queue);
+    std::thread::scope(|scope| {
+        for _ in 0..IN_FLIGHT {
+            scope.spawn(|| loop {
+                let next = match queue.lock() {
+                    Ok(queue) => queue.recv(),
+                    Err(_) => return,
+                };
+                let Ok(part) = next else { return };
+                if lock(&failed).is_some() {
+                    // Once one part failed, the rest are not sent.
+                    continue;
                 }
-                part_bytes += line.len();
-                part.push((number, entry));
+                match send(client, part) {
+                    Ok(done) => lock(&summary).add(done),
+                    Err(e) => {
+                        lock(&failed).get_or_insert(e);
+                    }
+                }
+            });
+        }
+        let mut part: Part = Vec::with_capacity(PART);
+        let mut part_bytes = 0;
+        let queue_part = |part: Part| {
+            // Only fails once every sender is gone, which they never are before the end.
+            let _ = parts.send(part);
+        };
+        for (i, line) in text.lines().enumerate() {
+            if lock(&failed).is_some() {
+                break;
             }
-            // The line may hold a key: say what is wrong, never quote it.
-            Ok(_) => summary
-                .errors
-                .push((number, "not a JSON object".to_string())),
-            Err(e) => summary
-                .errors
-                .push((number, format!("not JSON (column {})", e.column()))),
+            let number = i + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            if line.len() > PART_BYTES {
+                lock(&summary)
+                    .errors
+                    .push((number, format!("longer than {PART_BYTES} bytes")));
+                continue;
+            }
+            match serde_json::from_str::<Value>(line) {
+                Ok(Value::Object(entry)) => {
+                    if part_bytes + line.len() > PART_BYTES {
+                        queue_part(std::mem::take(&mut part));
+                        part_bytes = 0;
+                    }
+                    part_bytes += line.len();
+                    part.push((number, entry));
+                }
+                // The line may hold a key: say what is wrong, never quote it.
+                Ok(_) => lock(&summary)
+                    .errors
+                    .push((number, "not a JSON object".to_string())),
+                Err(e) => lock(&summary)
+                    .errors
+                    .push((number, format!("not JSON (column {})", e.column()))),
+            }
+            if part.len() == PART {
+                queue_part(std::mem::take(&mut part));
+                part_bytes = 0;
+            }
         }
-        if part.len() == PART {
-            send(client, std::mem::take(&mut part), &mut summary)?;
-            part_bytes = 0;
+        if !part.is_empty() {
+            queue_part(part);
         }
+        // Closing the queue ends the senders once it is empty; the scope waits for them.
+        drop(parts);
+    });
+    if let Some(e) = into_inner(failed) {
+        return Err(e);
     }
-    if !part.is_empty() {
-        send(client, part, &mut summary)?;
-    }
+    let mut summary = into_inner(summary);
     summary.errors.sort_by_key(|(line, _)| *line);
     Ok(summary)
+}
+
+/// A lock that a panicked holder left poisoned is still the data (nothing here panics while
+/// holding one; this only keeps the CLI from panicking in turn).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn into_inner<T>(m: Mutex<T>) -> T {
+    m.into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read(file: &Path) -> Result<String, ClientError> {
@@ -107,17 +170,16 @@ fn read(file: &Path) -> Result<String, ClientError> {
 }
 
 /// One request; the answer's entry numbers (1 = the part's first) become file lines.
-fn send(
-    client: &Client,
-    part: Vec<(usize, Map<String, Value>)>,
-    summary: &mut Summary,
-) -> Result<(), ClientError> {
+fn send(client: &Client, part: Part) -> Result<Summary, ClientError> {
     let lines: Vec<usize> = part.iter().map(|(n, _)| *n).collect();
     let entries: Vec<Value> = part.into_iter().map(|(_, e)| Value::Object(e)).collect();
     let reply = client.post("/keys/import", Some(&json!({ "keys": entries })))?;
     let count = |field: &str| reply.value[field].as_u64().unwrap_or(0);
-    summary.created += count("created");
-    summary.existing += count("existing");
+    let mut summary = Summary {
+        created: count("created"),
+        existing: count("existing"),
+        errors: Vec::new(),
+    };
     let file_line = |v: &Value| {
         v["line"]
             .as_u64()
@@ -131,5 +193,5 @@ fn send(
             summary.errors.push((file_line(e), why));
         }
     }
-    Ok(())
+    Ok(summary)
 }
