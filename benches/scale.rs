@@ -76,7 +76,20 @@ fn main() {
     let sqlite: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("scale.db")).expect("sqlite"));
     let sqlite_row = rt.block_on(run(sqlite, keys, concurrency, readers, load_run));
-    let redis = RedisServer::start(dir.path());
+    // Redis gets a CPU of its own, as it has in a deployment (another host, or at least another
+    // core), and the store's calls run on one thread like keygate's proxy worker: with both on
+    // both CPUs, redis-server waited for a time slice behind the bench's own threads and the
+    // miss p99 measured the scheduler. Not pinned on one CPU or without `taskset`.
+    let pinned = load_run && pin_self_to_cpu0();
+    let redis = RedisServer::start(dir.path(), pinned);
+    let rt = if pinned {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    } else {
+        rt
+    };
     let redis_row = rt.block_on(async {
         let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
             .await
@@ -89,6 +102,9 @@ fn main() {
              scale` runs it)"
         );
         return;
+    }
+    if pinned {
+        println!("Redis phase: redis-server on CPU 1, the store's calls on CPU 0 (one thread)");
     }
     println!("| {keys} keys | SQLite | Redis (loopback) |");
     println!("| --- | --- | --- |");
@@ -183,6 +199,22 @@ async fn run(
     }
 }
 
+/// Every thread of this process onto CPU 0 (`taskset`), when there are at least two; `false`
+/// when it could not be done.
+fn pin_self_to_cpu0() -> bool {
+    if std::env::var("KEYGATE_BENCH_PIN").is_ok_and(|v| v == "0")
+        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    {
+        return false;
+    }
+    Command::new("taskset")
+        .args(["-a", "-cp", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A `redis-server` of the bench's own on a free loopback port, without persistence, killed
 /// when dropped.
 struct RedisServer {
@@ -191,12 +223,19 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    fn start(dir: &std::path::Path) -> RedisServer {
+    fn start(dir: &std::path::Path, on_cpu1: bool) -> RedisServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new("redis-server")
+        let mut command = if on_cpu1 {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "1", "redis-server"]);
+            c
+        } else {
+            Command::new("redis-server")
+        };
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
