@@ -56,7 +56,10 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn counts() -> (u64, u64) {
-    (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed))
+    (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
 }
 
 /// Runs measured from the setup: enough to average out a one-off (a map growing once).
@@ -258,7 +261,14 @@ fn rewrite(c: &mut Criterion) {
         // One run first so the buckets and the limiter's per-limit map exist.
         let first = t.gate.decide(request()).await;
         assert!(
-            matches!(&first, Decision::Forward { principal: Some(_), rate: Some(_), .. }),
+            matches!(
+                &first,
+                Decision::Forward {
+                    principal: Some(_),
+                    rate: Some(_),
+                    ..
+                }
+            ),
             "cached key not forwarded with a rate status: {first:?}"
         );
         let (a0, b0) = counts();

@@ -15,8 +15,8 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use super::forward_headers::{Hop, X_REQUEST_ID};
-use super::rewrite::{rewrite, Facts};
 use super::respond::add_rate_headers;
+use super::rewrite::{rewrite, Facts};
 use super::routing::{Backends, IdentityNames, Routing, Target};
 use super::settle::Settlement;
 use crate::cache::CachedCredential;
