@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keygate::metrics::Metrics;
-use keygate::ratelimit::{Algorithm, Limit, RateLimiter};
+use keygate::ratelimit::{Algorithm, BucketKey, Limit, RateLimiter};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -27,8 +27,8 @@ fn bench(c: &mut Criterion) {
         burst: 1,
         algorithm: Algorithm::TokenBucket,
     };
-    let key = "key_bench_0123456789abcd".to_string();
-    let account = "acc_bench_0123456789abcd".to_string();
+    let key = BucketKey::from("key_bench_0123456789abcd");
+    let account = BucketKey::from("acc_bench_0123456789abcd");
     rt.block_on(async {
         assert!(limiter.check(&key, open).await.allowed());
         limiter.check(&account, closed).await;

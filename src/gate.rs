@@ -22,7 +22,7 @@ use crate::keys::KeyHasher;
 use crate::keyservice::KeyService;
 use crate::local::LocalContext;
 use crate::metrics::{Metrics, Outcome, RouteCounters};
-use crate::ratelimit::{Limit, RateLimiter, RateStatus};
+use crate::ratelimit::{BucketKey, Limit, RateLimiter, RateStatus};
 use crate::router::RouteLookup;
 use crate::store::{AccountStatus, ChargeOutcome, KeyStatus, Permission, Store};
 use crate::tokens::cutoffs::TokenCutoffs;
@@ -153,6 +153,9 @@ pub struct Gate {
     store: Arc<dyn Store>,
     tokens: Arc<Tokens>,
     local: Arc<LocalContext>,
+    /// Each route's name as a [`Text`], by route index, made once per load: the per-route
+    /// bucket keys share it instead of formatting `{route}|{caller}` on every request.
+    route_names: Vec<Text>,
 }
 
 impl Gate {
@@ -180,6 +183,7 @@ impl Gate {
         });
         Self {
             counters: metrics.route_counters(&config.route_names()),
+            route_names: config.routes.iter().map(|r| Text::new(&r.name)).collect(),
             config,
             cache,
             cutoffs,
@@ -320,7 +324,7 @@ impl Gate {
         let rate = if nothing_to_limit {
             None
         } else {
-            match self.limit(route, &principal, req.client_ip).await {
+            match self.limit(index, route, &principal, req.client_ip).await {
                 Ok(rate) => rate,
                 Err(status) => return limited(index, status),
             }
@@ -448,19 +452,20 @@ impl Gate {
     /// else the account's, else the IP's.
     async fn limit(
         &self,
+        index: usize,
         route: &Route,
         principal: &Principal,
         client_ip: Option<IpAddr>,
     ) -> Result<Option<RateStatus>, RateStatus> {
         let mut by_ip = None;
         if let (Some(limit), Some(ip)) = (route.ip_limit, client_ip) {
-            let status = self.limiter.check(&format!("ip:{ip}"), limit).await;
+            let status = self.limiter.check(&BucketKey::Ip(ip), limit).await;
             if !status.allowed() {
                 return Err(status);
             }
             by_ip = Some(status);
         }
-        let (caller, account) = self.buckets(route, principal);
+        let (caller, account) = self.buckets(index, route, principal);
         let mut by_caller = None;
         if let Some((bucket, limit)) = caller {
             let status = self.limiter.check(&bucket, limit).await;
@@ -488,20 +493,41 @@ impl Gate {
     /// override is per key overall. A keygate endpoint (the exchange, the balance) keeps its own
     /// limits: a generous plan must not lift the exchange's 10 a minute. A session is limited
     /// per user on the route, and per account.
-    fn buckets(&self, route: &Route, principal: &Principal) -> (Option<Bucket>, Option<Bucket>) {
-        let per_route = |caller: &str| format!("{}|{caller}", route.name);
+    ///
+    /// Keys and accounts name their buckets with the cached credential's ids (no allocation);
+    /// a session's ids come from its token's claims and are copied.
+    fn buckets(
+        &self,
+        index: usize,
+        route: &Route,
+        principal: &Principal,
+    ) -> (Option<Bucket>, Option<Bucket>) {
+        let per_route = |caller: Text| BucketKey::PerRoute {
+            route: self
+                .route_names
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| Text::new(&route.name)),
+            caller,
+        };
         match principal {
             Principal::Anonymous => (None, None),
             Principal::Session(claims) => (
-                route.key_limit.map(|l| (per_route(&claims.sub), l)),
-                route.account_limit.map(|l| (claims.acc.clone(), l)),
+                route
+                    .key_limit
+                    .map(|l| (per_route(Text::new(&claims.sub)), l)),
+                route
+                    .account_limit
+                    .map(|l| (BucketKey::Named(Text::new(&claims.acc)), l)),
             ),
             Principal::Key(cached) | Principal::Token(cached) => {
                 let c = &cached.credential;
                 if route.local.is_some() {
                     return (
-                        route.key_limit.map(|l| (per_route(&c.key.id), l)),
-                        route.account_limit.map(|l| (c.account.id.to_string(), l)),
+                        route.key_limit.map(|l| (per_route(c.key.id.clone()), l)),
+                        route
+                            .account_limit
+                            .map(|l| (BucketKey::Named(c.account.id.clone()), l)),
                     );
                 }
                 let plan = c
@@ -521,13 +547,13 @@ impl Gate {
                     })
                     .or(plan.and_then(|p| p.key));
                 let key = match own {
-                    Some(limit) => Some((c.key.id.to_string(), limit)),
-                    None => route.key_limit.map(|l| (per_route(&c.key.id), l)),
+                    Some(limit) => Some((BucketKey::Named(c.key.id.clone()), limit)),
+                    None => route.key_limit.map(|l| (per_route(c.key.id.clone()), l)),
                 };
                 let account = plan
                     .and_then(|p| p.account)
                     .or(route.account_limit)
-                    .map(|l| (c.account.id.to_string(), l));
+                    .map(|l| (BucketKey::Named(c.account.id.clone()), l));
                 (key, account)
             }
         }
@@ -703,7 +729,7 @@ fn reject(route: Option<usize>, reason: Reason) -> Decision {
 }
 
 /// A rate-limit bucket's name and its limit.
-type Bucket = (String, Limit);
+type Bucket = (BucketKey, Limit);
 
 fn limited(route: usize, status: RateStatus) -> Decision {
     Decision::Reject {

@@ -37,7 +37,10 @@ pub async fn login(
         ));
     }
     if let Some(limit) = route.key_limit {
-        let status = ctx.limiter.check(&format!("login:{email}"), limit).await;
+        let status = ctx
+            .limiter
+            .check(&format!("login:{email}").as_str().into(), limit)
+            .await;
         if !status.allowed() {
             let mut r = Rejection::new(Reason::RateLimited);
             r.rate = Some(status);

@@ -68,15 +68,28 @@ impl Forwarding {
             Some(p) if p.eq_ignore_ascii_case(b"http") => HeaderValue::from_static("http"),
             _ => HeaderValue::from_static(own_proto),
         };
-        let peer_text = hop.peer.map(|p| p.to_string()).unwrap_or_default();
-        let xff = appended(received, X_FORWARDED_FOR, &peer_text);
-        let forwarded = received.contains_key(FORWARDED).then(|| {
-            let node = match hop.peer {
-                Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\";proto={own_proto}"),
-                Some(IpAddr::V4(v4)) => format!("for={v4};proto={own_proto}"),
-                None => format!("for=unknown;proto={own_proto}"),
-            };
-            appended(received, FORWARDED, &node)
+        // The peer (or nothing) and this hop's `Forwarded` node are written straight into the
+        // joined value: no `String` of their own.
+        let xff = match hop.peer {
+            Some(p) => appended(received, X_FORWARDED_FOR, format_args!("{p}")),
+            None => appended(received, X_FORWARDED_FOR, format_args!("")),
+        };
+        let forwarded = received.contains_key(FORWARDED).then(|| match hop.peer {
+            Some(IpAddr::V6(v6)) => appended(
+                received,
+                FORWARDED,
+                format_args!("for=\"[{v6}]\";proto={own_proto}"),
+            ),
+            Some(IpAddr::V4(v4)) => appended(
+                received,
+                FORWARDED,
+                format_args!("for={v4};proto={own_proto}"),
+            ),
+            None => appended(
+                received,
+                FORWARDED,
+                format_args!("for=unknown;proto={own_proto}"),
+            ),
         });
         Forwarding {
             xff: xff.or(peer),
@@ -108,7 +121,11 @@ impl Forwarding {
 
 /// Every line of `name` as received, joined with `, `, then `, {last}`; `None` when the
 /// request had no such header.
-fn appended(received: &HeaderMap, name: &str, last: &str) -> Option<HeaderValue> {
+fn appended(
+    received: &HeaderMap,
+    name: &str,
+    last: std::fmt::Arguments<'_>,
+) -> Option<HeaderValue> {
     let mut lines = received.get_all(name).iter().peekable();
     lines.peek()?;
     let mut value = Vec::with_capacity(64);
@@ -116,8 +133,10 @@ fn appended(received: &HeaderMap, name: &str, last: &str) -> Option<HeaderValue>
         value.extend_from_slice(line.as_bytes());
         value.extend_from_slice(b", ");
     }
-    value.extend_from_slice(last.as_bytes());
-    HeaderValue::from_bytes(&value).ok()
+    // Writing to a `Vec` does not fail.
+    value.write_fmt(last).ok()?;
+    // The `Vec` becomes the value's bytes as it is (validated, not copied).
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
 /// An address as a header value, formatted on the stack (the value's own bytes are the only

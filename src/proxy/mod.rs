@@ -12,6 +12,7 @@
 //! - `health`: the active health checks of the current routing's pools;
 //! - `strip`: which client headers are dropped before forwarding (credentials, the identity
 //!   namespace in any spelling, the configured list, client-sent forwarding headers);
+//! - `rewrite`: the upstream request rewrite (strip, forwarding, identity), one plain function;
 //! - `forward_headers`: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Real-IP`, `X-Request-Id`;
 //! - `proxy_protocol`: the PROXY protocol header an L4 load balancer puts before a connection;
 //! - `settle`: whether a `charge_on = "success"` reservation goes back;
@@ -29,6 +30,7 @@ mod phases;
 mod pool;
 mod proxy_protocol;
 mod respond;
+mod rewrite;
 mod routing;
 mod server;
 mod services;
@@ -37,4 +39,6 @@ mod strip;
 mod verify;
 
 pub use phases::{KeygateProxy, RequestCtx};
+#[doc(hidden)]
+pub use rewrite::{BenchRequest, RewriteBench};
 pub use server::run;

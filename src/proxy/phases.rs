@@ -14,8 +14,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-use super::forward_headers::{Forwarding, Hop, X_REQUEST_ID};
+use super::forward_headers::{Hop, X_REQUEST_ID};
 use super::respond::add_rate_headers;
+use super::rewrite::{rewrite, Facts};
 use super::routing::{Backends, IdentityNames, Routing, Target};
 use super::settle::Settlement;
 use crate::cache::CachedCredential;
@@ -512,48 +513,17 @@ impl ProxyHttp for KeygateProxy {
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             request_id: ctx.request_id.as_ref(),
         };
-        let forwarding = Forwarding::read(&upstream_request.headers, &hop);
-        // Credentials, the identity namespace in any spelling (`X_Keygate_Key_Id` is
-        // `X-Keygate-Key-Id` to CGI-style upstreams), `[forwarding] strip_headers` and the
-        // forwarding headers (see `forward_headers`).
-        let dropped = routing
-            .strip
-            .dropped(upstream_request.headers.keys(), ctx.peer_trusted);
-        for name in &dropped {
-            upstream_request.remove_header(name);
-        }
-        if ctx.body_checked {
-            // The body is already here (and the client had its `100 Continue` from keygate):
-            // the upstream gets it whole, with nothing to expect.
-            upstream_request.remove_header(&http::header::EXPECT);
-        }
-        forwarding.apply(upstream_request, &hop)?;
+        let facts = Facts {
+            hop,
+            strip: &routing.strip,
+            names: &self.identity_names,
+            body_checked: ctx.body_checked,
+            principal: ctx.principal.as_deref(),
+            credits_remaining: ctx.charge.as_ref().map(|c| c.balance_after),
+        };
+        rewrite(upstream_request, &facts)?;
         ctx.sent_upstream = true;
         ctx.upstream_sent_at = Some(std::time::Instant::now());
-
-        let Some(principal) = &ctx.principal else {
-            return Ok(());
-        };
-        let names = &self.identity_names;
-        let values = principal.identity();
-        for (name, value) in [
-            (names.key_id, &values.key_id),
-            (names.key_name, &values.key_name),
-            (names.account_id, &values.account_id),
-            (names.user_id, &values.user_id),
-            (names.scopes, &values.scopes),
-        ] {
-            // Append, not insert: every header in the namespace was removed above, so there is
-            // nothing to replace, and append skips pingora's search for one.
-            if let Some(v) = value {
-                upstream_request.append_header(name, v.clone())?;
-            }
-        }
-        upstream_request.append_header(names.auth_method, principal.method.header_value())?;
-        if let Some(charge) = &ctx.charge {
-            upstream_request
-                .append_header(names.credits_remaining, charge.balance_after.to_string())?;
-        }
         Ok(())
     }
 

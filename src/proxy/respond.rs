@@ -8,6 +8,7 @@ use pingora::proxy::Session;
 
 use super::forward_headers::X_REQUEST_ID;
 use super::phases::{KeygateProxy, RequestCtx};
+use super::rewrite::int_value;
 use super::routing::Routing;
 use crate::authz::Rejection;
 use crate::errors::Reason;
@@ -84,9 +85,10 @@ pub(super) fn rejection_response(
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers).
 pub(super) fn add_rate_headers(resp: &mut ResponseHeader, rate: &RateStatus) -> Result<()> {
-    resp.insert_header("ratelimit-limit", rate.limit.to_string())?;
-    resp.insert_header("ratelimit-remaining", rate.remaining.to_string())?;
-    resp.insert_header("ratelimit-reset", rate.reset_secs.to_string())?;
+    // Static names (pingora keeps them without a copy), values formatted on the stack.
+    resp.insert_header("ratelimit-limit", int_value(rate.limit))?;
+    resp.insert_header("ratelimit-remaining", int_value(rate.remaining))?;
+    resp.insert_header("ratelimit-reset", int_value(rate.reset_secs))?;
     Ok(())
 }
 

@@ -63,16 +63,18 @@ impl StripRules {
             || (!trusted && exactly(FORWARDED))
     }
 
-    /// The names among `names` that are dropped; allocates only when there is one.
-    pub(super) fn dropped<'a>(
+    /// The first name among `names` that is dropped, if any. The caller removes it and asks
+    /// again: a request with nothing to drop (the common case) costs one scan and no list of
+    /// names, and one with something to drop costs a scan per name dropped (a handful at
+    /// most), each clone a `HeaderName` that `remove_header` needs after `names` is released.
+    pub(super) fn first_dropped<'a>(
         &self,
-        names: impl Iterator<Item = &'a HeaderName>,
+        mut names: impl Iterator<Item = &'a HeaderName>,
         trusted: bool,
-    ) -> Vec<HeaderName> {
+    ) -> Option<HeaderName> {
         names
-            .filter(|n| self.drops(n.as_str().as_bytes(), trusted))
+            .find(|n| self.drops(n.as_str().as_bytes(), trusted))
             .cloned()
-            .collect()
     }
 }
 

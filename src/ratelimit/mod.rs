@@ -15,6 +15,8 @@
 pub mod redis;
 pub mod window;
 
+use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +28,40 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::Quota;
 
+use crate::cache::Text;
 use crate::metrics::{LimitMode, Metrics};
+
+/// A bucket's name, kept in parts so the request path builds it without allocating: an IP is
+/// copied in, ids are [`Text`]s shared with the cached credential (a reference-count bump). The
+/// local limiter hashes it as it is; Redis gets its text form ([`fmt::Display`]), byte for byte
+/// the names keygate always used (`ip:{ip}`, `{route}|{caller}`, `{caller}`), so buckets in a
+/// running Redis carry over.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BucketKey {
+    /// A client IP's bucket (`ip_rate_limit`): `ip:{ip}`.
+    Ip(IpAddr),
+    /// A caller's bucket on one route (the route's own limit): `{route}|{caller}`.
+    PerRoute { route: Text, caller: Text },
+    /// A bucket by its whole name: a key or account id (limits that are per caller overall),
+    /// or any other name (`login:{email}`).
+    Named(Text),
+}
+
+impl fmt::Display for BucketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BucketKey::Ip(ip) => write!(f, "ip:{ip}"),
+            BucketKey::PerRoute { route, caller } => write!(f, "{route}|{caller}"),
+            BucketKey::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<&str> for BucketKey {
+    fn from(name: &str) -> Self {
+        BucketKey::Named(Text::new(name))
+    }
+}
 
 /// How a [`Limit`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
@@ -90,8 +125,8 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 type LocalLimiter = governor::RateLimiter<
-    String,
-    DashMapStateStore<String>,
+    BucketKey,
+    DashMapStateStore<BucketKey>,
     DefaultClock,
     StateInformationMiddleware,
 >;
@@ -135,13 +170,15 @@ impl RateLimiter {
     }
 
     /// Takes one request from `bucket`'s allowance under `limit`.
-    pub async fn check(&self, bucket: &String, limit: Limit) -> RateStatus {
+    pub async fn check(&self, bucket: &BucketKey, limit: Limit) -> RateStatus {
         let mode = if let Some(redis) = &self.redis {
+            // Redis keys are built from the text form (a network call follows anyway).
+            let name = bucket.to_string();
             let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             if now_ms >= self.redis_down_until_ms.load(Ordering::Relaxed) {
                 let decided = match (&self.redis_windows, limit.algorithm) {
-                    (Some(windows), Algorithm::SlidingWindow) => windows.check(bucket, limit).await,
-                    _ => redis.check(bucket, limit).await,
+                    (Some(windows), Algorithm::SlidingWindow) => windows.check(&name, limit).await,
+                    _ => redis.check(&name, limit).await,
                 };
                 match decided {
                     Ok(status) => {
@@ -166,7 +203,7 @@ impl RateLimiter {
         status
     }
 
-    fn check_local(&self, bucket: &String, limit: Limit) -> RateStatus {
+    fn check_local(&self, bucket: &BucketKey, limit: Limit) -> RateStatus {
         if limit.algorithm == Algorithm::SlidingWindow {
             return self.windows.check(bucket, limit);
         }
@@ -248,7 +285,7 @@ mod tests {
             burst: 3,
             algorithm: Algorithm::TokenBucket,
         };
-        let bucket = "key_a".to_string();
+        let bucket = BucketKey::from("key_a");
         let statuses: Vec<RateStatus> = {
             let mut v = Vec::new();
             for _ in 0..4 {
@@ -268,7 +305,7 @@ mod tests {
         assert!((9..=10).contains(&retry), "retry after {retry}");
         assert_eq!(refused.limit, 3);
         // Another bucket under the same limit is independent.
-        assert!(rl.check(&"key_b".to_string(), limit).await.allowed());
+        assert!(rl.check(&"key_b".into(), limit).await.allowed());
     }
 
     #[test]

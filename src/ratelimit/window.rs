@@ -23,7 +23,7 @@ use std::time::Instant;
 use ::redis::Script;
 use dashmap::DashMap;
 
-use super::{Limit, RateStatus};
+use super::{BucketKey, Limit, RateStatus};
 use crate::redis_conn::RedisConn;
 
 /// Slots per window: the granularity of the refusing-side error (1/60 of the window, one
@@ -86,7 +86,7 @@ fn decide(slots: &mut VecDeque<(u64, u64)>, now: u64, limit: &Limit) -> RateStat
 /// levels, like the token buckets, so a decision on a known bucket looks it up by `&str` and
 /// allocates nothing; only a bucket's first request copies its name.
 pub struct Windows {
-    states: DashMap<Limit, DashMap<String, VecDeque<(u64, u64)>>>,
+    states: DashMap<Limit, DashMap<BucketKey, VecDeque<(u64, u64)>>>,
     started: Instant,
 }
 
@@ -104,7 +104,7 @@ impl Windows {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    pub fn check(&self, bucket: &str, limit: Limit) -> RateStatus {
+    pub fn check(&self, bucket: &BucketKey, limit: Limit) -> RateStatus {
         let now = self.now_us();
         let buckets = match self.states.get(&limit) {
             Some(buckets) => buckets,
@@ -113,7 +113,7 @@ impl Windows {
         if let Some(mut slots) = buckets.get_mut(bucket) {
             return decide(&mut slots, now, &limit);
         }
-        let mut slots = buckets.entry(bucket.to_owned()).or_default();
+        let mut slots = buckets.entry(bucket.clone()).or_default();
         decide(&mut slots, now, &limit)
     }
 
