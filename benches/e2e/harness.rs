@@ -272,7 +272,7 @@ auth = "api_key"
             work_stealing = opts.work_stealing,
             per_ip = opts
                 .max_connections_per_ip
-                .map(|n| format!("max_connections_per_ip = {n}"))
+                .map(|n| format!("max_connections_per_ip = {n}\n"))
                 .unwrap_or_default(),
             data = dir.path().join("data").display(),
             tls_section = match public_tls {
