@@ -47,7 +47,11 @@ fn main() -> ExitCode {
         eprintln!("e2e_load bench: `wrk` is not on PATH. Install it with: apt-get install -y wrk");
         return ExitCode::FAILURE;
     }
-    if load_run && !oha_available() {
+    let parts = std::env::var("KEYGATE_BENCH_PARTS")
+        .unwrap_or_else(|_| "latency,connections,threads".to_string());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+    // Only the latency part drives oha.
+    if load_run && part("latency") && !oha_available() {
         eprintln!(
             "e2e_load bench: `oha` is not on PATH. Install it with: cargo install oha --locked"
         );
@@ -56,9 +60,6 @@ fn main() -> ExitCode {
     let seconds = env_u64("KEYGATE_BENCH_SECONDS", 5).max(1);
     let connections = env_u64("KEYGATE_BENCH_CONNECTIONS", 32).max(1);
     let rounds = env_u64("KEYGATE_BENCH_ROUNDS", 1).max(1) as usize;
-    let parts = std::env::var("KEYGATE_BENCH_PARTS")
-        .unwrap_or_else(|_| "latency,connections,threads".to_string());
-    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     // Before any thread starts, so the upstream's threads, wrk and oha inherit the load CPUs.
     let pinned = load_run && pin_load_generator();
     let binary: &Path = env!("CARGO_BIN_EXE_keygate").as_ref();
