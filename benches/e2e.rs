@@ -2,7 +2,9 @@
 //! (the floor: the engine with nothing of keygate's, see `bare`); through keygate on an
 //! `auth = "none"` route (keygate's pass-through); through keygate with a cached API key; and the
 //! same keyed route over keygate's TLS listener (kept-alive connections, so handshakes are not
-//! what it measures). Prints req/s, p50 and p99 for each, and the ratios that say what keygate,
+//! what it measures); and the keyed route refusing a malformed key (wrong length, refused before
+//! any lookup) and a well-formed key nobody issued (the negative cache), since bad input on the
+//! fast path should cost no more than a good key. Prints req/s, p50 and p99 for each, and the ratios that say what keygate,
 //! authentication and TLS cost.
 //!
 //! Run: `cargo bench --bench e2e`. Needs `wrk` (`apt-get install -y wrk`); without it the run
@@ -20,8 +22,6 @@
 //! each round and the table shows each column's median, which steadies a noisy machine).
 
 use std::process::ExitCode;
-
-use serde_json::json;
 
 #[path = "e2e/harness.rs"]
 mod harness;
@@ -84,6 +84,20 @@ fn main() -> ExitCode {
     targets.extend([
         Target::new(OPEN, format!("http://{}/open/x", kg.public), None),
         Target::new(KEYED, format!("http://{}/v1/x", kg.public), Some(&key)),
+        // Bad input on the fast path: refused (401) before any lookup, and a well-formed key
+        // nobody issued (checksum right), refused from the negative cache after the first look.
+        Target::new(
+            MALFORMED,
+            format!("http://{}/v1/x", kg.public),
+            Some(&malformed_key(&key)),
+        )
+        .expecting(401),
+        Target::new(
+            UNKNOWN,
+            format!("http://{}/v1/x", kg.public),
+            Some(&unknown_key(&key)),
+        )
+        .expecting(401),
         Target::new(
             TLS,
             format!("https://{}/v1/x", kg.public_tls.expect("TLS listener")),
@@ -118,7 +132,7 @@ fn main() -> ExitCode {
     // Check each target answers as expected; the keyed requests also load the keys into the
     // caches. Without a key the keyed routes refuse.
     for t in &targets {
-        expect_status(&t.url, t.key.as_deref(), 200);
+        expect_status(&t.url, t.key.as_deref(), t.status);
         if t.key.is_some() {
             expect_status(&t.url, None, 401);
         }
@@ -165,16 +179,16 @@ fn main() -> ExitCode {
     }
     println!(
         "{:<32} {:>12} {:>11} {:>11} {:>10}",
-        "target", "req/s", "p50", "p99", "non-2xx"
+        "target", "req/s", "p50", "p99", "unexpected"
     );
-    for r in &results {
+    for (t, r) in targets.iter().zip(&results) {
         println!(
             "{:<32} {:>12.0} {:>11} {:>11} {:>10}",
             r.name,
             r.rps,
             fmt_us(r.p50_us),
             fmt_us(r.p99_us),
-            r.non_2xx
+            t.unexpected(r)
         );
     }
     println!();
@@ -192,14 +206,24 @@ fn main() -> ExitCode {
     ratio("authenticated / pass-through:", KEYED, OPEN);
     ratio("pass-through / bare pingora:", OPEN, BARE);
     ratio("pass-through / direct:", OPEN, "direct upstream");
+    ratio("malformed key / cached key:", MALFORMED, KEYED);
+    ratio("unknown key / cached key:", UNKNOWN, KEYED);
     ratio("TLS / plain (cached key):", TLS, KEYED);
     ratio("verify answer / pass-through:", VERIFY, OPEN);
     ratio("nginx + auth_request / nginx:", NGINX_AUTH, NGINX);
     ratio("this build / baseline (cached key):", KEYED, BASE_KEYED);
     ratio("this build / baseline (auth=none):", OPEN, BASE_OPEN);
-    let errors: u64 = results.iter().map(|r| r.non_2xx).sum();
+    // 401 is the expected answer for the refused-key targets, so only the other answers count.
+    let errors: u64 = targets
+        .iter()
+        .zip(&results)
+        .map(|(t, r)| t.unexpected(r))
+        .sum();
     if errors > 0 {
-        println!("warning: {errors} non-2xx responses: the numbers above are not comparable");
+        println!(
+            "warning: {errors} answers with an unexpected status: the numbers above are not \
+             comparable"
+        );
     }
     drop(nginx);
     drop(kg);
@@ -225,6 +249,8 @@ original = "path"
 const BARE: &str = "bare pingora (floor)";
 const OPEN: &str = "keygate /open (auth=none)";
 const KEYED: &str = "keygate /v1 (cached key)";
+const MALFORMED: &str = "keygate /v1 malformed key (401)";
+const UNKNOWN: &str = "keygate /v1 unknown key (401)";
 const TLS: &str = "keygate /v1 TLS (cached key)";
 const VERIFY: &str = "keygate verify (cached key)";
 const NGINX: &str = "nginx (plain)";
@@ -232,34 +258,23 @@ const NGINX_AUTH: &str = "nginx + auth_request";
 const BASE_OPEN: &str = "baseline /open (auth=none)";
 const BASE_KEYED: &str = "baseline /v1 (cached key)";
 
-/// An account and a key on `kg`, through its admin API; `None` (with a message) when this
-/// build has no admin API for it.
-fn make_key(kg: &Keygate) -> Option<String> {
-    let admin = format!("http://{}", kg.admin);
-    let account = match admin_post(
-        &format!("{admin}/admin/v1/accounts"),
-        &json!({ "name": "bench" }),
-    ) {
-        AdminReply::NotFound => {
-            println!(
-                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/accounts \
-                 (not implemented in this build)"
-            );
-            return None;
-        }
-        AdminReply::Ok(v) => v["id"].as_str().expect("account id").to_string(),
-    };
-    match admin_post(
-        &format!("{admin}/admin/v1/keys"),
-        &json!({ "account_id": account, "name": "bench key" }),
-    ) {
-        AdminReply::NotFound => {
-            println!(
-                "e2e bench skipped: the admin API answered 404 for POST /admin/v1/keys \
-                 (not implemented in this build)"
-            );
-            None
-        }
-        AdminReply::Ok(v) => Some(v["key"].as_str().expect("plaintext key").to_string()),
-    }
+/// `key` cut short: the right prefix, the wrong length, so the format check refuses it.
+fn malformed_key(key: &str) -> String {
+    key[..key.len() / 2].to_string()
+}
+
+/// A key in `key`'s format (prefix, length, valid checksum) that was never issued.
+fn unknown_key(key: &str) -> String {
+    // The default `[keys] prefix` (the bench config sets none); checked against `key` below.
+    const PREFIX: &str = "kg_live_";
+    let body_len = key
+        .len()
+        .saturating_sub(PREFIX.len() + keygate::keys::CHECKSUM_LEN);
+    let format = keygate::keys::KeyFormat::new(PREFIX, body_len);
+    let unknown = format.generate().expose().to_string();
+    assert!(
+        format.validate(key).is_ok(),
+        "the bench derived the wrong key format from the issued key"
+    );
+    unknown
 }

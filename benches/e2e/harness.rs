@@ -7,18 +7,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub const PEPPER: &str = "bench-pepper-0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 /// One wrk target: a URL and the API key it sends, if any.
+#[derive(Clone)]
 pub struct Target {
     pub name: String,
     pub url: String,
     pub key: Option<String>,
     /// A wrk Lua script (`-s`) that shapes the requests, e.g. a different key each time.
     pub script: Option<PathBuf>,
+    /// The status every answer should have: 200, or 401 for the refused-key targets (wrk
+    /// counts those as non-2xx, which for them is the expected answer, not an error).
+    pub status: u16,
 }
 
 impl Target {
@@ -28,6 +32,23 @@ impl Target {
             url,
             key: key.map(str::to_string),
             script: None,
+            status: 200,
+        }
+    }
+
+    /// The same target, expecting `status` on every answer.
+    pub fn expecting(mut self, status: u16) -> Target {
+        self.status = status;
+        self
+    }
+
+    /// Answers in `r` that were not the expected status. wrk reports only the non-2xx/3xx count
+    /// and the total, so for a refused-key target every 2xx/3xx answer is one.
+    pub fn unexpected(&self, r: &WrkResult) -> u64 {
+        if self.status < 300 {
+            r.non_2xx
+        } else {
+            r.requests.saturating_sub(r.non_2xx)
         }
     }
 }
@@ -45,6 +66,7 @@ pub fn median(runs: &[WrkResult]) -> WrkResult {
         p50_us: mid(|r| r.p50_us),
         p99_us: mid(|r| r.p99_us),
         non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+        requests: runs.iter().map(|r| r.requests).sum(),
     }
 }
 
@@ -129,6 +151,39 @@ pub struct Keygate {
     _dir: tempfile::TempDir,
 }
 
+/// The `[server]` settings a load run varies, and the CPUs keygate runs on.
+#[derive(Clone, Debug)]
+pub struct ServerOpts {
+    pub threads: usize,
+    pub work_stealing: bool,
+    /// `taskset -c` CPU list for keygate (`"0"` when pinned), or `None` to inherit this
+    /// process's CPUs.
+    pub cpus: Option<String>,
+    /// `server.max_connections_per_ip` when set. All of a load run comes from 127.0.0.1, so
+    /// the 1,000-connection run needs more than the default 256; left out otherwise, as
+    /// builds from before the cap (`KEYGATE_BENCH_BASELINE_BIN`) refuse the unknown field.
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl ServerOpts {
+    /// What the e2e run uses: one thread, no work stealing, on CPU 0 when `pinned`.
+    pub fn single(pinned: bool) -> ServerOpts {
+        ServerOpts {
+            threads: 1,
+            work_stealing: false,
+            cpus: pinned.then(|| "0".to_string()),
+            max_connections_per_ip: None,
+        }
+    }
+}
+
+/// Every CPU of the machine as a `taskset -c` list (the load run moves itself off CPU 0, and
+/// a child started without `taskset` would inherit that).
+pub fn all_cpus() -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("0-{}", cpus.saturating_sub(1))
+}
+
 impl Keygate {
     /// Starts keygate, retrying on fresh ports when one was taken between picking and binding
     /// (other processes on the machine may grab free ports too).
@@ -140,9 +195,20 @@ impl Keygate {
         tls: bool,
         extra: &str,
     ) -> Keygate {
+        Self::start_with(binary, upstream, &ServerOpts::single(pinned), tls, extra)
+    }
+
+    /// [`Keygate::start`] with chosen thread settings and CPUs.
+    pub fn start_with(
+        binary: &std::path::Path,
+        upstream: SocketAddr,
+        opts: &ServerOpts,
+        tls: bool,
+        extra: &str,
+    ) -> Keygate {
         let mut attempt = 1;
         loop {
-            match Self::try_start(binary, upstream, pinned, tls, extra) {
+            match Self::try_start(binary, upstream, opts, tls, extra) {
                 Ok(kg) => return kg,
                 Err(log) if attempt < 5 && log.contains("Address already in use") => attempt += 1,
                 Err(log) => panic!("keygate did not start:\n{log}"),
@@ -154,7 +220,7 @@ impl Keygate {
     fn try_start(
         binary: &std::path::Path,
         upstream: SocketAddr,
-        pinned: bool,
+        opts: &ServerOpts,
         tls: bool,
         extra: &str,
     ) -> Result<Keygate, String> {
@@ -171,9 +237,9 @@ impl Keygate {
         let config = format!(
             r#"
 [server]
-threads = 1
-work_stealing = false
-grace_period_seconds = 0
+threads = {threads}
+work_stealing = {work_stealing}
+{per_ip}grace_period_seconds = 0
 graceful_shutdown_timeout_seconds = 1
 data_dir = "{data}"
 
@@ -202,6 +268,12 @@ path = "/v1/{{*rest}}"
 upstream = "api"
 auth = "api_key"
 {extra}"#,
+            threads = opts.threads,
+            work_stealing = opts.work_stealing,
+            per_ip = opts
+                .max_connections_per_ip
+                .map(|n| format!("max_connections_per_ip = {n}\n"))
+                .unwrap_or_default(),
             data = dir.path().join("data").display(),
             tls_section = match public_tls {
                 Some(address) => format!(
@@ -216,9 +288,9 @@ auth = "api_key"
         let config_path = dir.path().join("keygate.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.path().join("keygate.log");
-        let mut command = if pinned {
+        let mut command = if let Some(cpus) = &opts.cpus {
             let mut c = Command::new("taskset");
-            c.args(["-c", "0"]).arg(binary);
+            c.args(["-c", cpus]).arg(binary);
             c
         } else {
             Command::new(binary)
@@ -374,6 +446,8 @@ pub struct WrkResult {
     pub p50_us: f64,
     pub p99_us: f64,
     pub non_2xx: u64,
+    /// All answers wrk counted (`N requests in ...`).
+    pub requests: u64,
 }
 
 pub fn run_wrk(target: &Target, seconds: u64, connections: u64) -> WrkResult {
@@ -402,16 +476,19 @@ pub fn run_wrk(target: &Target, seconds: u64, connections: u64) -> WrkResult {
     parse_wrk(name, &text).unwrap_or_else(|| panic!("cannot parse wrk output for {name}:\n{text}"))
 }
 
-/// Reads `Requests/sec:`, the `50%` and `99%` lines of `--latency`, and `Non-2xx or 3xx
+/// Reads `N requests in`, `Requests/sec:`, the `50%` and `99%` lines of `--latency`, and `Non-2xx or 3xx
 /// responses:` from wrk's report.
 pub fn parse_wrk(name: &str, text: &str) -> Option<WrkResult> {
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
     let mut non_2xx = 0;
+    let mut requests = None;
     for line in text.lines() {
         let line = line.trim();
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
+        if let Some((n, _)) = line.split_once(" requests in ") {
+            requests = n.trim().parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
             rps = v.trim().parse::<f64>().ok();
         } else if let Some(v) = line.strip_prefix("50%") {
             p50 = parse_duration_us(v.trim());
@@ -427,6 +504,7 @@ pub fn parse_wrk(name: &str, text: &str) -> Option<WrkResult> {
         p50_us: p50?,
         p99_us: p99?,
         non_2xx,
+        requests: requests?,
     })
 }
 
@@ -450,5 +528,39 @@ pub fn fmt_us(us: f64) -> String {
         format!("{:.2}ms", us / 1_000.0)
     } else {
         format!("{us:.0}us")
+    }
+}
+
+// ---------------------------------------------------------------- keys
+
+/// An account and a key on `kg`, through its admin API; `None` (with a message) when this
+/// build has no admin API for it.
+pub fn make_key(kg: &Keygate) -> Option<String> {
+    let admin = format!("http://{}", kg.admin);
+    let account = match admin_post(
+        &format!("{admin}/admin/v1/accounts"),
+        &json!({ "name": "bench" }),
+    ) {
+        AdminReply::NotFound => {
+            println!(
+                "load bench skipped: the admin API answered 404 for POST /admin/v1/accounts \
+                 (not implemented in this build)"
+            );
+            return None;
+        }
+        AdminReply::Ok(v) => v["id"].as_str().expect("account id").to_string(),
+    };
+    match admin_post(
+        &format!("{admin}/admin/v1/keys"),
+        &json!({ "account_id": account, "name": "bench key" }),
+    ) {
+        AdminReply::NotFound => {
+            println!(
+                "load bench skipped: the admin API answered 404 for POST /admin/v1/keys \
+                 (not implemented in this build)"
+            );
+            None
+        }
+        AdminReply::Ok(v) => Some(v["key"].as_str().expect("plaintext key").to_string()),
     }
 }
