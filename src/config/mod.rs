@@ -142,6 +142,8 @@ pub struct ServerSettings {
     /// Open public connections one client IP may hold; more are closed at accept. Trusted
     /// proxies are exempt (every client behind them shares their connections).
     pub max_connections_per_ip: usize,
+    /// Idle upstream connections pingora keeps for reuse.
+    pub upstream_keepalive_pool_size: usize,
     /// Peers whose forwarding headers are believed (see [`crate::forwarded`]).
     pub trusted_proxies: TrustedProxies,
 }
@@ -641,6 +643,13 @@ impl Validator<'_> {
         if s.request_header_timeout_seconds == 0 {
             self.problem(
                 "server.request_header_timeout_seconds",
+                &none,
+                "must be at least 1",
+            );
+        }
+        if s.upstream_keepalive_pool_size == 0 {
+            self.problem(
+                "server.upstream_keepalive_pool_size",
                 &none,
                 "must be at least 1",
             );
@@ -1168,6 +1177,7 @@ impl Validator<'_> {
                 graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds,
                 request_header_timeout: Duration::from_secs(s.request_header_timeout_seconds),
                 max_connections_per_ip: s.max_connections_per_ip,
+                upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
                 trusted_proxies,
             },
             listeners,

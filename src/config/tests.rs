@@ -666,6 +666,26 @@ fn slow_client_limits_default_and_must_be_positive() {
 }
 
 #[test]
+fn upstream_keepalive_pool_defaults_past_pingoras_and_must_be_positive() {
+    let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.upstream_keepalive_pool_size, 1024);
+    let c = Config::parse(
+        &format!("[server]\nupstream_keepalive_pool_size = 64\n{MINIMAL}"),
+        "pool.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.upstream_keepalive_pool_size, 64);
+    let p = problems(&format!(
+        "[server]\nupstream_keepalive_pool_size = 0\n{MINIMAL}"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("server.upstream_keepalive_pool_size")),
+        "{p:#?}"
+    );
+}
+
+#[test]
 fn self_service_bounds_default_and_are_checked() {
     let c = Config::parse(MINIMAL, "min.toml").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.self_service.max_per_user, 100);

@@ -38,6 +38,7 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
         // shutdown (see `drain`); its grace period is only the optional extra wait after that.
         grace_period_seconds: Some(config.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(config.server.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool_size,
         ..Default::default()
     };
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
