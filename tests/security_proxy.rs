@@ -167,6 +167,34 @@ fn identity_headers_spelled_with_underscores_never_reach_a_wsgi_upstream() {
     assert_eq!(vars["HTTP_X_KEYGATE_KEY_ID"], key_id.as_str(), "{vars:?}");
 }
 
+/// Two hundred distinct names in the identity namespace, in a mix of spellings: every one is
+/// dropped (the strip is one pass over the names, whatever their number), and keygate's own
+/// identity headers still arrive.
+#[test]
+fn hundreds_of_forged_identity_names_are_all_stripped() {
+    let wsgi = Wsgi::start();
+    let kg = Keygate::start(&Options::new(wsgi.addr));
+    let account = kg.create_account("acme");
+    let (key_id, key) = kg.create_key(&account, json!({}));
+    let mut headers = format!("Authorization: Bearer {key}\r\n");
+    for i in 0..200 {
+        let name = match i % 3 {
+            0 => format!("X-Keygate-Forged-{i}"),
+            1 => format!("X_Keygate_Forged_{i}"),
+            _ => format!("x-KEYGATE_forged-{i}"),
+        };
+        headers.push_str(&format!("{name}: FORGED-{i}\r\n"));
+    }
+    let (status, body) = raw_get(kg.public, "/v1/x", &headers);
+    let vars = keygate_vars(status, &body);
+    assert!(
+        !vars.keys().any(|k| k.starts_with("HTTP_X_KEYGATE_FORGED")),
+        "a forged name reached the upstream: {vars:?}"
+    );
+    assert_eq!(vars["HTTP_X_KEYGATE_KEY_ID"], key_id.as_str(), "{vars:?}");
+    assert_eq!(vars["HTTP_X_KEYGATE_AUTH_METHOD"], "api_key", "{vars:?}");
+}
+
 // ------------------------------------------------------------ 7. charge_on = "success"
 
 const PAID: &str = r#"

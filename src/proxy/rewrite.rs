@@ -38,12 +38,8 @@ pub(super) fn rewrite(upstream: &mut RequestHeader, facts: &Facts<'_>) -> Result
     let forwarding = Forwarding::read(&upstream.headers, hop);
     // Credentials, the identity namespace in any spelling (`X_Keygate_Key_Id` is
     // `X-Keygate-Key-Id` to CGI-style upstreams), `[forwarding] strip_headers` and the
-    // forwarding headers (see `forward_headers`). Removed one at a time, re-scanning after each
-    // removal, so the common case (nothing to drop) collects no list of names.
-    while let Some(name) = facts
-        .strip
-        .first_dropped(upstream.headers.keys(), hop.trusted)
-    {
+    // forwarding headers (see `forward_headers`).
+    for name in facts.strip.dropped(upstream.headers.keys(), hop.trusted) {
         upstream.remove_header(&name);
     }
     if facts.body_checked {

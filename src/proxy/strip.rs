@@ -9,6 +9,7 @@
 //! client forge the identity keygate vouches for.
 
 use http::HeaderName;
+use smallvec::SmallVec;
 
 use crate::config::Config;
 
@@ -63,18 +64,20 @@ impl StripRules {
             || (!trusted && exactly(FORWARDED))
     }
 
-    /// The first name among `names` that is dropped, if any. The caller removes it and asks
-    /// again: a request with nothing to drop (the common case) costs one scan and no list of
-    /// names, and one with something to drop costs a scan per name dropped (a handful at
-    /// most), each clone a `HeaderName` that `remove_header` needs after `names` is released.
-    pub(super) fn first_dropped<'a>(
+    /// The names among `names` that are dropped, in one pass. Up to four are kept inline (a
+    /// keyed request always drops its credential header, so a heap list would be one allocation
+    /// per request); more spill to the heap. One pass, not "find the first, remove it, look
+    /// again": a request can carry a couple of hundred distinct names to drop, and re-scanning
+    /// after each removal would cost the square of that.
+    pub(super) fn dropped<'a>(
         &self,
-        mut names: impl Iterator<Item = &'a HeaderName>,
+        names: impl Iterator<Item = &'a HeaderName>,
         trusted: bool,
-    ) -> Option<HeaderName> {
+    ) -> SmallVec<[HeaderName; 4]> {
         names
-            .find(|n| self.drops(n.as_str().as_bytes(), trusted))
+            .filter(|n| self.drops(n.as_str().as_bytes(), trusted))
             .cloned()
+            .collect()
     }
 }
 
