@@ -241,12 +241,42 @@ pub fn sha256(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// A random identifier such as `key_4fT9...` for accounts, keys and users. Not secret.
+/// Characters of an id after `<kind>_`.
+const ID_CHARS: usize = 20;
+/// Leading characters of an id that hold its creation time in milliseconds, big-endian base62:
+/// 62^8 ms is about 6,900 years, so the width is fixed for good.
+const ID_TIME_CHARS: usize = 8;
+
+/// An identifier such as `key_0WZ3kQpa4fT9...` for accounts, keys and users. Not secret.
+///
+/// The first [`ID_TIME_CHARS`] characters are the creation millisecond in base62 (whose ASCII
+/// order is numeric order), the other 12 are random (71 bits: a collision needs billions of ids
+/// in one millisecond). Ids made later sort later, so inserting one appends to the store's id
+/// index instead of landing on a random page of it: with a million keys that index outgrows
+/// SQLite's page cache, and random ids made every import batch rewrite pages all over it.
+/// Lists are ordered by insertion, never by id; nothing reads the time back out of an id.
 pub fn new_id(kind: &str) -> String {
-    format!(
-        "{kind}_{}",
-        Alphanumeric.sample_string(&mut rand::rng(), 20)
-    )
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut id = String::with_capacity(kind.len() + 1 + ID_CHARS);
+    id.push_str(kind);
+    id.push('_');
+    id.push_str(&time_prefix(millis));
+    Alphanumeric.append_string(&mut rand::rng(), &mut id, ID_CHARS - ID_TIME_CHARS);
+    id
+}
+
+/// `millis` as [`ID_TIME_CHARS`] base62 digits, most significant first (a time past the width
+/// keeps its low digits; that is thousands of years away).
+fn time_prefix(millis: u128) -> String {
+    let mut digits = [BASE62[0]; ID_TIME_CHARS];
+    let mut rest = millis;
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(rest % 62) as usize];
+        rest /= 62;
+    }
+    digits.iter().map(|&b| char::from(b)).collect()
 }
 
 #[cfg(test)]
@@ -289,6 +319,39 @@ mod tests {
     fn checksum_is_fixed_width() {
         assert_eq!(&encode_checksum(0), b"000000");
         assert_eq!(&encode_checksum(u32::MAX), b"4gfFC3");
+    }
+
+    #[test]
+    fn ids_keep_their_shape_and_sort_by_creation_time() {
+        let id = new_id("key");
+        assert_eq!(id.len(), 4 + ID_CHARS, "{id}");
+        assert!(id.starts_with("key_"), "{id}");
+        assert!(id[4..].bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+        assert_ne!(new_id("key"), new_id("key"));
+
+        assert_eq!(time_prefix(0), "00000000");
+        assert_eq!(time_prefix(61), "0000000z");
+        assert_eq!(time_prefix(62), "00000010");
+        // Numeric order is string order, across digit boundaries and at today's times.
+        let times = [
+            0u128,
+            9,
+            10,
+            35,
+            36,
+            61,
+            62,
+            3843,
+            3844,
+            1_764_892_800_000,
+            1_764_892_800_001,
+        ];
+        for pair in times.windows(2) {
+            assert!(time_prefix(pair[0]) < time_prefix(pair[1]), "{pair:?}");
+        }
+        let earlier = new_id("key");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(earlier < new_id("key"));
     }
 
     #[test]

@@ -192,14 +192,20 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs one statement without results (`SAVEPOINT job`), prepared once per connection: a group
+/// of N jobs runs 2N + 2 of these, and `execute_batch` parsed each one again.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// One transaction for the whole group, one savepoint per job.
 fn commit_group(conn: &Connection, group: Vec<Grouped>) {
     // Without the outer transaction (BEGIN failed) each savepoint is its own transaction: slower,
     // still correct.
-    let outer = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+    let outer = exec(conn, "BEGIN IMMEDIATE").is_ok();
     let mut delivers = Vec::with_capacity(group.len());
     for job in group {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
             // The job never runs: its caller hears "unavailable" through the dropped reply.
             tracing::warn!(error = %e, "sqlite savepoint failed");
             drop(job);
@@ -210,14 +216,14 @@ fn commit_group(conn: &Connection, group: Vec<Grouped>) {
             Err(_) => (false, Box::new(|_: Option<&str>| {}) as Deliver),
         };
         if !ok {
-            let _ = conn.execute_batch("ROLLBACK TO job");
+            let _ = exec(conn, "ROLLBACK TO job");
         }
-        let _ = conn.execute_batch("RELEASE job");
+        let _ = exec(conn, "RELEASE job");
         delivers.push(deliver);
     }
     let failed = if outer {
-        conn.execute_batch("COMMIT").err().map(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
+        exec(conn, "COMMIT").err().map(|e| {
+            let _ = exec(conn, "ROLLBACK");
             e.to_string()
         })
     } else {

@@ -7,11 +7,18 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, Transaction};
 
-use super::{get_account_tx, insert_key_tx, unavailable};
+use super::{get_account_tx, insert_key_with, unavailable, IMPORT_KEY};
 use crate::store::{ImportOutcome, NewKey, StoreError, StoreResult};
 
 /// Stores `keys` inside `tx`, one outcome per key in order (see `ImportOutcome`). Accounts are
 /// read once per batch.
+///
+/// The insert itself tells whether the hash is stored already (`ON CONFLICT(hash) DO NOTHING`
+/// changes no row): only then is the existing key's id looked up, instead of a lookup before
+/// every insert. The keys go in in the order given: lists are in insertion order, and an
+/// import lists in its file's order. (Inserting a batch in hash order, tried, walked the hash
+/// index front to back but listed the batch in hash order; giving the rows rowids in file order
+/// while inserting in hash order would split the table's last pages at random.)
 pub(super) fn import_keys_tx(
     tx: &Transaction<'_>,
     keys: Vec<NewKey>,
@@ -21,15 +28,13 @@ pub(super) fn import_keys_tx(
     let mut by_hash = tx
         .prepare_cached("SELECT id FROM keys WHERE hash = ?1")
         .map_err(unavailable)?;
-    for new in keys {
-        let existing: Option<String> = by_hash
-            .query_row([new.hash.as_slice()], |row| row.get(0))
+    let mut existing = |hash: &[u8]| -> StoreResult<Option<String>> {
+        by_hash
+            .query_row([hash], |row| row.get(0))
             .optional()
-            .map_err(unavailable)?;
-        if let Some(id) = existing {
-            out.push(ImportOutcome::Existing(id));
-            continue;
-        }
+            .map_err(unavailable)
+    };
+    for new in keys {
         let usable = match accounts.get(&new.account_id) {
             Some(known) => *known,
             None => {
@@ -38,13 +43,28 @@ pub(super) fn import_keys_tx(
                 usable
             }
         };
-        if !usable {
-            out.push(ImportOutcome::Failed(StoreError::NotFound("account")));
-            continue;
-        }
-        let key = new.into_record();
-        insert_key_tx(tx, &key)?;
-        out.push(ImportOutcome::Created(Box::new(key)));
+        let outcome = if usable {
+            let key = new.into_record();
+            if insert_key_with(tx, &IMPORT_KEY, &key)? == 1 {
+                ImportOutcome::Created(Box::new(key))
+            } else {
+                match existing(key.hash.as_slice())? {
+                    Some(id) => ImportOutcome::Existing(id),
+                    // Cannot be: only a stored hash makes the insert change nothing (any
+                    // other refusal is an error).
+                    None => ImportOutcome::Failed(StoreError::Unavailable(
+                        "the key was neither stored nor found".into(),
+                    )),
+                }
+            }
+        } else {
+            // A stored hash is reported as existing whatever the entry's account.
+            match existing(new.hash.as_slice())? {
+                Some(id) => ImportOutcome::Existing(id),
+                None => ImportOutcome::Failed(StoreError::NotFound("account")),
+            }
+        };
+        out.push(outcome);
     }
     Ok(out)
 }
