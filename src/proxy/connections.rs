@@ -238,7 +238,13 @@ enum Phase {
 pub struct DeadlineStream {
     inner: Stream,
     phase: Phase,
-    deadline: Pin<Box<Sleep>>,
+    /// When the header being read must be complete.
+    header_deadline: Instant,
+    /// A timer that wakes the connection at or before `header_deadline`. It is not re-armed
+    /// for each request (that costs a timer-wheel update per request): it keeps the deadline it
+    /// has, and when it fires early (an earlier request's deadline) it is moved to the current
+    /// one then.
+    timer: Pin<Box<Sleep>>,
     slot: Slot,
 }
 
@@ -253,13 +259,28 @@ impl std::fmt::Debug for DeadlineStream {
 
 impl DeadlineStream {
     fn new(inner: Stream, slot: Slot) -> Self {
-        let timeout = slot.limits.header_timeout;
+        let header_deadline = Instant::now() + slot.limits.header_timeout;
         Self {
             inner,
             phase: Phase::Header { matched: 0 },
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            header_deadline,
+            timer: Box::pin(tokio::time::sleep_until(header_deadline)),
             slot,
         }
+    }
+
+    /// Whether the current header's deadline passed; otherwise the timer is set to wake `cx`
+    /// by then.
+    fn header_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.header_deadline {
+                return true;
+            }
+            // An earlier header's deadline: wait for this one's instead.
+            let at = self.header_deadline;
+            self.timer.as_mut().reset(at);
+        }
+        false
     }
 
     /// Advances the phase over bytes just read.
@@ -268,24 +289,13 @@ impl DeadlineStream {
             return;
         }
         if matches!(self.phase, Phase::Answered) {
-            let timeout = self.slot.limits.header_timeout;
-            self.deadline.as_mut().reset(Instant::now() + timeout);
+            self.header_deadline = Instant::now() + self.slot.limits.header_timeout;
             self.phase = Phase::Header { matched: 0 };
         }
         if let Phase::Header { matched } = &mut self.phase {
-            const END: &[u8] = b"\r\n\r\n";
-            for &b in bytes {
-                *matched = if b == END[*matched] {
-                    *matched + 1
-                } else if b == b'\r' {
-                    1
-                } else {
-                    0
-                };
-                if *matched == END.len() {
-                    self.phase = Phase::Handling;
-                    return;
-                }
+            match header_end(*matched, bytes) {
+                Ok(()) => self.phase = Phase::Handling,
+                Err(now_matched) => *matched = now_matched,
             }
         }
     }
@@ -299,6 +309,38 @@ impl DeadlineStream {
     }
 }
 
+/// The end of a header, `\r\n\r\n`.
+const HEADER_END: &[u8] = b"\r\n\r\n";
+
+/// Whether `bytes` complete a header whose last `matched` bytes so far were the start of
+/// [`HEADER_END`]; otherwise how many of its bytes the data now ends with.
+///
+/// A vectorised search (`memchr::memmem`) over the chunk: a request header is read in one or
+/// two chunks, and a byte-at-a-time scan of it was measurable per request.
+fn header_end(matched: usize, bytes: &[u8]) -> Result<(), usize> {
+    // A match begun in an earlier chunk, finished at the start of this one.
+    if matched > 0 {
+        let rest = &HEADER_END[matched..];
+        let n = rest.len().min(bytes.len());
+        if bytes[..n] == rest[..n] {
+            return if n == rest.len() {
+                Ok(())
+            } else {
+                Err(matched + n)
+            };
+        }
+    }
+    if memchr::memmem::find(bytes, HEADER_END).is_some() {
+        return Ok(());
+    }
+    // The longest proper prefix of the terminator that the chunk ends with (`\r`, `\r\n` or
+    // `\r\n\r`). One that also spans the earlier chunk was found above.
+    Err((1..HEADER_END.len())
+        .rev()
+        .find(|&n| bytes.ends_with(&HEADER_END[..n]))
+        .unwrap_or(0))
+}
+
 impl AsyncRead for DeadlineStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -309,15 +351,12 @@ impl AsyncRead for DeadlineStream {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let read = buf.filled()[before..].to_vec();
-                this.saw_read(&read);
+                this.saw_read(&buf.filled()[before..]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if matches!(this.phase, Phase::Header { .. })
-                    && this.deadline.as_mut().poll(cx).is_ready()
-                {
+                if matches!(this.phase, Phase::Header { .. }) && this.header_deadline_passed(cx) {
                     this.slot.limits.metrics.connection_header_timeout();
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -380,8 +419,7 @@ impl Peek for DeadlineStream {
     /// pingora peeks for the h2c preface before reading anything: a client that sends nothing
     /// must not wait out the header deadline here.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        let deadline = self.deadline.deadline();
-        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+        match tokio::time::timeout_at(self.header_deadline, self.inner.try_peek(buf)).await {
             Ok(peeked) => peeked,
             Err(_) => {
                 self.slot.limits.metrics.connection_header_timeout();
