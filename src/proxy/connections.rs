@@ -8,7 +8,8 @@
 //! accepted stream before pingora's HTTP code does, refuses it when its IP is at the cap, and hands
 //! pingora a [`DeadlineStream`] that fails reads once the header deadline passes.
 //!
-//! On the TLS listener the handshake is done here too, after the connection has its slot and
+//! Both public listeners are endpoints of one service (see [`TlsEndpoint`]); on the TLS
+//! listener's address the handshake is done here too, after the connection has its slot and
 //! within the header deadline: done by pingora's listener, before any app sees the stream, a
 //! client could hold uncounted half-open handshakes for pingora's 60 s each. The header deadline
 //! then starts when the handshake ends.
@@ -49,8 +50,32 @@ use crate::metrics::Metrics;
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     limits: Arc<Limits>,
-    /// The TLS listener's handshake; `None` on the plain listener.
-    tls: Option<Arc<Acceptor>>,
+    /// The TLS listener, when there is one: connections accepted on its address get the
+    /// handshake.
+    tls: Option<TlsEndpoint>,
+}
+
+/// The TLS listener's address and handshake.
+///
+/// Why one app (and one pingora service) for both listeners: each pingora service has its own
+/// runtime, and the upstream connection pool is the proxy's. Served by two services, the plain
+/// listener's requests reused upstream connections that the TLS service had opened, whose
+/// readiness arrives through the other runtime's reactor: a thread switch per upstream read, and
+/// plain traffic measured 25% slower for as long as those connections lived.
+struct TlsEndpoint {
+    address: std::net::SocketAddr,
+    acceptor: Arc<Acceptor>,
+}
+
+impl TlsEndpoint {
+    /// Whether a connection accepted on `local` came in on this listener.
+    fn accepted_on(&self, local: Option<std::net::SocketAddr>) -> bool {
+        local.is_some_and(|local| {
+            local.port() == self.address.port()
+                && (self.address.ip().is_unspecified()
+                    || local.ip().to_canonical() == self.address.ip().to_canonical())
+        })
+    }
 }
 
 /// Open connections per client IP, and the settings.
@@ -99,14 +124,11 @@ impl<A> GuardedApp<A> {
         }
     }
 
-    /// The same app and connection counts, behind a TLS handshake: a client's plain and TLS
-    /// connections count against one cap.
-    pub fn with_tls(&self, acceptor: Arc<Acceptor>) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            limits: self.limits.clone(),
-            tls: Some(acceptor),
-        }
+    /// Connections accepted on `address` (the TLS listener, an endpoint of the same service)
+    /// get a TLS handshake first. A client's plain and TLS connections count against one cap.
+    pub fn with_tls(mut self, address: std::net::SocketAddr, acceptor: Arc<Acceptor>) -> Self {
+        self.tls = Some(TlsEndpoint { address, acceptor });
+        self
     }
 }
 
@@ -182,6 +204,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // Which listener took the connection: read before a PROXY header replaces the addresses.
+        let tls = self.tls.as_ref().filter(|tls| {
+            let local = stream.get_socket_digest().and_then(|d| {
+                d.local_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| std::net::SocketAddr::new(a.ip(), a.port()))
+            });
+            tls.accepted_on(local)
+        });
         // The PROXY header comes first (before a TLS handshake), within the header deadline;
         // its address is the peer from here on (the cap below counts it).
         let stream = if self.limits.proxy_protocol {
@@ -208,9 +239,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             self.limits.metrics.connection_over_ip_limit();
             return None; // dropping the stream closes it
         };
-        let stream = match &self.tls {
+        let stream = match tls {
             None => stream,
-            Some(acceptor) => handshake(acceptor, stream, &self.limits).await?,
+            Some(tls) => handshake(&tls.acceptor, stream, &self.limits).await?,
         };
         let guarded = DeadlineStream::new(stream, slot);
         // The inner app loops over kept-alive requests itself and returns `None` at the end, so
