@@ -361,7 +361,10 @@ fn header_end(matched: usize, bytes: &[u8]) -> Result<(), usize> {
             };
         }
     }
-    if memchr::memmem::find(bytes, HEADER_END).is_some() {
+    // Built once: `memmem::find` builds its searcher on every call.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HEADER_END));
+    if FINDER.find(bytes).is_some() {
         return Ok(());
     }
     // The longest proper prefix of the terminator that the chunk ends with (`\r`, `\r\n` or
