@@ -19,7 +19,8 @@
 //!
 //! Environment: `KEYGATE_BENCH_SECONDS` (per target, default 5), `KEYGATE_BENCH_CONNECTIONS`
 //! (default 32), `KEYGATE_BENCH_ROUNDS` (default 1; with more, the targets run in rotated order
-//! each round and the table shows each column's median, which steadies a noisy machine).
+//! each round and the table shows each column's median, which steadies a noisy machine),
+//! `KEYGATE_BENCH_ONLY` (comma-separated words: only the targets whose names contain one).
 
 use std::process::ExitCode;
 
@@ -128,6 +129,16 @@ fn main() -> ExitCode {
                 Some(key),
             ),
         ]);
+    }
+    // `KEYGATE_BENCH_ONLY=bare,auth=none`: only the targets whose names contain one of the
+    // words (to profile or repeat a few without the whole table).
+    if let Ok(only) = std::env::var("KEYGATE_BENCH_ONLY") {
+        let words: Vec<&str> = only
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .collect();
+        targets.retain(|t| words.iter().any(|w| t.name.contains(w)));
     }
     // Check each target answers as expected; the keyed requests also load the keys into the
     // caches. Without a key the keyed routes refuse.

@@ -7,7 +7,8 @@
 //!   measured from when a request was due, not when it was sent, so a stall is not hidden by
 //!   the generator waiting for it). The direct upstream runs at the same rates, so "added" is
 //!   keygate's p99 minus the upstream's at the same rate.
-//! - **connections**: the cached-key route at 32 and at 1,000 concurrent keep-alive connections.
+//! - **connections**: the cached-key route at 32 and at 1,000 concurrent keep-alive connections,
+//!   beside the bare pingora floor (as in `e2e`) and the upstream alone at the same counts.
 //! - **threads**: the cached-key route with `threads = 1` and `2`, work stealing off and on, each
 //!   keygate free to use every CPU (the load generator stays on CPU 1 and up), beside the `e2e`
 //!   setting (one thread pinned to CPU 0).
@@ -31,9 +32,13 @@ use serde_json::Value;
 mod harness;
 use harness::*;
 
+#[path = "e2e/bare.rs"]
+mod bare;
+
 const DIRECT: &str = "direct upstream";
 const OPEN: &str = "keygate /open (auth=none)";
 const KEYED: &str = "keygate /v1 (cached key)";
+const BARE: &str = "bare pingora (floor)";
 /// The connection count of the scaling run's wide end (issue 14: >= 0.9x of 32).
 const MANY_CONNECTIONS: u64 = 1_000;
 /// Enough for the 1,000-connection run, which all comes from 127.0.0.1 (default cap 256).
@@ -41,6 +46,12 @@ const PER_IP_CAP: usize = 4_096;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    // Re-executed as the bare pingora floor (see `bare`), as in `e2e`.
+    if let [_, flag, listen, upstream, ..] = args.as_slice() {
+        if flag == bare::FLAG {
+            return bare::serve(listen, upstream);
+        }
+    }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it.
     let load_run = args.iter().any(|a| a == "--bench");
     if load_run && !wrk_available() {
@@ -127,10 +138,24 @@ fn main() -> ExitCode {
 
     let mut unexpected = 0;
     if part("latency") {
-        unexpected += latency(&[direct, open, keyed.clone()], seconds, connections, rounds);
+        unexpected += latency(
+            &[direct.clone(), open, keyed.clone()],
+            seconds,
+            connections,
+            rounds,
+        );
     }
     if part("connections") {
-        unexpected += connection_scaling(&keyed, seconds, connections, rounds);
+        // The engine's own floor and the upstream alone at the same counts, to tell keygate's
+        // cost of many connections from the generator's and pingora's.
+        let floor = bare::Bare::start(upstream, pinned);
+        let floor_target = Target::new(BARE, format!("http://{}/x", floor.addr), None);
+        unexpected += connection_scaling(
+            &[keyed.clone(), floor_target, direct.clone()],
+            seconds,
+            connections,
+            rounds,
+        );
     }
     if part("threads") {
         let mut targets = vec![Target {
@@ -235,32 +260,46 @@ fn latency(targets: &[Target; 3], seconds: u64, connections: u64, rounds: usize)
     unexpected
 }
 
-/// The cached-key route at `connections` and at [`MANY_CONNECTIONS`] kept-alive connections.
-fn connection_scaling(keyed: &Target, seconds: u64, connections: u64, rounds: usize) -> u64 {
+/// Each target (the cached-key route first) at `connections` and at [`MANY_CONNECTIONS`]
+/// kept-alive connections, in rotated order.
+fn connection_scaling(targets: &[Target], seconds: u64, connections: u64, rounds: usize) -> u64 {
     let counts = [connections, MANY_CONNECTIONS];
-    println!("\n== connections: {} (wrk -t1 -cN)", keyed.name);
-    let results: Vec<WrkResult> = rotated(2, rounds, |c, _| run_wrk(keyed, seconds, counts[c]))
+    let plans: Vec<(&Target, u64)> = targets
         .iter()
-        .map(|r| median(r))
+        .flat_map(|t| counts.map(|c| (t, c)))
         .collect();
+    println!("\n== connections (wrk -t1 -cN)");
+    let results: Vec<WrkResult> = rotated(plans.len(), rounds, |p, _| {
+        let (target, count) = plans[p];
+        run_wrk(target, seconds, count)
+    })
+    .iter()
+    .map(|r| median(r))
+    .collect();
     println!(
-        "{:<12} {:>10} {:>9} {:>9}",
-        "connections", "req/s", "p50", "p99"
+        "{:<32} {:>12} {:>10} {:>9} {:>9}",
+        "target", "connections", "req/s", "p50", "p99"
     );
     let mut unexpected = 0;
-    for (c, r) in counts.iter().zip(&results) {
-        unexpected += keyed.unexpected(r);
+    for ((target, count), r) in plans.iter().zip(&results) {
+        unexpected += target.unexpected(r);
         println!(
-            "{c:<12} {:>10.0} {:>9} {:>9}",
+            "{:<32} {count:>12} {:>10.0} {:>9} {:>9}",
+            target.name,
             r.rps,
             fmt_us(r.p50_us),
             fmt_us(r.p99_us)
         );
     }
-    println!(
-        "throughput at {MANY_CONNECTIONS} / at {connections} connections: {:.3}",
-        results[1].rps / results[0].rps
-    );
+    for (target, pair) in targets.iter().zip(results.chunks(2)) {
+        if let [few, many] = pair {
+            println!(
+                "{:<32} throughput at {MANY_CONNECTIONS} / at {connections} connections: {:.3}",
+                target.name,
+                many.rps / few.rps
+            );
+        }
+    }
     unexpected
 }
 
@@ -361,12 +400,19 @@ fn parse_oha(status: u16, text: &str) -> Option<OhaResult> {
     };
     let codes = &v["statusCodeDistribution"];
     let expected = codes[status.to_string()].as_u64().unwrap_or(0);
+    // Requests still in flight when `-z` ends are cut off by oha itself, not failed.
+    let errors: u64 = v["errorDistribution"].as_object().map_or(0, |o| {
+        o.iter()
+            .filter(|(kind, _)| !kind.contains("deadline"))
+            .filter_map(|(_, n)| n.as_u64())
+            .sum()
+    });
     Some(OhaResult {
         rps: v["summary"]["requestsPerSec"].as_f64()?,
         p50_ms: pct("p50")?,
         p99_ms: pct("p99")?,
         p999_ms: pct("p99.9")?,
-        unexpected: count(codes) - expected + count(&v["errorDistribution"]),
+        unexpected: count(codes) - expected + errors,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The floor keygate is held to: a pingora pass-through with nothing of keygate's in it (no
 //! authentication, no header work, no metrics), the same pingora version and thread settings
-//! (one worker thread, no work stealing) and the same allocator, built in the same profile.
+//! (one worker thread, no work stealing, keygate's upstream keep-alive pool size) and the same
+//! allocator, built in the same profile.
 //! The bench binary re-executes itself with [`FLAG`] to run it as its own process, so it can be
 //! pinned to keygate's CPU like keygate is.
 
@@ -43,6 +44,9 @@ pub fn serve(listen: &str, upstream: &str) -> ExitCode {
     let conf = ServerConf {
         threads: 1,
         work_stealing: false,
+        // keygate's default `[server] upstream_keepalive_pool_size` (pingora's is 128), so
+        // the floor keeps as many upstream connections as keygate does.
+        upstream_keepalive_pool_size: 1024,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

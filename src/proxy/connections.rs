@@ -8,7 +8,8 @@
 //! accepted stream before pingora's HTTP code does, refuses it when its IP is at the cap, and hands
 //! pingora a [`DeadlineStream`] that fails reads once the header deadline passes.
 //!
-//! On the TLS listener the handshake is done here too, after the connection has its slot and
+//! Both public listeners are endpoints of one service (see [`TlsEndpoint`]); on the TLS
+//! listener's address the handshake is done here too, after the connection has its slot and
 //! within the header deadline: done by pingora's listener, before any app sees the stream, a
 //! client could hold uncounted half-open handshakes for pingora's 60 s each. The header deadline
 //! then starts when the handshake ends.
@@ -49,8 +50,32 @@ use crate::metrics::Metrics;
 pub struct GuardedApp<A> {
     inner: Arc<A>,
     limits: Arc<Limits>,
-    /// The TLS listener's handshake; `None` on the plain listener.
-    tls: Option<Arc<Acceptor>>,
+    /// The TLS listener, when there is one: connections accepted on its address get the
+    /// handshake.
+    tls: Option<TlsEndpoint>,
+}
+
+/// The TLS listener's address and handshake.
+///
+/// Why one app (and one pingora service) for both listeners: each pingora service has its own
+/// runtime, and the upstream connection pool is the proxy's. Served by two services, the plain
+/// listener's requests reused upstream connections that the TLS service had opened, whose
+/// readiness arrives through the other runtime's reactor: a thread switch per upstream read, and
+/// plain traffic measured 25% slower for as long as those connections lived.
+struct TlsEndpoint {
+    address: std::net::SocketAddr,
+    acceptor: Arc<Acceptor>,
+}
+
+impl TlsEndpoint {
+    /// Whether a connection accepted on `local` came in on this listener.
+    fn accepted_on(&self, local: Option<std::net::SocketAddr>) -> bool {
+        local.is_some_and(|local| {
+            local.port() == self.address.port()
+                && (self.address.ip().is_unspecified()
+                    || local.ip().to_canonical() == self.address.ip().to_canonical())
+        })
+    }
 }
 
 /// Open connections per client IP, and the settings.
@@ -99,14 +124,11 @@ impl<A> GuardedApp<A> {
         }
     }
 
-    /// The same app and connection counts, behind a TLS handshake: a client's plain and TLS
-    /// connections count against one cap.
-    pub fn with_tls(&self, acceptor: Arc<Acceptor>) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            limits: self.limits.clone(),
-            tls: Some(acceptor),
-        }
+    /// Connections accepted on `address` (the TLS listener, an endpoint of the same service)
+    /// get a TLS handshake first. A client's plain and TLS connections count against one cap.
+    pub fn with_tls(mut self, address: std::net::SocketAddr, acceptor: Arc<Acceptor>) -> Self {
+        self.tls = Some(TlsEndpoint { address, acceptor });
+        self
     }
 }
 
@@ -182,6 +204,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // Which listener took the connection: read before a PROXY header replaces the addresses.
+        let tls = self.tls.as_ref().filter(|tls| {
+            let local = stream.get_socket_digest().and_then(|d| {
+                d.local_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| std::net::SocketAddr::new(a.ip(), a.port()))
+            });
+            tls.accepted_on(local)
+        });
         // The PROXY header comes first (before a TLS handshake), within the header deadline;
         // its address is the peer from here on (the cap below counts it).
         let stream = if self.limits.proxy_protocol {
@@ -208,9 +239,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             self.limits.metrics.connection_over_ip_limit();
             return None; // dropping the stream closes it
         };
-        let stream = match &self.tls {
+        let stream = match tls {
             None => stream,
-            Some(acceptor) => handshake(acceptor, stream, &self.limits).await?,
+            Some(tls) => handshake(&tls.acceptor, stream, &self.limits).await?,
         };
         let guarded = DeadlineStream::new(stream, slot);
         // The inner app loops over kept-alive requests itself and returns `None` at the end, so
@@ -238,7 +269,13 @@ enum Phase {
 pub struct DeadlineStream {
     inner: Stream,
     phase: Phase,
-    deadline: Pin<Box<Sleep>>,
+    /// When the header being read must be complete.
+    header_deadline: Instant,
+    /// A timer that wakes the connection at or before `header_deadline`. It is not re-armed
+    /// for each request (that costs a timer-wheel update per request): it keeps the deadline it
+    /// has, and when it fires early (an earlier request's deadline) it is moved to the current
+    /// one then.
+    timer: Pin<Box<Sleep>>,
     slot: Slot,
 }
 
@@ -253,13 +290,28 @@ impl std::fmt::Debug for DeadlineStream {
 
 impl DeadlineStream {
     fn new(inner: Stream, slot: Slot) -> Self {
-        let timeout = slot.limits.header_timeout;
+        let header_deadline = Instant::now() + slot.limits.header_timeout;
         Self {
             inner,
             phase: Phase::Header { matched: 0 },
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            header_deadline,
+            timer: Box::pin(tokio::time::sleep_until(header_deadline)),
             slot,
         }
+    }
+
+    /// Whether the current header's deadline passed; otherwise the timer is set to wake `cx`
+    /// by then.
+    fn header_deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= self.header_deadline {
+                return true;
+            }
+            // An earlier header's deadline: wait for this one's instead.
+            let at = self.header_deadline;
+            self.timer.as_mut().reset(at);
+        }
+        false
     }
 
     /// Advances the phase over bytes just read.
@@ -268,24 +320,13 @@ impl DeadlineStream {
             return;
         }
         if matches!(self.phase, Phase::Answered) {
-            let timeout = self.slot.limits.header_timeout;
-            self.deadline.as_mut().reset(Instant::now() + timeout);
+            self.header_deadline = Instant::now() + self.slot.limits.header_timeout;
             self.phase = Phase::Header { matched: 0 };
         }
         if let Phase::Header { matched } = &mut self.phase {
-            const END: &[u8] = b"\r\n\r\n";
-            for &b in bytes {
-                *matched = if b == END[*matched] {
-                    *matched + 1
-                } else if b == b'\r' {
-                    1
-                } else {
-                    0
-                };
-                if *matched == END.len() {
-                    self.phase = Phase::Handling;
-                    return;
-                }
+            match header_end(*matched, bytes) {
+                Ok(()) => self.phase = Phase::Handling,
+                Err(now_matched) => *matched = now_matched,
             }
         }
     }
@@ -299,6 +340,41 @@ impl DeadlineStream {
     }
 }
 
+/// The end of a header, `\r\n\r\n`.
+const HEADER_END: &[u8] = b"\r\n\r\n";
+
+/// Whether `bytes` complete a header whose last `matched` bytes so far were the start of
+/// [`HEADER_END`]; otherwise how many of its bytes the data now ends with.
+///
+/// A vectorised search (`memchr::memmem`) over the chunk: a request header is read in one or
+/// two chunks, and a byte-at-a-time scan of it was measurable per request.
+fn header_end(matched: usize, bytes: &[u8]) -> Result<(), usize> {
+    // A match begun in an earlier chunk, finished at the start of this one.
+    if matched > 0 {
+        let rest = &HEADER_END[matched..];
+        let n = rest.len().min(bytes.len());
+        if bytes[..n] == rest[..n] {
+            return if n == rest.len() {
+                Ok(())
+            } else {
+                Err(matched + n)
+            };
+        }
+    }
+    // Built once: `memmem::find` builds its searcher on every call.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HEADER_END));
+    if FINDER.find(bytes).is_some() {
+        return Ok(());
+    }
+    // The longest proper prefix of the terminator that the chunk ends with (`\r`, `\r\n` or
+    // `\r\n\r`). One that also spans the earlier chunk was found above.
+    Err((1..HEADER_END.len())
+        .rev()
+        .find(|&n| bytes.ends_with(&HEADER_END[..n]))
+        .unwrap_or(0))
+}
+
 impl AsyncRead for DeadlineStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -309,15 +385,12 @@ impl AsyncRead for DeadlineStream {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let read = buf.filled()[before..].to_vec();
-                this.saw_read(&read);
+                this.saw_read(&buf.filled()[before..]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if matches!(this.phase, Phase::Header { .. })
-                    && this.deadline.as_mut().poll(cx).is_ready()
-                {
+                if matches!(this.phase, Phase::Header { .. }) && this.header_deadline_passed(cx) {
                     this.slot.limits.metrics.connection_header_timeout();
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
@@ -380,8 +453,7 @@ impl Peek for DeadlineStream {
     /// pingora peeks for the h2c preface before reading anything: a client that sends nothing
     /// must not wait out the header deadline here.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        let deadline = self.deadline.deadline();
-        match tokio::time::timeout_at(deadline, self.inner.try_peek(buf)).await {
+        match tokio::time::timeout_at(self.header_deadline, self.inner.try_peek(buf)).await {
             Ok(peeked) => peeked,
             Err(_) => {
                 self.slot.limits.metrics.connection_header_timeout();

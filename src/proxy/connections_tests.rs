@@ -153,3 +153,46 @@ fn trusted_proxies_are_not_capped() {
         "an untrusted client is capped"
     );
 }
+
+/// The byte-at-a-time scan `header_end` replaced: the state after each byte.
+fn scan(mut matched: usize, bytes: &[u8]) -> Result<(), usize> {
+    for &b in bytes {
+        matched = if b == HEADER_END[matched] {
+            matched + 1
+        } else if b == b'\r' {
+            1
+        } else {
+            0
+        };
+        if matched == HEADER_END.len() {
+            return Ok(());
+        }
+    }
+    Err(matched)
+}
+
+proptest::proptest! {
+    /// However a header is cut into reads, the search finds its end where the scan does.
+    #[test]
+    fn header_end_agrees_with_a_byte_scan(
+        data in proptest::collection::vec(
+            proptest::sample::select(vec![b'\r', b'\n', b'a', b':']), 0..40),
+        cuts in proptest::collection::vec(0usize..40, 0..6),
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= data.len()).collect();
+        cuts.push(0);
+        cuts.push(data.len());
+        cuts.sort_unstable();
+        let (mut fast, mut slow) = (Err(0), Err(0));
+        for w in cuts.windows(2) {
+            let chunk = &data[w[0]..w[1]];
+            if let Err(m) = fast {
+                fast = header_end(m, chunk);
+            }
+            if let Err(m) = slow {
+                slow = scan(m, chunk);
+            }
+        }
+        proptest::prop_assert_eq!(fast, slow);
+    }
+}

@@ -72,9 +72,10 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
         },
         app.shared.metrics.clone(),
     );
-    // The TLS listener: the same app and connection cap, behind keygate's own handshake (see
-    // `connections`), so pingora listens on plain TCP there too.
+    // The TLS listener: the same app, service and connection cap, behind keygate's own
+    // handshake (see `connections`), so pingora listens on plain TCP there too.
     let mut certs = None;
+    let mut guarded = guarded;
     if let Some(tls) = &config.listeners.tls {
         let set = tls
             .certs
@@ -85,17 +86,15 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
         let server_config = crate::tls::server_config(resolver.clone(), tls.http2)
             .context("TLS listener configuration")?;
         let acceptor = pingora::listeners::tls::Acceptor::from_server_config(server_config);
-        let mut tls_service = pingora::services::listening::Service::new(
-            "keygate proxy (TLS)".to_string(),
-            guarded.with_tls(Arc::new(acceptor)),
-        );
-        tls_service.add_tcp(&tls.address.to_string());
-        server.add_service(tls_service);
+        guarded = guarded.with_tls(tls.address, Arc::new(acceptor));
         certs = Some(resolver);
     }
     let mut proxy_service =
         pingora::services::listening::Service::new("keygate proxy".to_string(), guarded);
     proxy_service.add_tcp(&config.listeners.public.to_string());
+    if let Some(tls) = &config.listeners.tls {
+        proxy_service.add_tcp(&tls.address.to_string());
+    }
     server.add_service(proxy_service);
 
     server.add_service(pingora::services::background::background_service(
