@@ -23,8 +23,8 @@ use crate::invalidation::Invalidation;
 use crate::keys::KeyHash;
 use crate::store::{now, AccountStatus, ImportOutcome, KeyRecord, Metadata, NewKey, Permission};
 
-/// Keys per store call: one SQLite transaction each.
-const BATCH: usize = 5000;
+/// Keys per store call: one SQLite transaction each (a whole CLI part).
+const BATCH: usize = 10_000;
 /// Most entries one call takes (the CLI sends files in parts of this size or less).
 pub const MAX_IMPORT: usize = 10_000;
 
