@@ -34,12 +34,10 @@ mod bare;
 mod nginx;
 
 fn main() -> ExitCode {
-    // Re-executed by the load run as the bare pingora floor (see `bare`).
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, listen, upstream, ..] = args.as_slice() {
-        if flag == bare::FLAG {
-            return bare::serve(listen, upstream);
-        }
+    // Re-executed by the load run as the bare pingora floor (see `bare`).
+    if let Some(code) = bare::run_if_asked(&args) {
+        return code;
     }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, and then
     // only the setup is checked (upstream, keygate, admin API, a keyed request), with no load.

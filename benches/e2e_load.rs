@@ -46,11 +46,9 @@ const PER_IP_CAP: usize = 4_096;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    // Re-executed as the bare pingora floor (see `bare`), as in `e2e`.
-    if let [_, flag, listen, upstream, ..] = args.as_slice() {
-        if flag == bare::FLAG {
-            return bare::serve(listen, upstream);
-        }
+    // Re-executed by the load run as the bare pingora floor (see `bare`).
+    if let Some(code) = bare::run_if_asked(&args) {
+        return code;
     }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it.
     let load_run = args.iter().any(|a| a == "--bench");

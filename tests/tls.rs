@@ -631,6 +631,72 @@ async fn a_tls_client_that_never_shakes_hands_is_closed_at_the_header_deadline()
     );
 }
 
+/// Both listeners are endpoints of one service, told apart by the address a connection came in
+/// on: plain HTTP sent to the TLS port is never answered as HTTP (nor forwarded), and a TLS
+/// handshake offered to the plain port does not complete, while each port serves its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_public_port_speaks_only_its_own_protocol() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test ca");
+    let leaf = ca.leaf(&["a.keygate.test"]);
+    let echo = Echo::start();
+    let (kg, tls) = start_tls(&echo, &[leaf.write(dir.path(), "a")], "", "");
+    let key = key_for(&kg);
+    let auth = bearer(&key);
+
+    // Plain HTTP on the TLS port: a TLS alert or a close, never an HTTP answer.
+    let mut plain_to_tls = TcpStream::connect(tls).await.expect("connect");
+    let request = format!(
+        "GET /v1/x HTTP/1.1\r\nHost: a\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    plain_to_tls
+        .write_all(request.as_bytes())
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain_to_tls.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "the TLS port answered plain HTTP: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A TLS handshake on the plain port does not complete.
+    let client = Client::trusting(&ca);
+    let handshake = client
+        .connect_with(
+            kg.public,
+            "a.keygate.test",
+            &[b"http/1.1"],
+            rustls::ALL_VERSIONS,
+        )
+        .await;
+    assert!(
+        handshake.is_err(),
+        "the plain port completed a TLS handshake"
+    );
+    assert_eq!(
+        echo.hits(),
+        0,
+        "a request on the wrong port reached the upstream"
+    );
+
+    // Each port still serves its own protocol.
+    let mut conn = client.connect(tls, "a.keygate.test").await;
+    assert_eq!(
+        h1(&mut conn, "GET", "/v1/x", &[("authorization", &auth)])
+            .await
+            .status,
+        200
+    );
+    let plain = get(
+        &format!("http://{}/v1/x", kg.public),
+        &[("authorization", &auth)],
+    );
+    assert_eq!(plain.status, 200);
+    assert_eq!(echo.hits(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_tls_connections_share_the_per_ip_cap() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -35,6 +35,15 @@ impl ProxyHttp for PassThrough {
     }
 }
 
+/// When the bench binary was started as the bare proxy (`FLAG LISTEN UPSTREAM`), runs it and
+/// gives its exit code; otherwise `None` and the bench goes on.
+pub fn run_if_asked(args: &[String]) -> Option<ExitCode> {
+    match args {
+        [_, flag, listen, upstream, ..] if flag == FLAG => Some(serve(listen, upstream)),
+        _ => None,
+    }
+}
+
 /// Runs the bare proxy on `listen` in front of `upstream` until killed.
 pub fn serve(listen: &str, upstream: &str) -> ExitCode {
     let Ok(upstream) = upstream.parse::<SocketAddr>() else {

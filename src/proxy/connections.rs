@@ -69,12 +69,10 @@ struct TlsEndpoint {
 
 impl TlsEndpoint {
     /// Whether a connection accepted on `local` came in on this listener.
-    fn accepted_on(&self, local: Option<std::net::SocketAddr>) -> bool {
-        local.is_some_and(|local| {
-            local.port() == self.address.port()
-                && (self.address.ip().is_unspecified()
-                    || local.ip().to_canonical() == self.address.ip().to_canonical())
-        })
+    fn accepted_on(&self, local: std::net::SocketAddr) -> bool {
+        local.port() == self.address.port()
+            && (self.address.ip().is_unspecified()
+                || local.ip().to_canonical() == self.address.ip().to_canonical())
     }
 }
 
@@ -205,14 +203,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // Which listener took the connection: read before a PROXY header replaces the addresses.
-        let tls = self.tls.as_ref().filter(|tls| {
-            let local = stream.get_socket_digest().and_then(|d| {
-                d.local_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| std::net::SocketAddr::new(a.ip(), a.port()))
-            });
-            tls.accepted_on(local)
-        });
+        // With a TLS listener, a connection whose local address cannot be read is closed rather
+        // than guessed plain: a wrong guess would serve plain HTTP on the TLS port.
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => {
+                let local = stream.get_socket_digest().and_then(|d| {
+                    d.local_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| std::net::SocketAddr::new(a.ip(), a.port()))
+                });
+                let Some(local) = local else {
+                    tracing::warn!("connection closed: its local address could not be read");
+                    return None;
+                };
+                tls.accepted_on(local).then_some(tls)
+            }
+        };
         // The PROXY header comes first (before a TLS handshake), within the header deadline;
         // its address is the peer from here on (the cap below counts it).
         let stream = if self.limits.proxy_protocol {
