@@ -20,6 +20,7 @@ pub mod invalidation;
 pub mod keys;
 pub mod keyservice;
 pub mod local;
+pub mod logging;
 pub mod metrics;
 pub mod passwords;
 pub mod proxy;

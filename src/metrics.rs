@@ -258,6 +258,7 @@ pub struct Metrics {
     /// `[mode][allowed]`, in [`LimitMode::ALL`] order; `allowed` is 1 for admitted.
     ratelimit_decisions: [[IntCounter; 2]; 3],
     last_used_dropped: IntCounter,
+    log_lines_dropped: IntCounter,
     cache_entries: IntGauge,
     cache_clears: IntCounter,
     stale_served: IntCounter,
@@ -427,6 +428,10 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("KEYGATE_GIT_COMMIT")])
             .set(1);
+        let log_lines_dropped = counter(
+            "keygate_log_lines_dropped_total",
+            "Log lines dropped because stderr's reader fell behind (the queue of lines was full).",
+        );
         let last_used_dropped = counter(
             "keygate_last_used_dropped_total",
             "Last-used updates refused because the pending map was full (recorded again on the key's next request).",
@@ -510,6 +515,7 @@ impl Metrics {
                     .map(|result| ratelimit.with_label_values(&[mode.label(), result]))
             }),
             last_used_dropped,
+            log_lines_dropped,
             cache_entries,
             cache_clears,
             stale_served,
@@ -540,6 +546,7 @@ impl Metrics {
             Box::new(ratelimit),
             Box::new(build_info),
             Box::new(m.last_used_dropped.clone()),
+            Box::new(m.log_lines_dropped.clone()),
             Box::new(m.cache_entries.clone()),
             Box::new(m.cache_clears.clone()),
             Box::new(m.stale_served.clone()),
@@ -694,6 +701,12 @@ impl Metrics {
 
     pub fn last_used_dropped(&self) {
         self.last_used_dropped.inc();
+    }
+
+    /// Brings the counter up to `total`, the log writer's own count (read at each scrape).
+    pub fn set_log_lines_dropped(&self, total: u64) {
+        self.log_lines_dropped
+            .inc_by(total.saturating_sub(self.log_lines_dropped.get()));
     }
 
     pub fn set_cache_entries(&self, n: u64) {

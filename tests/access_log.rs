@@ -127,3 +127,59 @@ fn access_false_writes_no_access_lines() {
     );
     assert!(access_lines(&kg).is_empty(), "{:?}", access_lines(&kg));
 }
+
+/// Requests sent while nothing reads keygate's stderr: a pipe holds 64 KiB, a few hundred access
+/// lines. Written on the proxy thread, the line after that blocked it, and every request with
+/// it (each of these calls fails after 10 s).
+const STALLED_REQUESTS: usize = 2_000;
+
+#[test]
+fn a_stalled_log_reader_holds_no_request_back_and_loses_no_line() {
+    let echo = Echo::start();
+    let mut opts = Options::new(echo.addr);
+    opts.stderr_pipe = true;
+    let mut kg = Keygate::start(&opts);
+    let mut stderr = kg.take_stderr().expect("stderr pipe");
+    for i in 0..STALLED_REQUESTS {
+        let r = get(&kg.url(&format!("/open/stalled/{i}")), &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    assert_eq!(
+        metric(&kg, "keygate_log_lines_dropped_total", &[]),
+        0.0,
+        "lines dropped with the queue far from full"
+    );
+    // The reader comes back: every line is there, in order, then the stop's own line (queued
+    // lines are written out before the process exits).
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).expect("read stderr");
+        text
+    });
+    kg.signal("-TERM");
+    let status = kg
+        .wait_exit(Duration::from_secs(20))
+        .expect("keygate stopped after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    let text = reader.join().expect("reader thread");
+    let paths: Vec<usize> = text
+        .lines()
+        .filter(|l| l.contains("keygate::access"))
+        .filter_map(|l| {
+            let rest = &l[l.find("path=\"/open/stalled/")? + "path=\"/open/stalled/".len()..];
+            rest[..rest.find('"')?].parse().ok()
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        (0..STALLED_REQUESTS).collect::<Vec<_>>(),
+        "access lines missing or out of order"
+    );
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.contains("keygate stopped")),
+        "the last line is not the stop's: {:?}",
+        text.lines().last()
+    );
+}

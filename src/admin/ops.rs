@@ -44,6 +44,9 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     shared.metrics.set_cache_entries(shared.cache.entry_count());
+    shared
+        .metrics
+        .set_log_lines_dropped(crate::logging::dropped_lines());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         shared.metrics.render(),

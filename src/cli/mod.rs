@@ -189,67 +189,6 @@ fn call_admin(
     }
 }
 
-/// Set to `1` to let pingora's own debug and trace lines through. They include raw request
-/// headers of malformed requests, so API keys, tokens and passwords: the name says so.
-pub const LOG_PINGORA_WITH_SECRETS: &str = "KEYGATE_LOG_PINGORA_WITH_SECRETS";
-
-/// `RUST_LOG` (default `info`) for keygate's own lines. pingora's are capped at `info` whatever
-/// the filter says, unless [`LOG_PINGORA_WITH_SECRETS`] is `1`: at `debug` pingora logs the raw
-/// header bytes of requests it cannot parse, credentials included.
-///
-/// `[log] format` picks text (colour only when stderr is a terminal, so log files get no escape
-/// codes) or one JSON object per line; `[log] access = false` drops the `keygate::access` lines.
-fn init_tracing(log: &crate::config::LogSection) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::prelude::*;
-    use tracing_subscriber::Layer;
-
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The outermost filter's hint is what the whole layer reports, and it sets the `log`
-    // crate's max level too: without it every debug and trace record pingora makes (several per
-    // request) would be built and offered to the subscriber only to be dropped.
-    let hint = filter
-        .max_level_hint()
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
-    let access = log.access;
-    let access_switch =
-        tracing_subscriber::filter::filter_fn(move |meta| access || meta.target() != ACCESS_TARGET)
-            .with_max_level_hint(hint);
-    let pingora_secrets = std::env::var(LOG_PINGORA_WITH_SECRETS).is_ok_and(|v| v == "1");
-    let pingora_cap = tracing_subscriber::filter::filter_fn(move |meta| {
-        pingora_secrets
-            || *meta.level() <= tracing::Level::INFO
-            || !meta.target().starts_with("pingora")
-    });
-    let lines = match log.format {
-        crate::config::LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .boxed(),
-        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .boxed(),
-    };
-    let _ = tracing_subscriber::registry()
-        .with(
-            lines
-                .with_filter(filter)
-                .with_filter(pingora_cap)
-                .with_filter(access_switch),
-        )
-        .try_init();
-    if pingora_secrets {
-        tracing::warn!(
-            "{LOG_PINGORA_WITH_SECRETS}=1: pingora's debug lines may carry API keys and tokens"
-        );
-    }
-}
-
 /// `keygate check-config`: exit 0 and `FILE: ok`, or exit 2 with every problem found.
 fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     // TLS keys are secrets too: with --skip-secrets, no TLS file is read.
@@ -285,20 +224,22 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The target of the one-line-per-request access log (see `proxy::phases`).
-pub const ACCESS_TARGET: &str = "keygate::access";
-
 fn serve(path: &std::path::Path) -> ExitCode {
-    let result = crate::reload::ConfigSource::load(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|(config, source)| {
-            init_tracing(&config.log);
-            for warning in &config.warnings {
-                tracing::warn!("config: {warning}");
-            }
-            Ok((crate::app::build(config)?, source))
-        })
-        .and_then(|(app, source)| crate::proxy::run(app, source));
+    let (config, source) = match crate::reload::ConfigSource::load(path) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("keygate: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(1);
+        }
+    };
+    // Held until keygate stops: dropping it writes out the lines still queued.
+    let log_writer = crate::logging::init(&config.log);
+    for warning in &config.warnings {
+        tracing::warn!("config: {warning}");
+    }
+    let result = crate::app::build(config).and_then(|app| crate::proxy::run(app, source));
+    // The queued lines first, then the error after them.
+    drop(log_writer);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -606,7 +606,7 @@ fn past_deadline(attempt: &Attempt) -> Result<()> {
 /// One `keygate::access` line per request at `info` (`[log] access = false` turns it off). The
 /// key and account by id, never a key or token; the path without its query string.
 fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16, seconds: f64) {
-    if !tracing::enabled!(target: crate::cli::ACCESS_TARGET, tracing::Level::INFO) {
+    if !tracing::enabled!(target: crate::logging::ACCESS_TARGET, tracing::Level::INFO) {
         return;
     }
     let header = session.req_header();
@@ -619,7 +619,7 @@ fn access_line(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u
         .unwrap_or("-");
     let credential = ctx.principal.as_ref().map(|p| &p.credential);
     tracing::info!(
-        target: crate::cli::ACCESS_TARGET,
+        target: crate::logging::ACCESS_TARGET,
         request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()),
         client_ip = ctx.client_ip.map(tracing::field::display),
         method = %header.method,

@@ -260,6 +260,9 @@ pub struct Options {
     pub listeners_toml: String,
     /// The process's open-file limit (`ulimit -n`), when the test lowers it.
     pub nofile: Option<u64>,
+    /// stderr goes to a pipe the test reads when it chooses ([`Keygate::take_stderr`]), not to
+    /// the log file: a log reader that stalls.
+    pub stderr_pipe: bool,
 }
 
 impl Options {
@@ -278,6 +281,7 @@ impl Options {
             server_toml: String::new(),
             listeners_toml: String::new(),
             nofile: None,
+            stderr_pipe: false,
         }
     }
 
@@ -327,6 +331,8 @@ pub struct Keygate {
     rust_log: String,
     env: Vec<(String, String)>,
     nofile: Option<u64>,
+    stderr_pipe: bool,
+    stderr: Option<std::process::ChildStderr>,
 }
 
 impl Keygate {
@@ -401,6 +407,8 @@ address = "{upstream}"
             rust_log: opts.rust_log.clone(),
             env: opts.env.clone(),
             nofile: opts.nofile,
+            stderr_pipe: opts.stderr_pipe,
+            stderr: None,
         };
         kg.spawn();
         kg
@@ -430,9 +438,15 @@ address = "{upstream}"
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
+            .stderr(if self.stderr_pipe {
+                Stdio::piped()
+            } else {
+                Stdio::from(log)
+            })
             .spawn()
             .expect("start keygate");
+        let mut child = child;
+        self.stderr = child.stderr.take();
         self.child = Some(child);
         self.wait_ready();
     }
@@ -505,6 +519,11 @@ address = "{upstream}"
             self.log().matches(needle).count() >= times
         });
         assert!(seen, "no {needle:?} (x{times}) in the log:\n{}", self.log());
+    }
+
+    /// The read end of stderr, with `Options::stderr_pipe` (once).
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.stderr.take()
     }
 
     pub fn log(&self) -> String {
@@ -610,6 +629,8 @@ impl Keygate {
             rust_log: "info".into(),
             env: Vec::new(),
             nofile: None,
+            stderr_pipe: false,
+            stderr: None,
         };
         kg.spawn();
         kg

@@ -93,6 +93,8 @@ impl Keygate {
             rust_log: "info".into(),
             env,
             nofile: None,
+            stderr_pipe: false,
+            stderr: None,
         };
         kg.spawn();
         kg
