@@ -20,7 +20,9 @@
 //! Environment: `KEYGATE_BENCH_SECONDS` (per target, default 5), `KEYGATE_BENCH_CONNECTIONS`
 //! (default 32), `KEYGATE_BENCH_ROUNDS` (default 1; with more, the targets run in rotated order
 //! each round and the table shows each column's median, which steadies a noisy machine),
-//! `KEYGATE_BENCH_ONLY` (comma-separated words: only the targets whose names contain one).
+//! `KEYGATE_BENCH_ONLY` (comma-separated words: only the targets whose names contain one),
+//! `KEYGATE_BENCH_RUST_LOG` (keygate's `RUST_LOG`, default `warn`: no access lines; `info` is
+//! what keygate ships with, one access line per request on stderr, here a file).
 
 use std::process::ExitCode;
 

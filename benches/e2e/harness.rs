@@ -301,7 +301,10 @@ auth = "api_key"
             .arg(&config_path)
             .env("KEYGATE_BENCH_PEPPER", PEPPER)
             .env("KEYGATE_BENCH_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("KEYGATE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
