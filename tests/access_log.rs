@@ -183,3 +183,23 @@ fn a_stalled_log_reader_holds_no_request_back_and_loses_no_line() {
         text.lines().last()
     );
 }
+
+/// stderr's reader gone (a log shipper that died): writes fail with a broken pipe, and keygate
+/// goes on serving and stops cleanly.
+#[test]
+fn a_closed_log_pipe_holds_no_request_back() {
+    let echo = Echo::start();
+    let mut opts = Options::new(echo.addr);
+    opts.stderr_pipe = true;
+    let mut kg = Keygate::start(&opts);
+    drop(kg.take_stderr());
+    for i in 0..500 {
+        let r = get(&kg.url(&format!("/open/closed/{i}")), &[]);
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    kg.signal("-TERM");
+    let status = kg
+        .wait_exit(Duration::from_secs(20))
+        .expect("keygate stopped after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
