@@ -10,7 +10,8 @@
 //! Escaping is kept where it matters: a string value is quoted, and one holding a quote, a
 //! backslash or any control or non-ASCII character is written with `Debug` (`\"`, `\n`,
 //! `\u{1b}`), so a client-chosen path can neither start a new line nor send terminal escapes.
-//! The message (keygate's own text) gets the same treatment without quotes.
+//! The message (keygate's own text) is written without quotes, escaped the same way only when it
+//! holds a control or non-ASCII character.
 
 use std::fmt;
 
@@ -71,6 +72,11 @@ fn plain(s: &str) -> bool {
         .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
 }
 
+/// Whether `s` is printable ASCII only: a message that can be written as it is.
+fn printable_ascii(s: &str) -> bool {
+    s.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
 /// `text` as `Debug` escapes it (`\n`, `\"`, `\u{1b}`), without the quotes around it.
 fn write_escaped_unquoted(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
     let escaped = format!("{text:?}");
@@ -87,7 +93,12 @@ impl Visit for TextVisitor<'_> {
             return;
         };
         let quoted = name != "message";
-        self.result = self.result.and_then(|()| match (plain(value), quoted) {
+        let as_is = if quoted {
+            plain(value)
+        } else {
+            printable_ascii(value)
+        };
+        self.result = self.result.and_then(|()| match (as_is, quoted) {
             (true, true) => {
                 self.writer.write_char('"')?;
                 self.writer.write_str(value)?;
@@ -150,10 +161,11 @@ impl Visit for TextVisitor<'_> {
             self.result = self.result.and_then(|()| write!(self.writer, "{value:?}"));
             return;
         }
-        // A formatted message (`format_args!`): its text, escaped as a string value would be.
+        // A formatted message (`format_args!`): its text, escaped only if it holds a control or
+        // non-ASCII character (quotes need no escape outside quotes).
         let text = format!("{value:?}");
         self.result = self.result.and_then(|()| {
-            if plain(&text) {
+            if printable_ascii(&text) {
                 self.writer.write_str(&text)
             } else {
                 write_escaped_unquoted(&mut self.writer, &text)
@@ -244,6 +256,17 @@ mod tests {
         let fast = line(true, emit);
         assert_eq!(fast, line(false, emit));
         assert!(fast.contains(r#"request request_id="0123abcd" client_ip=10.1.2.3 method=GET path="/v1/lookup" status=200 delta=-3 ok=true upstream_ms=1.25 type="x""#), "{fast}");
+    }
+
+    #[test]
+    fn messages_with_quotes_read_as_before() {
+        let emit = || tracing::warn!("config: route \"v1\" has no upstream \\ {}", 3);
+        let fast = line(true, emit);
+        assert_eq!(fast, line(false, emit));
+        assert!(
+            fast.contains(r#"config: route "v1" has no upstream \ 3"#),
+            "{fast}"
+        );
     }
 
     #[test]
