@@ -65,6 +65,18 @@ impl TextVisitor<'_> {
     }
 }
 
+impl TextVisitor<'_> {
+    fn record_integer(&mut self, field: &Field, value: impl itoa::Integer) {
+        if self.start(field).is_none() {
+            return;
+        }
+        let mut buf = itoa::Buffer::new();
+        self.result = self
+            .result
+            .and_then(|()| self.writer.write_str(buf.format(value)));
+    }
+}
+
 /// Whether `s` can be written between quotes as it is: printable ASCII without a quote or a
 /// backslash (what `Debug` would write unchanged).
 fn plain(s: &str) -> bool {
@@ -116,32 +128,21 @@ impl Visit for TextVisitor<'_> {
         }
         let mut buf = ryu::Buffer::new();
         self.result = self.result.and_then(|()| {
-            self.writer.write_str(if value.is_finite() {
-                buf.format_finite(value)
-            } else {
-                "NaN"
+            self.writer.write_str(match value {
+                v if v.is_finite() => buf.format_finite(v),
+                v if v.is_nan() => "NaN",
+                v if v > 0.0 => "inf",
+                _ => "-inf",
             })
         });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.start(field).is_none() {
-            return;
-        }
-        let mut buf = itoa::Buffer::new();
-        self.result = self
-            .result
-            .and_then(|()| self.writer.write_str(buf.format(value)));
+        self.record_integer(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.start(field).is_none() {
-            return;
-        }
-        let mut buf = itoa::Buffer::new();
-        self.result = self
-            .result
-            .and_then(|()| self.writer.write_str(buf.format(value)));
+        self.record_integer(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -249,13 +250,16 @@ mod tests {
                 ok = true,
                 key_id = none,
                 upstream_ms = 1.25f64,
+                big = f64::INFINITY,
+                small = f64::NEG_INFINITY,
+                nan = f64::NAN,
                 r#type = "x",
                 "request"
             );
         };
         let fast = line(true, emit);
         assert_eq!(fast, line(false, emit));
-        assert!(fast.contains(r#"request request_id="0123abcd" client_ip=10.1.2.3 method=GET path="/v1/lookup" status=200 delta=-3 ok=true upstream_ms=1.25 type="x""#), "{fast}");
+        assert!(fast.contains(r#"request request_id="0123abcd" client_ip=10.1.2.3 method=GET path="/v1/lookup" status=200 delta=-3 ok=true upstream_ms=1.25 big=inf small=-inf nan=NaN type="x""#), "{fast}");
     }
 
     #[test]
