@@ -12,6 +12,7 @@
 //! What is lost: lines still queued when the process is killed (SIGKILL, a crash). A SIGTERM or
 //! SIGINT stop writes them all out before exiting (see [`LogWriter`]).
 
+mod clock;
 mod text_fields;
 
 use std::io::IsTerminal;
@@ -90,15 +91,18 @@ pub fn init(log: &LogSection) -> LogWriter {
     let _ = DROPPED.set(writer.error_counter());
     let lines = match log.format {
         LogFormat::Text if ansi => tracing_subscriber::fmt::layer()
+            .with_timer(clock::CachedSecondClock)
             .with_writer(writer)
             .with_ansi(true)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_timer(clock::CachedSecondClock)
             .with_writer(writer)
             .with_ansi(false)
             .fmt_fields(text_fields::TextFields)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_timer(clock::CachedSecondClock)
             .json()
             .flatten_event(true)
             .with_current_span(false)
