@@ -133,13 +133,19 @@ fn access_false_writes_no_access_lines() {
 /// it (each of these calls fails after 10 s).
 const STALLED_REQUESTS: usize = 2_000;
 
-#[test]
-fn a_stalled_log_reader_holds_no_request_back_and_loses_no_line() {
+/// Keygate whose stderr is a pipe the test holds (and may never read).
+fn with_stderr_pipe() -> (Echo, Keygate, std::process::ChildStderr) {
     let echo = Echo::start();
     let mut opts = Options::new(echo.addr);
     opts.stderr_pipe = true;
     let mut kg = Keygate::start(&opts);
-    let mut stderr = kg.take_stderr().expect("stderr pipe");
+    let stderr = kg.take_stderr().expect("stderr pipe");
+    (echo, kg, stderr)
+}
+
+#[test]
+fn a_stalled_log_reader_holds_no_request_back_and_loses_no_line() {
+    let (_echo, mut kg, mut stderr) = with_stderr_pipe();
     for i in 0..STALLED_REQUESTS {
         let r = get(&kg.url(&format!("/open/stalled/{i}")), &[]);
         assert_eq!(r.status, 200, "request {i}: {}", r.body);
@@ -188,11 +194,8 @@ fn a_stalled_log_reader_holds_no_request_back_and_loses_no_line() {
 /// goes on serving and stops cleanly.
 #[test]
 fn a_closed_log_pipe_holds_no_request_back() {
-    let echo = Echo::start();
-    let mut opts = Options::new(echo.addr);
-    opts.stderr_pipe = true;
-    let mut kg = Keygate::start(&opts);
-    drop(kg.take_stderr());
+    let (_echo, mut kg, stderr) = with_stderr_pipe();
+    drop(stderr);
     for i in 0..500 {
         let r = get(&kg.url(&format!("/open/closed/{i}")), &[]);
         assert_eq!(r.status, 200, "request {i}: {}", r.body);

@@ -170,3 +170,70 @@ fn a_bad_or_restart_only_change_is_refused_and_the_old_config_keeps_serving() {
     kg.wait_for_log(RELOADED, 1);
     assert_eq!(call(&kg, "/v2/x", &key).status, 200);
 }
+
+/// A SIGHUP that comes while keygate is still starting (before its reload listener runs, for
+/// example from a config reloader as the pod starts) does not take SIGHUP's default action,
+/// which ends the process: keygate starts and serves. To hold keygate at a known point of its
+/// startup, its pepper is read from a named pipe that the test writes only after the signal.
+#[test]
+fn a_sighup_during_startup_does_not_end_keygate() {
+    let echo = Echo::start();
+    let mut kg = Keygate::start(&Options::new(echo.addr));
+    let public = kg.public;
+    let text = std::fs::read_to_string(&kg.config_path).expect("read config");
+    kg.kill();
+    let fifo = kg.dir.path().join("pepper.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let env_pepper = r#"pepper = { env = "KEYGATE_TEST_PEPPER" }"#;
+    assert!(text.contains(env_pepper), "{text}");
+    let config = kg.dir.path().join("fifo.toml");
+    std::fs::write(
+        &config,
+        text.replace(
+            env_pepper,
+            &format!("pepper = {{ file = \"{}\" }}", fifo.display()),
+        ),
+    )
+    .expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("KEYGATE_TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start keygate");
+    // Opening the pipe to write returns once keygate opened it to read: it is reading its
+    // configuration, well before it could reload one.
+    let (opened, writer) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = opened.send(std::fs::OpenOptions::new().write(true).open(path));
+    });
+    let Ok(Ok(mut pepper)) = writer.recv_timeout(Duration::from_secs(20)) else {
+        let _ = child.kill();
+        panic!("keygate never opened its pepper file");
+    };
+    send_signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    let after_signal = child.try_wait().ok().flatten();
+    // A keygate that died has no reader: the assertion below says so, not this write.
+    let _ = pepper.write_all(PEPPER.as_bytes());
+    drop(pepper);
+    let serving = after_signal.is_none()
+        && eventually(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(public).is_ok()
+                && get(&format!("http://{public}/open/x"), &[]).status == 200
+        });
+    let exited = child.try_wait().ok().flatten();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(after_signal, None, "SIGHUP during startup ended keygate");
+    assert!(serving && exited.is_none(), "not serving; exit {exited:?}");
+}

@@ -451,6 +451,34 @@ fn key_for(kg: &Keygate) -> String {
     kg.create_key(&account, json!({})).1
 }
 
+/// Keygate serving one certificate, for `a.keygate.test` from [`OneCert::ca`], and a key.
+/// Fields drop in order: keygate stops before its upstream and certificate files go.
+struct OneCert {
+    kg: Keygate,
+    echo: Echo,
+    ca: Ca,
+    tls: SocketAddr,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+fn one_cert() -> OneCert {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("test ca");
+    let leaf = ca.leaf(&["a.keygate.test"]);
+    let echo = Echo::start();
+    let (kg, tls) = start_tls(&echo, &[leaf.write(dir.path(), "a")], "", "");
+    let key = key_for(&kg);
+    OneCert {
+        kg,
+        echo,
+        ca,
+        tls,
+        key,
+        _dir: dir,
+    }
+}
+
 // ---------------------------------------------------------------- TLS downstream
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,13 +534,9 @@ async fn keyed_requests_and_rejections_over_tls_with_the_certificate_sni_names()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_2_and_1_3_are_accepted_and_1_1_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("test ca");
-    let leaf = ca.leaf(&["a.keygate.test"]);
-    let echo = Echo::start();
-    let (kg, tls) = start_tls(&echo, &[leaf.write(dir.path(), "a")], "", "");
-    let key = key_for(&kg);
-    let client = Client::trusting(&ca);
+    let OneCert { ca, tls, key, .. } = &one_cert();
+    let (tls, key) = (*tls, key.as_str());
+    let client = Client::trusting(ca);
     for (version, name) in [
         (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
         (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
@@ -526,7 +550,7 @@ async fn tls_1_2_and_1_3_are_accepted_and_1_1_is_refused() {
             &mut conn,
             "GET",
             "/v1/x",
-            &[("authorization", &bearer(&key))],
+            &[("authorization", &bearer(key))],
         )
         .await;
         assert_eq!(r.status, 200, "{name:?}: {}", r.body);
@@ -636,13 +660,16 @@ async fn a_tls_client_that_never_shakes_hands_is_closed_at_the_header_deadline()
 /// handshake offered to the plain port does not complete, while each port serves its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_public_port_speaks_only_its_own_protocol() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("test ca");
-    let leaf = ca.leaf(&["a.keygate.test"]);
-    let echo = Echo::start();
-    let (kg, tls) = start_tls(&echo, &[leaf.write(dir.path(), "a")], "", "");
-    let key = key_for(&kg);
-    let auth = bearer(&key);
+    let OneCert {
+        kg,
+        echo,
+        ca,
+        tls,
+        key,
+        ..
+    } = &one_cert();
+    let tls = *tls;
+    let auth = bearer(key);
 
     // Plain HTTP on the TLS port: a TLS alert or a close, never an HTTP answer.
     let mut plain_to_tls = TcpStream::connect(tls).await.expect("connect");
@@ -662,7 +689,7 @@ async fn each_public_port_speaks_only_its_own_protocol() {
     );
 
     // A TLS handshake on the plain port does not complete.
-    let client = Client::trusting(&ca);
+    let client = Client::trusting(ca);
     let handshake = client
         .connect_with(
             kg.public,

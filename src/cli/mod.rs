@@ -189,6 +189,27 @@ fn call_admin(
     }
 }
 
+/// Makes SIGHUP's default action (ending the process) keygate's no longer, from the start.
+///
+/// The reload service listens for SIGHUP only once pingora runs it, after the configuration is
+/// read, the store opened and the listeners bound: until then, a reload sent early (a config
+/// reloader as the pod starts) ended keygate. tokio's handler, once installed, stays for the
+/// life of the process (its docs: the default behaviour is not restored), so installing it here
+/// turns an early SIGHUP into nothing; the reload service's own listener takes the later ones.
+fn take_over_sighup() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    else {
+        return;
+    };
+    let _in_runtime = runtime.enter();
+    if let Err(e) = signal(SignalKind::hangup()) {
+        eprintln!("keygate: cannot take over SIGHUP ({e}); one sent during startup ends keygate");
+    }
+}
+
 /// `keygate check-config`: exit 0 and `FILE: ok`, or exit 2 with every problem found.
 fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     // TLS keys are secrets too: with --skip-secrets, no TLS file is read.
@@ -225,6 +246,7 @@ fn check_config(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
+    take_over_sighup();
     let (config, source) = match crate::reload::ConfigSource::load(path) {
         Ok(loaded) => loaded,
         Err(e) => {

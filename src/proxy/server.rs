@@ -62,7 +62,7 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     options.h2_idle_timeout = Some(std::time::Duration::from_secs(60));
     http.server_options = Some(options);
     // The proxy app behind the per-IP connection cap and the request-header deadline.
-    let guarded = super::connections::GuardedApp::new(
+    let mut guarded = super::connections::GuardedApp::new(
         Arc::new(http),
         super::connections::Guards {
             max_per_ip: config.server.max_connections_per_ip,
@@ -75,7 +75,7 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
     // The TLS listener: the same app, service and connection cap, behind keygate's own
     // handshake (see `connections`), so pingora listens on plain TCP there too.
     let mut certs = None;
-    let mut guarded = guarded;
+    let mut addresses = vec![config.listeners.public.to_string()];
     if let Some(tls) = &config.listeners.tls {
         let set = tls
             .certs
@@ -87,13 +87,13 @@ pub fn run(app: crate::app::App, source: crate::reload::ConfigSource) -> anyhow:
             .context("TLS listener configuration")?;
         let acceptor = pingora::listeners::tls::Acceptor::from_server_config(server_config);
         guarded = guarded.with_tls(tls.address, Arc::new(acceptor));
+        addresses.push(tls.address.to_string());
         certs = Some(resolver);
     }
     let mut proxy_service =
         pingora::services::listening::Service::new("keygate proxy".to_string(), guarded);
-    proxy_service.add_tcp(&config.listeners.public.to_string());
-    if let Some(tls) = &config.listeners.tls {
-        proxy_service.add_tcp(&tls.address.to_string());
+    for address in &addresses {
+        proxy_service.add_tcp(address);
     }
     server.add_service(proxy_service);
 

@@ -114,8 +114,10 @@ impl ReloadService {
                 if let (Some(resolver), Some(set)) =
                     (&self.certs, tls.and_then(|t| t.certs.clone()))
                 {
-                    tracing::info!(names = ?set.names(), "TLS certificates reloaded");
+                    // Said once it is true: a client that reads the line connects to the new set.
+                    let names = set.names().to_vec();
                     resolver.replace(set);
+                    tracing::info!(?names, "TLS certificates reloaded");
                 }
                 self.routing.store(Arc::new(routing));
                 self.reloaded.notify_one();
