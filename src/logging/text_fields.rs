@@ -5,13 +5,14 @@
 //! with colour off, and writes every value through `Debug`. On the access line (a dozen fields,
 //! once per request) that was about 20,000 instructions per request, as much as everything else
 //! keygate does for a forwarded request. Here a string with nothing to escape is copied as it
-//! is, floats go through `ryu`, and everything else keeps `Debug`, so lines read as before.
+//! is, floats go through `ryu`, integers through `itoa`, so lines read as before.
 //!
-//! Escaping is kept where it matters: a string value is quoted, and one holding a quote, a
-//! backslash or any control or non-ASCII character is written with `Debug` (`\"`, `\n`,
-//! `\u{1b}`), so a client-chosen path can neither start a new line nor send terminal escapes.
-//! The message (keygate's own text) is written without quotes, escaped the same way only when it
-//! holds a control or non-ASCII character.
+//! Escaping is kept where it matters, and is stricter than the default's: a string value is
+//! quoted, and one holding a quote, a backslash or any control or non-ASCII character is written
+//! with `Debug` (`\"`, `\n`, `\u{1b}`), so a client-chosen path can neither start a new line
+//! nor send terminal escapes. The message and `Display`/`Debug` values are written unquoted,
+//! their control and invisible characters escaped the same way (the default escapes only the
+//! message's ANSI sequences).
 
 use std::fmt;
 
@@ -84,19 +85,27 @@ fn plain(s: &str) -> bool {
         .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
 }
 
-/// Whether `s` is printable ASCII only: a message that can be written as it is.
-fn printable_ascii(s: &str) -> bool {
-    s.bytes().all(|b| (b' '..=b'~').contains(&b))
-}
+/// Writes through to a line, passing each character that is not printable ASCII through
+/// `char::escape_debug` (controls and invisible characters become `\n`, `\u{1b}`, `\u{85}`;
+/// printable letters stay): text that cannot break a line or reach a terminal as a control
+/// sequence, without an intermediate `String`.
+struct Escaping<'a, 'w>(&'a mut Writer<'w>);
 
-/// `text` as `Debug` escapes it (`\n`, `\"`, `\u{1b}`), without the quotes around it.
-fn write_escaped_unquoted(writer: &mut Writer<'_>, text: &str) -> fmt::Result {
-    let escaped = format!("{text:?}");
-    let inner = escaped
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(&escaped);
-    writer.write_str(inner)
+impl fmt::Write for Escaping<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(at) = rest.find(|c: char| !(' '..='~').contains(&c)) {
+            self.0.write_str(&rest[..at])?;
+            let mut chars = rest[at..].chars();
+            if let Some(c) = chars.next() {
+                for e in c.escape_debug() {
+                    self.0.write_char(e)?;
+                }
+            }
+            rest = chars.as_str();
+        }
+        self.0.write_str(rest)
+    }
 }
 
 impl Visit for TextVisitor<'_> {
@@ -104,21 +113,16 @@ impl Visit for TextVisitor<'_> {
         let Some(name) = self.start(field) else {
             return;
         };
-        let quoted = name != "message";
-        let as_is = if quoted {
-            plain(value)
-        } else {
-            printable_ascii(value)
-        };
-        self.result = self.result.and_then(|()| match (as_is, quoted) {
-            (true, true) => {
+        self.result = self.result.and_then(|()| {
+            if name == "message" {
+                fmt::Write::write_str(&mut Escaping(&mut self.writer), value)
+            } else if plain(value) {
                 self.writer.write_char('"')?;
                 self.writer.write_str(value)?;
                 self.writer.write_char('"')
+            } else {
+                write!(self.writer, "{value:?}")
             }
-            (true, false) => self.writer.write_str(value),
-            (false, true) => write!(self.writer, "{value:?}"),
-            (false, false) => write_escaped_unquoted(&mut self.writer, value),
         });
     }
 
@@ -155,22 +159,13 @@ impl Visit for TextVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let Some(name) = self.start(field) else {
-            return;
-        };
-        if name != "message" {
-            self.result = self.result.and_then(|()| write!(self.writer, "{value:?}"));
+        if self.start(field).is_none() {
             return;
         }
-        // A formatted message (`format_args!`): its text, escaped only if it holds a control or
-        // non-ASCII character (quotes need no escape outside quotes).
-        let text = format!("{value:?}");
+        // A formatted message (`format_args!`) or a `Display`/`Debug` value: its text, with
+        // control and non-ASCII characters escaped (quotes need no escape outside quotes).
         self.result = self.result.and_then(|()| {
-            if printable_ascii(&text) {
-                self.writer.write_str(&text)
-            } else {
-                write_escaped_unquoted(&mut self.writer, &text)
-            }
+            fmt::Write::write_fmt(&mut Escaping(&mut self.writer), format_args!("{value:?}"))
         });
     }
 }
@@ -278,6 +273,7 @@ mod tests {
         let fast = line(true, || {
             tracing::info!(
                 path = "/a\"b\\c\nd\u{1b}[31m\u{85}",
+                error = %"bad\nthing",
                 "two\nlines {}",
                 "\u{1b}[2J"
             )
@@ -288,7 +284,9 @@ mod tests {
             "{fast}"
         );
         assert!(
-            fast.contains(r#"two\nlines \u{1b}[2J path="/a\"b\\c\nd\u{1b}[31m\u{85}""#),
+            fast.contains(
+                r#"two\nlines \u{1b}[2J path="/a\"b\\c\nd\u{1b}[31m\u{85}" error=bad\nthing"#
+            ),
             "{fast}"
         );
     }
