@@ -2,9 +2,9 @@
 //!
 //! Lines are written by a thread of their own, never by the thread serving requests: a write to
 //! stderr is a system call per line, and stderr is often a pipe to a container runtime or a log
-//! shipper that can stall. Written in place, every access line cost the proxy thread a syscall
-//! (measured: one more than the whole rest of a forwarded request's), and a stalled reader
-//! stopped the data plane. Queued instead (`tracing_appender`'s non-blocking writer), lines are
+//! shipper that can stall. Written in place, every access line cost the proxy thread a `write`
+//! of its own, and a stalled reader stopped the data plane (tests/access_log.rs shows both
+//! pipes: one never read, one closed). Queued instead (`tracing_appender`'s non-blocking writer), lines are
 //! written in batches through one buffer; when the queue is full (the reader stalled for
 //! [`QUEUED_LINES`] lines), new lines are dropped and counted
 //! (`keygate_log_lines_dropped_total`) rather than holding requests back.
